@@ -1,0 +1,153 @@
+"""Plain-loop kernels: the definitions, written to be read.
+
+Every loop here is the formula of the operation, one output element at a time. They are slow
+and exist to be compared against: the tests hold the vectorised kernels to these. Shapes::
+
+    x_pad (N, C, Hp, Wp)   padded layer input
+    w     (F, C, kh, kw)   kernel, PyTorch layout
+    y, dy (N, F, Ho, Wo)   output and its error
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAME = "reference"
+
+
+def dilate(dy: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
+    """Insert ``stride - 1`` zeros between the pixels of dy: (N, F, Ho, Wo) -> (N, F, Hd, Wd)."""
+    n, f, ho, wo = dy.shape
+    sh, sw = stride
+    out = np.zeros((n, f, (ho - 1) * sh + 1, (wo - 1) * sw + 1), dtype=dy.dtype)
+    out[:, :, ::sh, ::sw] = dy
+    return out
+
+
+def conv2d_forward(x_pad, w, stride, dilation):
+    """``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * w[f, c, p, q]``."""
+    n, _, hp, wp = x_pad.shape
+    f, _, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    ho = (hp - dh * (kh - 1) - 1) // sh + 1
+    wo = (wp - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((n, f, ho, wo), dtype=x_pad.dtype)
+    for b in range(n):
+        for o in range(f):
+            for i in range(ho):
+                for j in range(wo):
+                    # the (C, kh, kw) patch under the kernel at output pixel (i, j)
+                    patch = x_pad[b, :, i * sh: i * sh + dh * (kh - 1) + 1: dh,
+                                  j * sw: j * sw + dw * (kw - 1) + 1: dw]
+                    y[b, o, i, j] = np.sum(patch * w[o])
+    return y, None
+
+
+def conv2d_grad_weight(x_pad, ctx, dy, kernel_size, stride, dilation):
+    """dW: the *valid* cross-correlation of x_pad with dy dilated by the stride.
+
+    ``dW[f, c, p, q] = sum_n sum_{u,v} x_pad[n, c, p*dh + u, q*dw + v] * dyd[n, f, u, v]``,
+    where ``dyd = dilate(dy, stride)`` of size (Hd, Wd) slides over x_pad as the "kernel" and
+    the kernel taps ``(p, q)`` are its valid positions, ``dilation`` apart.
+    """
+    kh, kw = kernel_size
+    dh, dw = dilation
+    dyd = dilate(dy, stride)
+    _, f, hd, wd = dyd.shape
+    c = x_pad.shape[1]
+    dW = np.zeros((f, c, kh, kw), dtype=dy.dtype)
+    for o in range(f):
+        for ch in range(c):
+            for p in range(kh):
+                for q in range(kw):
+                    window = x_pad[:, ch, p * dh: p * dh + hd, q * dw: q * dw + wd]
+                    dW[o, ch, p, q] = np.sum(window * dyd[:, o])
+    return dW
+
+
+def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
+    """dX_pad: the *full* convolution of the dilated dy with w, summed over the filters.
+
+    A full convolution is a correlation with the kernel rotated by 180 degrees over dy padded by
+    the kernel's span ``d(k - 1)`` on every side (plus, at the bottom/right, the rows and columns
+    of x_pad that no window reached when the stride does not divide the size evenly):
+    ``dx_pad[n, c, i, j] = sum_{f,p,q} dyd_full[n, f, i + p*dh, j + q*dw] * w[f, c, kh-1-p, kw-1-q]``.
+    The caller crops the forward padding off the (N, C, Hp, Wp) result.
+    """
+    f, c, kh, kw = w.shape
+    dh, dw = dilation
+    hp, wp = padded_hw
+    dyd = dilate(dy, stride)
+    n, _, hd, wd = dyd.shape
+    span_h, span_w = dh * (kh - 1), dw * (kw - 1)
+    # full padding on each side (plus the rows/cols that no window reached, at the bottom/right)
+    dyd_full = np.pad(dyd, ((0, 0), (0, 0), (span_h, hp - hd), (span_w, wp - wd)))
+    w_rot = w[:, :, ::-1, ::-1]  # rotate the kernel 180 degrees
+    dx_pad = np.zeros((n, c, hp, wp), dtype=dy.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(hp):
+                for j in range(wp):
+                    patch = dyd_full[b, :, i: i + span_h + 1: dh, j: j + span_w + 1: dw]
+                    dx_pad[b, ch, i, j] = np.sum(patch * w_rot[:, ch])
+    return dx_pad
+
+
+def maxpool2d_forward(x_pad, kernel_size, stride):
+    """``y = max`` over each window; ``ctx`` holds the flat index of the first maximum."""
+    n, c, hp, wp = x_pad.shape
+    (kh, kw), (sh, sw) = kernel_size, stride
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    y = np.empty((n, c, ho, wo), dtype=x_pad.dtype)
+    arg = np.empty((n, c, ho, wo), dtype=np.intp)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(ho):
+                for j in range(wo):
+                    window = x_pad[b, ch, i * sh: i * sh + kh, j * sw: j * sw + kw]
+                    arg[b, ch, i, j] = np.argmax(window)  # first maximum wins ties
+                    y[b, ch, i, j] = window.flat[arg[b, ch, i, j]]
+    return y, arg
+
+
+def maxpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
+    """Each dy goes to the one input pixel that was the (first) maximum of its window."""
+    n, c, ho, wo = dy.shape
+    (_, kw), (sh, sw) = kernel_size, stride
+    dx_pad = np.zeros((n, c, *padded_hw), dtype=dy.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(ho):
+                for j in range(wo):
+                    p, q = divmod(int(ctx[b, ch, i, j]), kw)
+                    dx_pad[b, ch, i * sh + p, j * sw + q] += dy[b, ch, i, j]
+    return dx_pad
+
+
+def avgpool2d_forward(x_pad, kernel_size, stride):
+    """Mean over each window; padding counts as zeros (PyTorch's ``count_include_pad=True``)."""
+    n, c, hp, wp = x_pad.shape
+    (kh, kw), (sh, sw) = kernel_size, stride
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    y = np.empty((n, c, ho, wo), dtype=x_pad.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(ho):
+                for j in range(wo):
+                    y[b, ch, i, j] = np.mean(x_pad[b, ch, i * sh: i * sh + kh, j * sw: j * sw + kw])
+    return y, None
+
+
+def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
+    """Each dy is shared equally by the ``kh * kw`` pixels of its window."""
+    n, c, ho, wo = dy.shape
+    (kh, kw), (sh, sw) = kernel_size, stride
+    dx_pad = np.zeros((n, c, *padded_hw), dtype=dy.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(ho):
+                for j in range(wo):
+                    dx_pad[b, ch, i * sh: i * sh + kh, j * sw: j * sw + kw] += (
+                        dy[b, ch, i, j] / (kh * kw)
+                    )
+    return dx_pad

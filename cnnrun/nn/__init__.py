@@ -1,0 +1,16 @@
+"""The hand-written layers: every ``forward`` keeps what its ``backward`` needs."""
+
+from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from .conv import Conv2d
+from .init import initialize
+from .layers import Dropout, Flatten, Linear
+from .loss import CrossEntropyLoss, MSELoss
+from .module import Module, Parameter, Product, Sequential
+from .norm import BatchNorm2d
+from .pool import AvgPool2d, MaxPool2d
+
+__all__ = [
+    "AvgPool2d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss", "Dropout", "Flatten", "LeakyReLU",
+    "Linear", "MSELoss", "MaxPool2d", "Module", "Parameter", "Product", "ReLU", "Sequential",
+    "Sigmoid", "Tanh", "initialize",
+]

@@ -1,0 +1,261 @@
+"""Parameters, the layer base class and :class:`Sequential`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backends import get_backend
+from ..errors import CheckpointError, ConfigError
+
+
+class Parameter:
+    """A trainable array and the gradient that ``backward`` adds into.
+
+    ``name`` is the key of the parameter in ``state_dict()`` (``"conv1.weight"`` inside a
+    :class:`Sequential`, ``"weight"`` in a bare layer).
+    """
+
+    __slots__ = ("name", "data", "grad")
+
+    def __init__(self, data: np.ndarray, name: str = ""):
+        self.data = data
+        self.grad = np.zeros_like(data)
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+@dataclass
+class Product:
+    """One backward product, as the shape trace shows it.
+
+    ``dW = corr_valid(x_pad (64,1,36,36), dY (64,6,32,32)) -> (6,1,5,5)``: ``grad`` is what is
+    computed, ``op`` how, ``operands`` the ``(label, shape)`` pairs it reads, ``shape`` what it
+    gives and ``cropped`` the shape after the forward padding is cut off (dX of a padded layer).
+    """
+
+    grad: str
+    op: str
+    operands: list[tuple[str, tuple[int, ...]]]
+    shape: tuple[int, ...]
+    cropped: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        def fmt(shape):
+            return "(" + ",".join(str(s) for s in shape) + ")"
+
+        args = ", ".join(f"{label} {fmt(shape)}" for label, shape in self.operands)
+        text = f"{self.grad} = {self.op}({args}) -> {fmt(self.shape)}"
+        if self.cropped is not None and tuple(self.cropped) != tuple(self.shape):
+            text += f", cropped to {fmt(self.cropped)}"
+        return text
+
+
+class Module:
+    """Base of every layer: ``forward(x) -> y`` keeps what ``backward(dy) -> dx`` needs.
+
+    Subclasses store parameters as :class:`Parameter` attributes listed in ``param_names`` and
+    running statistics as arrays listed in ``buffer_names``; ``backward`` *adds* into each
+    parameter's ``.grad``, so gradients accumulate until :meth:`zero_grad`.
+    """
+
+    param_names: tuple[str, ...] = ()
+    buffer_names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.name = ""
+        self.training = True
+        self.backend = "numpy"
+        self.tracing = False       # when True, backward records its products (see cnnrun.trace)
+        self.products: list = []
+
+    @property
+    def kernels(self):
+        """The kernel module of this layer's backend (see :mod:`cnnrun.backends`)."""
+        return get_backend(self.backend)
+
+    def __getstate__(self) -> dict:
+        # copies and pickles leave out what forward cached for backward (``_``-prefixed)
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    # -- forward / backward -------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    # -- parameters and state -----------------------------------------------------------
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        return [(n, p) for n in self.param_names if (p := getattr(self, n)) is not None]
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        return [(n, getattr(self, n)) for n in self.buffer_names]
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of parameters and buffers, keyed and laid out as in PyTorch."""
+        state = {n: p.data.copy() for n, p in self.named_parameters()}
+        state.update({n: np.array(b, copy=True) for n, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays (NumPy, or anything with ``__array__`` such as torch tensors) in place."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        wrong = [f"{k}: {tuple(np.shape(state[k]))} vs {own[k].shape}"
+                 for k in own if k in state and tuple(np.shape(state[k])) != own[k].shape]
+        if wrong or (strict and (missing or unexpected)):
+            parts = [f"{label}: {', '.join(items)}" for label, items in
+                     (("missing", missing), ("unexpected", unexpected),
+                      ("shape mismatch (given vs model)", wrong)) if items]
+            raise CheckpointError("state_dict does not fit the model; " + "; ".join(parts))
+        self._assign_state({k: np.asarray(v) for k, v in state.items() if k in own})
+
+    def _assign_state(self, state: dict[str, np.ndarray]) -> None:
+        for n, p in self.named_parameters():
+            if n in state:
+                p.data[...] = state[n]
+        for n, b in self.named_buffers():
+            if n in state:
+                setattr(self, n, np.asarray(state[n]).astype(b.dtype).reshape(b.shape))
+
+    # -- modes, dtypes, backends -------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def to(self, dtype) -> Module:
+        """Cast parameters, gradients and floating buffers to ``dtype`` (like ``.double()``)."""
+        dtype = np.dtype(dtype)
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = p.grad.astype(dtype)
+        for n, b in self.named_buffers():
+            if np.issubdtype(b.dtype, np.floating):
+                setattr(self, n, b.astype(dtype))
+        return self
+
+    def set_backend(self, name: str) -> Module:
+        """Pick the kernels: ``"numpy"`` (default), ``"numba"`` or ``"reference"`` (loops)."""
+        get_backend(name)  # validates the name
+        self.backend = str(name).lower()
+        return self
+
+    # -- display -------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Sequential(Module):
+    """Layers applied in order: ``Sequential(*layers)`` or ``Sequential([(name, layer), ...])``.
+
+    Unnamed layers are named by their index, as in ``torch.nn.Sequential``; parameters are
+    keyed ``"<layer name>.weight"`` / ``"<layer name>.bias"``.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], dict):
+            items = list(layers[0].items())
+        elif len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            items = list(layers[0])
+        else:
+            items = list(layers)
+        self.layers: list[tuple[str, Module]] = []
+        for i, item in enumerate(items):
+            name, layer = item if isinstance(item, tuple) else (str(i), item)
+            if not isinstance(layer, Module):
+                raise ConfigError(
+                    f"layer {name!r} is a {type(layer).__name__}, not a cnnrun.nn layer")
+            if any(name == n for n, _ in self.layers):
+                raise ConfigError(f"duplicate layer name {name!r} in Sequential")
+            layer.name = str(name)
+            self.layers.append((str(name), layer))
+        self._rename()
+
+    def _rename(self) -> None:
+        for name, layer in self.layers:
+            for pname, p in layer.named_parameters():
+                p.name = f"{name}.{pname}"
+
+    def __iter__(self) -> Iterator[Module]:
+        return (layer for _, layer in self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, key: int | str) -> Module:
+        if isinstance(key, str):
+            for name, layer in self.layers:
+                if name == key:
+                    return layer
+            raise KeyError(key)
+        return self.layers[key][1]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for _, layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        for _, layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        return [(f"{n}.{pn}", p) for n, layer in self.layers for pn, p in layer.named_parameters()]
+
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        return [(f"{n}.{bn}", b) for n, layer in self.layers for bn, b in layer.named_buffers()]
+
+    def _assign_state(self, state: dict[str, np.ndarray]) -> None:
+        for name, layer in self.layers:
+            prefix = name + "."
+            layer._assign_state({k[len(prefix):]: v for k, v in state.items()
+                                 if k.startswith(prefix)})
+
+    def train(self, mode: bool = True) -> Sequential:
+        super().train(mode)
+        for layer in self:
+            layer.train(mode)
+        return self
+
+    def to(self, dtype) -> Sequential:
+        for layer in self:
+            layer.to(dtype)
+        return self
+
+    def set_backend(self, name: str) -> Sequential:
+        super().set_backend(name)
+        for layer in self:
+            layer.set_backend(name)
+        return self
+
+    def __repr__(self) -> str:
+        lines = [f"  ({name}): {layer!r}" for name, layer in self.layers]
+        return "Sequential(\n" + "\n".join(lines) + "\n)"
