@@ -98,6 +98,6 @@ def output_hw(
             f"{owner}: input {in_hw[0]}x{in_hw[1]} (padded {padded[0]}x{padded[1]}) is smaller "
             f"than the {kernel[0]}x{kernel[1]} kernel"
             + (f" with dilation {dilation}" if dilation != (1, 1) else "")
-            + " (span {}x{}); use 'same' padding, a smaller kernel or a larger image".format(*span)
+            + "; use 'same' padding, a smaller kernel or a larger image"
         )
     return tuple((p - sp) // s + 1 for p, sp, s in zip(padded, span, stride))

@@ -1,0 +1,111 @@
+"""Checkpoints: one ``.npz`` with the model, the optimiser, every RNG state and the config.
+
+Layout: ``model/<param or buffer>`` and ``optim/<index>/<state>`` arrays, and ``meta``, a JSON
+string with the format version, model name, epoch, step, best validation loss, RNG states,
+optimiser hyperparameters and the config as YAML. Written atomically: a temporary file in the
+same folder, flushed and fsynced, then renamed over the old one, so a run killed at any instant
+leaves the previous complete checkpoint readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError
+
+FORMAT = "cnnrun-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model, optimizer, meta: dict) -> Path:
+    """Write ``path`` atomically; ``meta`` holds epoch, step, RNG states, config and so on."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opt_state = optimizer.state_dict()
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    for i, state in enumerate(opt_state["state"]):
+        arrays.update({f"optim/{i}/{k}": v for k, v in state.items()})
+    info = {**meta, "format": FORMAT, "version": VERSION,
+            "optimizer": {k: opt_state[k] for k in ("type", "hyper", "steps", "param_names")}}
+    arrays["meta"] = np.array(json.dumps(info))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint: ``{"meta", "model", "optim"}``; a :class:`CheckpointError` with the
+    reason if it is missing, truncated, not a cnnrun checkpoint or of another version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found: expected a .npz file "
+                              "written by cnnrun (runs/.../checkpoints/last.npz)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable (truncated or not an "
+                              f".npz file): {err}") from None
+    if "meta" not in arrays:
+        raise CheckpointError(f"{str(path)!r} is not a cnnrun checkpoint (no 'meta' entry)")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{str(path)!r}: its 'meta' entry is not valid JSON") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a cnnrun checkpoint")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format version "
+                              f"{meta.get('version')!r}; this cnnrun reads version {VERSION}")
+    model = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    optim: dict[int, dict[str, np.ndarray]] = {}
+    for k, v in arrays.items():
+        if k.startswith("optim/"):
+            _, index, name = k.split("/", 2)
+            optim.setdefault(int(index), {})[name] = v
+    return {"meta": meta, "model": model, "optim": optim}
+
+
+def restore(checkpoint: dict, model, optimizer, path: str | Path = "checkpoint") -> dict:
+    """Load a checkpoint's model and optimiser state into ``model`` and ``optimizer``."""
+    meta = checkpoint["meta"]
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except CheckpointError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} (model {meta.get('model_name')!r}) "
+                              f"does not fit this model: {str(err).split('; ', 1)[-1]}") from None
+    opt = meta["optimizer"]
+    state = [checkpoint["optim"].get(i, {}) for i in range(len(opt["param_names"]))]
+    try:
+        optimizer.load_state_dict({**opt, "state": state})
+    except CheckpointError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {err}") from None
+    return meta

@@ -1,0 +1,76 @@
+"""What the command-line entry points share: Hydra's config, and bad input as one clear line.
+
+A mistake by the user (an unknown model, a value outside its enum, a negative learning rate, a
+missing data file) ends with one line on stderr naming the value and what would be accepted,
+and exit status 2: no traceback, unless ``HYDRA_FULL_ERROR=1`` asks for one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+
+from .errors import CnnrunError
+
+EXIT_USAGE = 2
+
+
+def _omegaconf_message(err) -> str:
+    text = str(err).splitlines()[0].strip() if str(err) else type(err).__name__
+    key = getattr(err, "full_key", None)
+    m = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", text)
+    if m and key:
+        return f"invalid {key} '{m.group(1)}': expected one of {m.group(2)}"
+    return f"{text} (at {key})" if key else text
+
+
+def describe(err: BaseException) -> str | None:
+    """One line for an error the user can fix; None for anything else (a bug: keep the trace)."""
+    from hydra.errors import (ConfigCompositionException, MissingConfigException,
+                              OverrideParseException)
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, CnnrunError):
+        return str(err)
+    if isinstance(err, MissingConfigException):
+        missing = getattr(err, "missing_cfg_file", "") or ""
+        options = getattr(err, "options", None)
+        if "/" in missing and options:
+            group, name = missing.rsplit("/", 1)
+            return f"unknown {group} {name!r}: expected one of {', '.join(sorted(options))}"
+        return str(err).splitlines()[0]
+    if isinstance(err, OverrideParseException):
+        return str(err).splitlines()[0]
+    if isinstance(err, ConfigCompositionException):
+        cause = err.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            return _omegaconf_message(cause)
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        return "; ".join(lines[:2]) if lines else type(err).__name__
+    if isinstance(err, OmegaConfBaseException):
+        return _omegaconf_message(err)
+    return None
+
+
+def fail(message: str) -> None:
+    print(f"cnnrun: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def run_cli(entry: Callable[[], object]) -> None:
+    """Run a Hydra entry point; user errors become one line and exit status 2."""
+    wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Hydra prints its own multi-line report unless this is set; we print one line instead
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        entry()
+    except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs just below
+        message = describe(err)
+        if message is None or wants_trace:
+            raise
+        fail(message)
+    finally:
+        if not wants_trace:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
