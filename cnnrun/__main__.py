@@ -7,7 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .cli import describe, fail, run_cli
+from .cli import describe, fail, log_to_files, run_cli
 from .config import config_dir
 
 
@@ -22,8 +22,7 @@ def _task(cfg: DictConfig) -> float:
         # in a sweep, Hydra records the failed job; alone, the run ends with one clear line
         if message is None or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
-        import logging
-        logging.getLogger("cnnrun").error(message)
+        log_to_files(message)
         fail(message)
         raise  # unreachable: fail() exits
 

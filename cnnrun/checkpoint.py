@@ -71,9 +71,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable (truncated or not an "
-                              f".npz file): {err}") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable: truncated, or not an "
+                              ".npz file written by cnnrun") from None
     if "meta" not in arrays:
         raise CheckpointError(f"{str(path)!r} is not a cnnrun checkpoint (no 'meta' entry)")
     try:

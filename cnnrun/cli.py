@@ -23,6 +23,9 @@ def _omegaconf_message(err) -> str:
     m = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", text)
     if m and key:
         return f"invalid {key} '{m.group(1)}': expected one of {m.group(2)}"
+    m = re.match(r"Value '(.*)' of type '.*' could not be converted to (\w+)", text)
+    if m and key:
+        return f"invalid {key} '{m.group(1)}': expected {m.group(2).lower()}"
     return f"{text} (at {key})" if key else text
 
 
@@ -54,6 +57,17 @@ def describe(err: BaseException) -> str | None:
     return None
 
 
+def log_to_files(message: str) -> None:
+    """Record an error in the run's log file(s) only: the terminal gets :func:`fail`'s line."""
+    import logging
+
+    record = logging.LogRecord("cnnrun", logging.ERROR, __file__, 0, message, None, None)
+    for logger in (logging.getLogger(), logging.getLogger("cnnrun")):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+
 def fail(message: str) -> None:
     print(f"cnnrun: error: {message}", file=sys.stderr)
     sys.exit(EXIT_USAGE)
@@ -74,3 +88,35 @@ def run_cli(entry: Callable[[], object]) -> None:
     finally:
         if not wants_trace:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def compose_from_argv(argv: list[str], prog: str):
+    """Hydra's config from ``overrides`` (and ``--config-dir DIR``) without a run folder: for
+    the commands that only look (``cnnrun.shapes``, ``cnnrun.gradcheck``)."""
+    from hydra import compose, initialize_config_dir
+
+    from .config import config_dir
+
+    overrides, user_dir = [], None
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            print(f"usage: python -m {prog} [--config-dir DIR] [key=value ...]\n"
+                  "  the same overrides as `python -m cnnrun`, e.g. model=lenet conv.padding=same")
+            sys.exit(0)
+        if arg in ("--config-dir", "-cd"):
+            user_dir = next(args, None)
+        elif arg.startswith("--config-dir="):
+            user_dir = arg.split("=", 1)[1]
+        elif arg.startswith("-"):
+            fail(f"unknown option {arg!r} for {prog}: expected --config-dir DIR or key=value "
+                 "overrides")
+        else:
+            overrides.append(arg)
+    if user_dir is not None:
+        path = os.path.abspath(user_dir)
+        if not os.path.isdir(path):
+            fail(f"--config-dir {user_dir!r} is not a folder")
+        overrides.append(f"hydra.searchpath=[file://{path}]")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides)
