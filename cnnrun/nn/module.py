@@ -233,6 +233,10 @@ class Sequential(Module):
     def named_buffers(self) -> list[tuple[str, np.ndarray]]:
         return [(f"{n}.{bn}", b) for n, layer in self.layers for bn, b in layer.named_buffers()]
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Layer by layer, each layer's parameters then its buffers: PyTorch's key order."""
+        return {f"{n}.{k}": v for n, layer in self.layers for k, v in layer.state_dict().items()}
+
     def _assign_state(self, state: dict[str, np.ndarray]) -> None:
         for name, layer in self.layers:
             prefix = name + "."
