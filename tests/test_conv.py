@@ -1,0 +1,196 @@
+"""Conv2d: gradients against finite differences, output sizes, and the vectorised kernels against
+the plain loops, over named and random (hypothesis) shapes."""
+
+import math
+
+import numpy as np
+import pytest
+from helpers import (
+    CONV_CASES,
+    GRAD_TOL,
+    ConvCase,
+    conv_cases,
+    layer_grad_errors,
+    pool_cases,
+    rel_err,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnnrun.errors import ShapeError
+from cnnrun.nn import AvgPool2d, Conv2d, MaxPool2d
+
+F64_TOL = 1e-12  # numpy vs reference in float64: only the summation order differs
+F32_TOL = 1e-5  # ... and in float32, relative to the scale of the result
+
+CASE_IDS = list(CONV_CASES)
+
+
+def expected_out_size(size, k, s, d, padding, axis) -> int:
+    """The output size formulas of the design, written out independently of the engine."""
+    span = d * (k - 1)
+    if padding == "same":
+        return size if s == 1 else math.ceil(size / s)
+    if padding == "valid":
+        lo = hi = 0
+    elif padding == "full":
+        lo = hi = span
+    elif isinstance(padding, int):
+        lo = hi = padding
+    elif len(padding) == 2:
+        lo = hi = padding[axis]
+    else:
+        lo, hi = padding[2 * axis], padding[2 * axis + 1]
+    return (size + lo + hi - span - 1) // s + 1
+
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def check_output_shape(case: ConvCase):
+    layer = case.layer(np.random.default_rng(0))
+    y = layer.forward(np.zeros(case.x_shape))
+    k, s, d = pair(case.kernel), pair(case.stride), pair(case.dilation)
+    expected = tuple(expected_out_size(size, k[i], s[i], d[i], case.padding, i)
+                     for i, size in enumerate((case.h, case.w)))
+    assert y.shape == (case.n, case.f, *expected)
+    assert layer.output_shape(case.x_shape) == y.shape
+
+
+# --- the forward pass, by hand -----------------------------------------------------------------
+
+
+def test_forward_is_a_cross_correlation_with_bias():
+    # y[i, j] = x[i, j] - x[i+1, j+1] + b: the kernel is *not* flipped (as in every DL library)
+    x = np.arange(12, dtype=np.float64).reshape(1, 1, 3, 4)   # rows differ by 4, columns by 1
+    layer = Conv2d(1, 1, 2, dtype=np.float64)
+    layer.weight.data[...] = [[[[1.0, 0.0], [0.0, -1.0]]]]
+    layer.bias.data[...] = 0.5
+    y = layer.forward(x)
+    np.testing.assert_array_equal(y, np.full((1, 1, 2, 3), -5.0 + 0.5))
+
+
+def test_forward_sums_over_channels_and_keeps_filters_apart():
+    x = np.stack([np.ones((3, 3)), 2 * np.ones((3, 3))])[None]          # (1, 2, 3, 3)
+    layer = Conv2d(2, 2, 3, bias=False, dtype=np.float64)
+    layer.weight.data[...] = 0
+    layer.weight.data[0, 0, 0, 0] = 1.0     # filter 0 reads channel 0 once: 1
+    layer.weight.data[1, 1] = 1.0           # filter 1 sums channel 1 over 3x3: 18
+    np.testing.assert_array_equal(layer.forward(x).ravel(), [1.0, 18.0])
+
+
+def test_same_padding_puts_the_odd_pixel_at_bottom_right():
+    assert Conv2d(1, 1, 4, padding="same").pads((7, 9)) == (1, 2, 1, 2)
+    assert Conv2d(1, 1, (2, 5), padding="same").pads((7, 9)) == (0, 1, 2, 2)
+    # stride 2, TensorFlow's SAME: out = ceil(10 / 2) = 5, total = (5-1)*2 + 3 - 10 = 1
+    assert Conv2d(1, 1, 3, stride=2, padding="same").pads((10, 11)) == (0, 1, 1, 1)
+    assert Conv2d(1, 1, 3, dilation=2, padding="full").pads((5, 5)) == (4, 4, 4, 4)
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_output_shape_named_cases(name):
+    check_output_shape(CONV_CASES[name])
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases())
+def test_output_shape_random(case):
+    check_output_shape(case)
+
+
+def test_input_smaller_than_kernel_is_a_shape_error_naming_the_shapes():
+    layer = Conv2d(1, 2, 5)
+    with pytest.raises(ShapeError) as info:
+        layer.forward(np.zeros((1, 1, 3, 4), np.float32))
+    message = str(info.value)
+    assert "3x4" in message and "5x5" in message
+    with pytest.raises(ShapeError, match="6x6"):
+        Conv2d(1, 1, 3, dilation=3).forward(np.zeros((1, 1, 6, 6), np.float32))  # span 7
+    with pytest.raises(ShapeError, match="channels"):
+        Conv2d(3, 1, 1).forward(np.zeros((1, 2, 4, 4), np.float32))
+
+
+# --- gradients against finite differences ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_gradients_named_cases(name, rng):
+    case = CONV_CASES[name]
+    layer = case.layer(rng)
+    errors = layer_grad_errors(layer, rng.standard_normal(case.x_shape), rng)
+    assert set(errors) == {"input", "weight", "bias"}
+    assert max(errors.values()) < GRAD_TOL, errors
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases(), st.booleans())
+def test_gradients_random_shapes(case, with_bias):
+    rng = np.random.default_rng(case.h * 100 + case.w)
+    layer = case.layer(rng, bias=with_bias)
+    errors = layer_grad_errors(layer, rng.standard_normal(case.x_shape), rng, allow_zero=True)
+    assert max(errors.values()) < GRAD_TOL, (case, errors)
+
+
+# --- vectorised (numpy) backend against the loops (reference) --------------------------------
+
+
+def run_conv(case: ConvCase, backend: str, dtype):
+    """y, dX, dW, db of one forward and backward pass, same weights, data and dY every time."""
+    layer = case.layer(np.random.default_rng(1), dtype=dtype).set_backend(backend)
+    data = np.random.default_rng(2)
+    x = data.standard_normal(case.x_shape).astype(dtype)
+    y = layer.forward(x)
+    dy = data.standard_normal(y.shape).astype(dtype)
+    dx = layer.backward(dy)
+    return {"y": y, "dX": dx, "dW": layer.weight.grad, "db": layer.bias.grad}
+
+
+def check_conv_backends(case: ConvCase):
+    for dtype, tol in ((np.float64, F64_TOL), (np.float32, F32_TOL)):
+        fast, loops = run_conv(case, "numpy", dtype), run_conv(case, "reference", dtype)
+        for key in fast:
+            assert fast[key].dtype == loops[key].dtype == dtype
+            assert fast[key].shape == loops[key].shape, key
+            assert rel_err(fast[key], loops[key]) < tol, (case, key, dtype)
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_numpy_backend_matches_loops_named_cases(name):
+    check_conv_backends(CONV_CASES[name])
+
+
+@settings(max_examples=80, deadline=None)
+@given(conv_cases())
+def test_numpy_backend_matches_loops_random_shapes(case):
+    check_conv_backends(case)
+
+
+def run_pool(cls, shape, kernel, stride, padding, backend, dtype, integer_valued):
+    data = np.random.default_rng(3)
+    x = (data.integers(-2, 3, shape) if integer_valued else data.standard_normal(shape))
+    layer = cls(kernel, stride, padding).set_backend(backend)
+    y = layer.forward(x.astype(dtype))
+    dy = data.standard_normal(y.shape).astype(dtype)
+    return y, layer.backward(dy)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pool_cases())
+def test_pool_numpy_backend_matches_loops(case):
+    shape, kernel, stride, padding = case
+    for cls in (MaxPool2d, AvgPool2d):
+        for integer_valued in (False, True):  # integer values: ties inside the windows
+            for dtype, tol in ((np.float64, F64_TOL), (np.float32, F32_TOL)):
+                args = (cls, shape, kernel, stride, padding)
+                y_fast, dx_fast = run_pool(*args, "numpy", dtype, integer_valued)
+                y_loop, dx_loop = run_pool(*args, "reference", dtype, integer_valued)
+                assert y_fast.dtype == dx_fast.dtype == dtype
+                assert y_fast.shape == y_loop.shape and dx_fast.shape == shape
+                if cls is MaxPool2d:
+                    # a max is exact, and both route dY to the same (first) maximum
+                    np.testing.assert_array_equal(y_fast, y_loop)
+                    assert rel_err(dx_fast, dx_loop) < tol
+                else:
+                    assert rel_err(y_fast, y_loop) < tol
+                    assert rel_err(dx_fast, dx_loop) < tol
