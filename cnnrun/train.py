@@ -238,7 +238,7 @@ def _run(cfg: DictConfig, out: Path, started: float) -> float:
                 loss = loss_fn.forward(logits, yb)
                 grads_ok = math.isfinite(loss)
                 if grads_ok:
-                    model.backward(loss_fn.backward())
+                    model.backward(loss_fn.backward(), input_grad=False)  # no dX for data
                     norms = {p.name: float(np.sqrt(np.sum(p.grad * p.grad)))
                              for p in model.parameters()}
                     global_norm = math.sqrt(sum(v * v for v in norms.values()))

@@ -104,14 +104,20 @@ class Conv2d(Module):
         self._cache = (x.shape, x_pad, pads, ctx)
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        x_shape, x_pad, pads, ctx = self._cache
-        w = self.weight.data.astype(dy.dtype, copy=False)
+    def backward_params(self, dy: np.ndarray) -> np.ndarray:
+        """dW and db only (the full convolution for dX is skipped); returns dW."""
+        _, x_pad, _, ctx = self._cache
         dW = self.kernels.conv2d_grad_weight(x_pad, ctx, dy, self.kernel_size, self.stride,
                                              self.dilation)
         self.weight.grad += dW
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=(0, 2, 3))
+        return dW
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        x_shape, x_pad, pads, _ = self._cache
+        w = self.weight.data.astype(dy.dtype, copy=False)
+        dW = self.backward_params(dy)
         dx_pad = self.kernels.conv2d_grad_input(dy, w, self.stride, self.dilation,
                                                 x_pad.shape[2:])  # (N, C, Hp, Wp)
         dx = crop2d(dx_pad, pads, x_shape[2:])                    # (N, C, H, W)

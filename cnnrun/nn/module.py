@@ -93,6 +93,11 @@ class Module:
     def backward(self, dy: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def backward_params(self, dy: np.ndarray) -> None:
+        """Only the parameter gradients, for a layer whose input is data (no dX is needed).
+        Layers where dX is costly (conv) override this to skip it."""
+        self.backward(dy)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
@@ -222,10 +227,16 @@ class Sequential(Module):
             x = layer.forward(x)
         return x
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        for _, layer in reversed(self.layers):
+    def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Back through every layer; returns dX. ``input_grad=False`` (training on data, whose
+        gradient nobody reads) lets the first layer skip computing it and returns None."""
+        for _, layer in reversed(self.layers[1:]):
             dy = layer.backward(dy)
-        return dy
+        first = self.layers[0][1]
+        if input_grad:
+            return first.backward(dy)
+        first.backward_params(dy)
+        return None
 
     def named_parameters(self) -> list[tuple[str, Parameter]]:
         return [(f"{n}.{pn}", p) for n, layer in self.layers for pn, p in layer.named_parameters()]
