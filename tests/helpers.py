@@ -220,6 +220,29 @@ def small_net(rng, dtype=np.float64, dropout_rng=None):
     ])
 
 
+def fc1_inputs(padding: str, size: int = 32) -> int:
+    """16 maps of the image after conv 5x5, pool 2, conv 5x5, pool 2."""
+    for _ in range(2):
+        size = (size if padding == "same" else size - 4) // 2
+    return 16 * size * size
+
+
+def lenet(padding: str, seed: int = 0, dtype=np.float64) -> Sequential:
+    """LeNet-5 for 1x32x32 inputs; under 'same' the convs keep the size, so fc1 grows."""
+    rng = np.random.default_rng(seed)
+    kw = {"rng": rng, "dtype": dtype}
+    return Sequential([
+        ("conv1", Conv2d(1, 6, 5, padding=padding, **kw)), ("tanh1", Tanh()),
+        ("pool1", AvgPool2d(2)),
+        ("conv2", Conv2d(6, 16, 5, padding=padding, **kw)), ("tanh2", Tanh()),
+        ("pool2", AvgPool2d(2)),
+        ("flatten", Flatten()),
+        ("fc1", Linear(fc1_inputs(padding), 120, **kw)), ("tanh3", Tanh()),
+        ("fc2", Linear(120, 84, **kw)), ("tanh4", Tanh()),
+        ("fc3", Linear(84, 10, **kw)),
+    ])
+
+
 def spaced_values(shape, rng: np.random.Generator) -> np.ndarray:
     """Distinct values at least 0.01 apart in random order: no max-pool window has a near-tie
     that a finite-difference step could flip."""
