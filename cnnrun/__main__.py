@@ -7,7 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .cli import describe, fail, log_to_files, run_cli
+from .cli import describe, fail, log_to_files, run_cli, trace_wanted
 from .config import config_dir
 
 
@@ -23,6 +23,8 @@ def _task(cfg: DictConfig) -> float:
         if message is None or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         log_to_files(message)
+        if trace_wanted():
+            raise
         fail(message)
         raise  # unreachable: fail() exits
 

@@ -73,9 +73,18 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+_wants_trace = False
+
+
+def trace_wanted() -> bool:
+    """Whether the user set ``HYDRA_FULL_ERROR=1`` (run_cli sets it for Hydra in any case)."""
+    return _wants_trace
+
+
 def run_cli(entry: Callable[[], object]) -> None:
     """Run a Hydra entry point; user errors become one line and exit status 2."""
-    wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    global _wants_trace
+    wants_trace = _wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Hydra prints its own multi-line report unless this is set; we print one line instead
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
