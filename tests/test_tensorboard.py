@@ -1,0 +1,89 @@
+"""A run folder opens in TensorBoard itself: the server, started on 127.0.0.1 by the test and
+always stopped by it, lists the run's tags through its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from runner_helpers import LENET_PARAMS, SCALAR_TAGS, run_config
+
+from cnnrun.train import train
+
+HOST = "127.0.0.1"   # the only address these tests use
+STARTUP_S = 60
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def get_json(port: int, path: str):
+    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=5) as response:
+        return json.loads(response.read().decode())
+
+
+@pytest.fixture
+def tensorboard(tmp_path):
+    """A tiny run, and TensorBoard serving its folder: yields (port, run folder)."""
+    out = tmp_path / "run"
+    train(run_config(out))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(out), "--host", HOST,
+         "--port", str(port), "--load_fast=false", "--reload_interval", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield server, port, out
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        server.stderr.close()
+
+
+def wait_for_scalar_tags(server, port: int) -> dict:
+    """Poll until the server answers and has loaded the run (at most STARTUP_S seconds)."""
+    deadline = time.monotonic() + STARTUP_S
+    last = None
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"tensorboard exited with {server.returncode}: {server.stderr.read()}")
+        try:
+            tags = get_json(port, "/data/plugin/scalars/tags")
+            if tags.get("tb"):
+                return tags
+            last = tags
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+            last = err
+        time.sleep(0.25)
+    pytest.fail(f"tensorboard did not list the run within {STARTUP_S} s: {last!r}")
+
+
+def test_tensorboard_serves_the_run(tensorboard):
+    server, port, out = tensorboard
+    tags = wait_for_scalar_tags(server, port)
+    assert set(tags) == {"tb"}                 # one run: the run folder's tb/
+    scalars = set(tags["tb"])
+    expected = {*SCALAR_TAGS, *(f"grad_norm/{p}" for p in LENET_PARAMS)}
+    assert expected <= scalars, expected - scalars
+    # the values come back through the API too
+    points = get_json(port, "/data/plugin/scalars/scalars?run=tb&tag=train/loss")
+    assert [step for _, step, _ in points] == [0, 1, 2]
+    assert all(0 < value < 10 for _, _, value in points)
+    metrics = json.loads((out / "metrics.json").read_text())
+    (val,) = get_json(port, "/data/plugin/scalars/scalars?run=tb&tag=val/loss")
+    assert val[1] == 3 and val[2] == pytest.approx(metrics["val/loss"], rel=1e-6)
+    runs = get_json(port, "/data/runs")
+    assert runs == ["tb"]
