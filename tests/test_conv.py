@@ -123,7 +123,7 @@ def test_gradients_named_cases(name, rng):
     assert max(errors.values()) < GRAD_TOL, errors
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(conv_cases(), st.booleans())
 def test_gradients_random_shapes(case, with_bias):
     rng = np.random.default_rng(case.h * 100 + case.w)
@@ -160,7 +160,7 @@ def test_numpy_backend_matches_loops_named_cases(name):
     check_conv_backends(CONV_CASES[name])
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(conv_cases())
 def test_numpy_backend_matches_loops_random_shapes(case):
     check_conv_backends(case)

@@ -179,10 +179,11 @@ def test_whole_network_keeps_its_dtype(dtype, backend, optimizer, rng):
     assert all(v.dtype == dtype for state in opt.state for v in state.values())
 
 
-def test_backends_agree_on_a_whole_network(rng):
+@pytest.mark.parametrize("other", ["reference", "numba"])
+def test_backends_agree_on_a_whole_network(other, rng):
     x = rng.standard_normal((3, 2, 7, 9))
     results = {}
-    for backend in ("numpy", "reference"):
+    for backend in ("numpy", other):
         net = small_net(np.random.default_rng(4)).set_backend(backend)
         assert all(layer.backend == backend for layer in net)
         out = net.forward(x)

@@ -89,7 +89,7 @@ def test_conv_named_cases(name, dtype):
     assert_close(conv_errors(CONV_CASES[name], dtype), dtype)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(conv_cases())
 def test_conv_random_shapes(case):
     for dtype in DTYPES:
