@@ -25,7 +25,7 @@ def _task(cfg: DictConfig) -> float:
         log_to_files(message)
         if trace_wanted():
             raise
-        fail(message)
+        fail(message, getattr(err, "exit_code", 2))
         raise  # unreachable: fail() exits
 
 

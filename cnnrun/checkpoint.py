@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, CnnrunError
 
 FORMAT = "cnnrun-checkpoint"
 VERSION = 1
@@ -34,18 +34,39 @@ def save_checkpoint(path: str | Path, model, optimizer, meta: dict) -> Path:
     info = {**meta, "format": FORMAT, "version": VERSION,
             "optimizer": {k: opt_state[k] for k in ("type", "hyper", "steps", "param_names")}}
     arrays["meta"] = np.array(json.dumps(info))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return atomic_write(path, lambda f: np.savez(f, **arrays), what="checkpoint")
+
+
+def atomic_write(path: Path, write, what: str = "file") -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over
+    ``path``: readers see the old file or the new one, never a half-written one. A failed write
+    (disk full, read-only folder) removes the temporary file, leaves ``path`` as it was and
+    raises a :class:`CnnrunError` naming the file."""
+    path = Path(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        kept = "the previous one is intact" if path.exists() else "nothing was written"
+        raise CnnrunError(f"could not write {what} {path}: {err.strerror or err}; {kept}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()), what="file")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -31,8 +31,11 @@ def _omegaconf_message(err) -> str:
 
 def describe(err: BaseException) -> str | None:
     """One line for an error the user can fix; None for anything else (a bug: keep the trace)."""
-    from hydra.errors import (ConfigCompositionException, MissingConfigException,
-                              OverrideParseException)
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(err, CnnrunError):
@@ -68,9 +71,9 @@ def log_to_files(message: str) -> None:
                 handler.handle(record)
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = EXIT_USAGE) -> None:
     print(f"cnnrun: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+    sys.exit(code)
 
 
 _wants_trace = False
@@ -93,7 +96,7 @@ def run_cli(entry: Callable[[], object]) -> None:
         message = describe(err)
         if message is None or wants_trace:
             raise
-        fail(message)
+        fail(message, getattr(err, "exit_code", EXIT_USAGE))
     finally:
         if not wants_trace:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -1,4 +1,4 @@
-"""``train(cfg)``: the whole run, importable (the tests call it) and wrapped by ``python -m cnnrun``.
+"""``train(cfg)``: the whole run, importable (the tests call it), wrapped by ``python -m cnnrun``.
 
 A run reads its data, builds its model by a shape pass, records the shape trace from a real
 forward and backward pass at step 0, trains with the hand-written engine, validates every
@@ -12,7 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -21,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from . import __version__, nn, optim
-from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .checkpoint import atomic_write_text, load_checkpoint, restore, save_checkpoint
 from .config import image_hw, validate, value
 from .data import iterate_batches, load_data
-from .errors import CnnrunError, ConfigError
+from .errors import CheckpointError, CnnrunError, ConfigError
 from .models import build_model
 from .tb import filter_grid, open_writer, write_hparams
 from .trace import format_markdown, format_text, shape_trace
@@ -137,189 +141,338 @@ def _log_file(out: Path) -> logging.Handler | None:
     return handler
 
 
-def _rng_states(*rngs: np.random.Generator) -> list[dict]:
-    return [r.bit_generator.state for r in rngs]
+class Interrupted(CnnrunError):
+    """SIGINT, SIGTERM or SIGUSR1/2: the run wrote a checkpoint and stops; exit 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
-def _set_rng_states(rngs, states) -> None:
-    for r, s in zip(rngs, states):
-        r.bit_generator.state = s
+class SignalGuard:
+    """Turns SIGINT, SIGTERM and SIGUSR1/2 into a flag the loop reads after each step, so a
+    signal ends the run at a step boundary with a checkpoint. A second Ctrl-C stops at once.
+    The handlers found on entry (a cluster launcher's requeue hook) are put back on exit and
+    can be called with :meth:`forward` once the checkpoint is safe."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+                    if hasattr(signal, n))
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self.previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def forward(self) -> None:
+        """Hand the signal to the handler that was there before (e.g. submitit's requeue)."""
+        handler = self.previous.get(self.received)
+        self.__exit__()
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(self.received, None)
 
 
-# -- the run ------------------------------------------------------------------------------
+def resolve_resume(resume: str | None, out: Path, runs_dir: str) -> Path | None:
+    """The checkpoint to continue from. ``last``: this run folder's ``last.npz``, else the newest
+    ``last.npz`` under ``paths.runs_dir``. A job requeued by a cluster (submitit) that finds its
+    own ``last.npz`` continues from it without being told."""
+    own = out / "checkpoints" / "last.npz"
+    if resume is None:
+        return own if os.environ.get("SUBMITIT_EXECUTOR") and own.is_file() else None
+    if str(resume) != "last":
+        return Path(absolute(resume))
+    if own.is_file():
+        return own
+    root = Path(absolute(runs_dir))
+    found = sorted(root.glob("**/checkpoints/last.npz"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CheckpointError(f"trainer.resume=last: no checkpoints/last.npz in {out} or under "
+                              f"{root}; give the path of a checkpoint instead")
+    return found[-1]
+
+
+def check_writable(out: Path) -> None:
+    """Fail at the start, not at the first checkpoint, if the run folder cannot be written."""
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out / "checkpoints"):
+            pass
+    except OSError as err:
+        raise CnnrunError(f"run folder {out} cannot be written ({err.strerror}): choose "
+                          "another with hydra.run.dir=... or paths.runs_dir=...") from None
+
+
+class Trainer:
+    """One run: data, model, optimiser, RNG streams and where the run stands.
+
+    Where it stands is ``epoch`` (0-based, the one in progress), ``batch`` (the next batch of
+    that epoch), ``step`` (optimiser steps so far) and the epoch's running sums; with the state
+    of the shuffling RNG at the start of the epoch, that is enough to continue a run stopped
+    between any two steps with exactly the numbers of an uninterrupted one.
+    """
+
+    def __init__(self, cfg: DictConfig, out: Path):
+        self.cfg, self.out = cfg, out
+        t, d = cfg.trainer, cfg.data
+        set_threads(cfg.backend.threads)
+        check_writable(out)
+        self.resume_from = resolve_resume(t.resume, out, cfg.paths.runs_dir)
+        checkpoint = load_checkpoint(self.resume_from) if self.resume_from else None
+        # independent streams for weights (and dropout masks) and for shuffling, from one seed
+        self.init_rng, self.shuffle_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(2))
+        self.data = load_data(value(d.name), root=absolute(d.root), image_size=image_hw(cfg),
+                              channels=d.channels, num_classes=d.num_classes,
+                              num_samples=d.num_samples, val_fraction=d.val_fraction,
+                              seed=cfg.seed, verify_checksums=d.verify_checksums)
+        in_shape = (self.data.channels, *self.data.image_size)
+        self.model = build_model(cfg.model, in_shape, default_padding=value(cfg.conv.padding),
+                                 rng=self.init_rng)
+        self.model.set_backend(value(cfg.backend.name))
+        self.optimizer = make_optimizer(cfg.optim, self.model.parameters())
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.first_conv = next((n for n, layer in self.model.layers
+                                if isinstance(layer, nn.Conv2d)), None)
+        log.info("model %s: %d parameters, input %s, padding %s, backend %s", cfg.model.name,
+                 sum(p.data.size for p in self.model.parameters()), in_shape,
+                 value(cfg.conv.padding), value(cfg.backend.name))
+        log.info("data %s: %d train, %d validation images", self.data.name,
+                 len(self.data.y_train), len(self.data.y_val))
+
+        self.epoch = self.batch = self.step = self.skipped = 0
+        self.best = math.inf
+        self.sums = [0.0, 0.0, 0]  # the epoch so far: loss * n, correct, n
+        self.epoch_rng_state = self.shuffle_rng.bit_generator.state
+        self.val = (math.nan, math.nan)
+        self.images, self.train_seconds = 0, 0.0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _restore(self, checkpoint: dict) -> None:
+        meta = restore(checkpoint, self.model, self.optimizer, self.resume_from)
+        self.epoch, self.batch, self.step = meta["epoch"], meta["batch"], meta["step"]
+        self.best, self.skipped, self.sums = meta["best_val_loss"], meta["skipped"], meta["sums"]
+        self.val = (meta["val_loss"], meta["val_acc"])
+        self.init_rng.bit_generator.state = meta["rng"]["init"]
+        self.shuffle_rng.bit_generator.state = meta["rng"]["epoch_start"]
+        self.epoch_rng_state = meta["rng"]["epoch_start"]
+        log.info("resumed from %s at epoch %d, batch %d, step %d", self.resume_from,
+                 self.epoch + 1, self.batch, self.step)
+
+    def save(self, name: str = "last.npz") -> Path:
+        meta = {"model_name": self.cfg.model.name, "epoch": self.epoch, "batch": self.batch,
+                "step": self.step, "best_val_loss": self.best, "skipped": self.skipped,
+                "sums": list(self.sums), "val_loss": self.val[0], "val_acc": self.val[1],
+                "rng": {"init": self.init_rng.bit_generator.state,
+                        "epoch_start": self.epoch_rng_state},
+                "config": OmegaConf.to_yaml(self.cfg), "cnnrun_version": __version__}
+        return save_checkpoint(self.out / "checkpoints" / name, self.model, self.optimizer, meta)
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> dict:
+        t = self.cfg.trainer
+        started = time.perf_counter()
+        self.writer = open_writer(self.out / "tb",
+                                  purge_step=self.step if self.resume_from else None)
+        self.progress = sys.stderr.isatty() if t.progress is None else bool(t.progress)
+        try:
+            if self.resume_from is None:
+                self._shape_trace()
+            with SignalGuard() as guard:
+                epochs = tqdm(desc="epochs", initial=self.epoch, total=t.max_epochs,
+                              disable=not self.progress)
+                while self.epoch < t.max_epochs:
+                    self._train_epoch(guard)
+                    self._end_epoch()
+                    epochs.update(1)
+                    epochs.set_postfix(val_loss=f"{self.val[0]:.4f}", val_acc=f"{self.val[1]:.3f}")
+                epochs.close()
+            if math.isnan(self.val[0]):  # resumed at the end: report where it stands
+                self.val = self._evaluate()
+            return self._finish(time.perf_counter() - started)
+        finally:
+            self.writer.close()
+
+    def _shape_trace(self) -> None:
+        cfg, bs = self.cfg, self.cfg.data.batch_size
+        xb, yb = self.data.x_train[:bs], self.data.y_train[:bs]
+        rows = shape_trace(self.model, xb, yb, self.loss_fn)
+        atomic_write_text(self.out / "shape_trace.md",
+                          f"# Shape trace: {cfg.model.name}, padding {value(cfg.conv.padding)}, "
+                          f"batch {tuple(xb.shape)}\n\n" + format_markdown(rows))
+        self.writer.add_text("shapes/trace", format_markdown(rows), 0)
+        log.info("shape trace (one real forward and backward pass):\n%s", format_text(rows))
+
+    def _train_epoch(self, guard: SignalGuard) -> None:
+        t, bs = self.cfg.trainer, self.cfg.data.batch_size
+        lr = learning_rate(self.cfg.optim, self.epoch, t.max_epochs)
+        self.optimizer.lr = lr
+        self.model.train()
+        n_batches = math.ceil(len(self.data.y_train) / bs)
+        if t.limit_train_batches:
+            n_batches = min(n_batches, t.limit_train_batches)
+        if self.batch == 0:   # a fresh epoch: remember where its shuffle starts, reset its sums
+            self.epoch_rng_state = self.shuffle_rng.bit_generator.state
+            self.sums = [0.0, 0.0, 0]
+        batches = iterate_batches(self.data.x_train, self.data.y_train, bs, shuffle=True,
+                                  rng=self.shuffle_rng)
+        bar = tqdm(total=n_batches, initial=self.batch, desc=f"epoch {self.epoch + 1}",
+                   leave=False, disable=not self.progress)
+        for i, (xb, yb) in enumerate(batches):
+            if i >= n_batches:
+                break
+            if i < self.batch:    # resumed mid-epoch: these batches were trained already
+                continue
+            self._train_step(xb, yb, lr, bar)
+            self.batch = i + 1
+            bar.update(1)
+            if guard.received is not None:
+                bar.close()
+                self._interrupt(guard)
+        bar.close()
+        self.batch = 0
+
+    def _train_step(self, xb, yb, lr: float, bar) -> None:
+        t, model = self.cfg.trainer, self.model
+        tick = time.perf_counter()
+        model.zero_grad()
+        logits = model.forward(xb)
+        loss = self.loss_fn.forward(logits, yb)
+        norms, global_norm = {}, math.nan
+        if math.isfinite(loss):
+            model.backward(self.loss_fn.backward(), input_grad=False)  # no dX for the data
+            norms = {p.name: float(np.sqrt(np.sum(p.grad * p.grad))) for p in model.parameters()}
+            global_norm = math.sqrt(sum(v * v for v in norms.values()))
+        if not math.isfinite(global_norm):
+            self._non_finite(loss, xb)
+            return
+        self.optimizer.step()
+        self.train_seconds += time.perf_counter() - tick
+        self.images += len(yb)
+        acc = float((logits.argmax(axis=1) == yb).mean())
+        self.sums[0] += loss * len(yb)
+        self.sums[1] += acc * len(yb)
+        self.sums[2] += len(yb)
+        w, step = self.writer, self.step
+        if step % t.log_every_n_steps == 0:
+            w.add_scalar("train/loss", loss, step)
+            w.add_scalar("train/acc", acc, step)
+            w.add_scalar("lr", lr, step)
+            w.add_scalar("grad_norm/global", global_norm, step)
+            for name, norm in norms.items():
+                w.add_scalar(f"grad_norm/{name}", norm, step)
+        if step % t.histogram_every_n_steps == 0:
+            for p in model.parameters():
+                w.add_histogram(f"weights/{p.name}", p.data, step)
+                w.add_histogram(f"grads/{p.name}", p.grad, step)
+            if self.first_conv is not None:
+                w.add_image(f"filters/{self.first_conv}",
+                            filter_grid(model[self.first_conv].weight.data), step)
+        if self.progress:
+            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}")
+        self.step += 1
+
+    def _non_finite(self, loss: float, xb: np.ndarray) -> None:
+        """A NaN or infinite loss or gradient: skip the batch or stop, naming the step and the
+        first layer where it appeared (forward for the loss, backward for a gradient)."""
+        if not math.isfinite(loss):
+            what, where = f"loss ({loss})", first_non_finite(self.model, xb)
+        else:
+            what = "gradient"
+            where = next(p.name for p in reversed(self.model.parameters())
+                         if not np.all(np.isfinite(p.grad)))
+        if value(self.cfg.trainer.on_nan) == "skip":
+            self.skipped += 1
+            log.warning("non-finite %s at step %d, first in %s: batch skipped (%d so far)",
+                        what, self.step, where, self.skipped)
+            self.writer.add_scalar("train/skipped_batches", self.skipped, self.step)
+            self.model.zero_grad()
+            return
+        last = self.out / "checkpoints" / "last.npz"
+        kept = f"the last checkpoint ({last}) is intact" if last.is_file() else "no checkpoint yet"
+        raise NonFiniteError(f"non-finite {what} at step {self.step} (epoch {self.epoch + 1}), "
+                             f"first in layer {where}; {kept}. Lower optim.lr, or set "
+                             "trainer.on_nan=skip")
+
+    def _interrupt(self, guard: SignalGuard) -> None:
+        name = signal.Signals(guard.received).name
+        path = self.save()
+        self.writer.flush()
+        message = (f"{name} at step {self.step} (epoch {self.epoch + 1}, batch {self.batch}): "
+                   f"checkpoint written to {path}; continue with trainer.resume={path}")
+        log.warning(message)
+        guard.forward()   # a cluster launcher's own handler (requeue) runs now, if any
+        raise Interrupted(message, guard.received)
+
+    def _evaluate(self) -> tuple[float, float]:
+        t, d = self.cfg.trainer, self.data
+        return evaluate(self.model, self.loss_fn, d.x_val, d.y_val, self.cfg.data.batch_size,
+                        t.limit_val_batches)
+
+    def _end_epoch(self) -> None:
+        t = self.cfg.trainer
+        self.val = self._evaluate()
+        val_loss, val_acc = self.val
+        self.writer.add_scalar("val/loss", val_loss, self.step)
+        self.writer.add_scalar("val/acc", val_acc, self.step)
+        loss_sum, correct, seen = self.sums
+        log.info("epoch %d/%d  train/loss %.4f  train/acc %.4f  val/loss %.4f  val/acc %.4f  "
+                 "lr %.3g", self.epoch + 1, t.max_epochs, loss_sum / max(seen, 1),
+                 correct / max(seen, 1), val_loss, val_acc, self.optimizer.lr)
+        improved = val_loss < self.best
+        self.best = min(self.best, val_loss)
+        self.epoch += 1   # the checkpoint continues at the start of the next epoch
+        self.batch = 0
+        self.epoch_rng_state = self.shuffle_rng.bit_generator.state
+        self.save("last.npz")
+        if improved:
+            self.save("best.npz")
+
+    def _finish(self, seconds: float) -> dict:
+        loss_sum, correct, seen = self.sums
+        metrics = {
+            "train/loss": loss_sum / seen if seen else math.nan,
+            "train/acc": correct / seen if seen else math.nan,
+            "val/loss": self.val[0], "val/acc": self.val[1], "val/best_loss": self.best,
+            "lr": self.optimizer.lr, "epoch": self.epoch, "step": self.step,
+            "seconds": round(seconds, 3),
+            "train/images_per_s": self.images / self.train_seconds if self.train_seconds else 0.0,
+            "train/skipped_batches": self.skipped,
+        }
+        atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_hparams(self.writer, hyperparameters(self.cfg),
+                      {k: metrics[k] for k in ("val/loss", "val/acc", "train/loss", "train/acc")
+                       if math.isfinite(metrics[k])})
+        log.info("done in %.1f s: val/loss %.4f, val/acc %.4f, %.0f images/s; run folder %s",
+                 seconds, metrics["val/loss"], metrics["val/acc"], metrics["train/images_per_s"],
+                 self.out)
+        return metrics
+
 
 def train(cfg: DictConfig) -> float:
-    """Train the model of ``cfg``; returns the final validation loss."""
-    started = time.perf_counter()
+    """Train the model of ``cfg`` in its run folder; returns the final validation loss."""
     validate(cfg)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     handler = _log_file(out)
     try:
-        return _run(cfg, out, started)
+        return float(Trainer(cfg, out).fit()["val/loss"])
     finally:
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
-
-
-def _run(cfg: DictConfig, out: Path, started: float) -> float:
-    t, d = cfg.trainer, cfg.data
-    set_threads(cfg.backend.threads)
-    checkpoint = load_checkpoint(absolute(t.resume)) if t.resume else None
-
-    # independent streams for weights (and dropout masks) and for shuffling, all from one seed
-    init_rng, shuffle_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed)
-                             .spawn(2))
-    data = load_data(value(d.name), root=absolute(d.root), image_size=image_hw(cfg),
-                     channels=d.channels, num_classes=d.num_classes, num_samples=d.num_samples,
-                     val_fraction=d.val_fraction, seed=cfg.seed,
-                     verify_checksums=d.verify_checksums)
-    in_shape = (data.channels, *data.image_size)
-    model = build_model(cfg.model, in_shape, default_padding=value(cfg.conv.padding), rng=init_rng)
-    model.set_backend(value(cfg.backend.name))
-    optimizer = make_optimizer(cfg.optim, model.parameters())
-    loss_fn = nn.CrossEntropyLoss()
-    n_params = sum(p.data.size for p in model.parameters())
-    log.info("model %s: %d parameters, input %s, padding %s, backend %s", cfg.model.name,
-             n_params, in_shape, value(cfg.conv.padding), value(cfg.backend.name))
-    log.info("data %s: %d train, %d validation images", data.name, len(data.y_train),
-             len(data.y_val))
-
-    epoch, step, best = 0, 0, math.inf
-    if checkpoint is not None:
-        meta = restore(checkpoint, model, optimizer, t.resume)
-        epoch, step, best = meta["epoch"], meta["step"], meta["best_val_loss"]
-        _set_rng_states((init_rng, shuffle_rng), meta["rng"])
-        log.info("resumed from %s at epoch %d, step %d", t.resume, epoch, step)
-        if epoch >= t.max_epochs:
-            log.info("checkpoint is already at epoch %d of %d: nothing to train", epoch,
-                     t.max_epochs)
-
-    ckpt_dir = out / "checkpoints"
-    writer = open_writer(out / "tb", purge_step=step if checkpoint is not None else None)
-    progress = sys.stderr.isatty() if t.progress is None else bool(t.progress)
-    first_conv = next((n for n, layer in model.layers if isinstance(layer, nn.Conv2d)), None)
-    bs = d.batch_size
-    val_loss = val_acc = train_loss = train_acc = math.nan
-    images = 0
-    train_seconds = 0.0
-    skipped = 0
-    try:
-        if checkpoint is None:
-            xb, yb = data.x_train[:bs], data.y_train[:bs]
-            rows = shape_trace(model, xb, yb, loss_fn)
-            (out / "shape_trace.md").write_text(
-                f"# Shape trace: {cfg.model.name}, padding {value(cfg.conv.padding)}, "
-                f"batch {tuple(xb.shape)}\n\n" + format_markdown(rows))
-            writer.add_text("shapes/trace", format_markdown(rows), 0)
-            log.info("shape trace (one real forward and backward pass):\n%s", format_text(rows))
-
-        epochs = tqdm(range(epoch, t.max_epochs), desc="epochs", disable=not progress,
-                      initial=epoch, total=t.max_epochs)
-        for epoch in epochs:
-            lr = learning_rate(cfg.optim, epoch, t.max_epochs)
-            optimizer.lr = lr
-            model.train()
-            n_batches = math.ceil(len(data.y_train) / bs)
-            if t.limit_train_batches:
-                n_batches = min(n_batches, t.limit_train_batches)
-            batches = tqdm(iterate_batches(data.x_train, data.y_train, bs, shuffle=True,
-                                           rng=shuffle_rng),
-                           total=n_batches, desc=f"epoch {epoch + 1}", leave=False,
-                           disable=not progress)
-            loss_sum = correct = seen = 0
-            for i, (xb, yb) in enumerate(batches):
-                if i >= n_batches:
-                    break
-                tick = time.perf_counter()
-                model.zero_grad()
-                logits = model.forward(xb)
-                loss = loss_fn.forward(logits, yb)
-                grads_ok = math.isfinite(loss)
-                if grads_ok:
-                    model.backward(loss_fn.backward(), input_grad=False)  # no dX for data
-                    norms = {p.name: float(np.sqrt(np.sum(p.grad * p.grad)))
-                             for p in model.parameters()}
-                    global_norm = math.sqrt(sum(v * v for v in norms.values()))
-                    grads_ok = math.isfinite(global_norm)
-                if not grads_ok:
-                    where = first_non_finite(model, xb) if not math.isfinite(loss) else next(
-                        p.name for p in model.parameters() if not np.all(np.isfinite(p.grad)))
-                    what = f"loss {loss}" if not math.isfinite(loss) else "gradient"
-                    if value(t.on_nan) == "skip":
-                        skipped += 1
-                        log.warning("non-finite %s at step %d (first in %s): batch skipped",
-                                    what, step, where)
-                        writer.add_scalar("train/skipped_batches", skipped, step)
-                        continue
-                    raise NonFiniteError(
-                        f"non-finite {what} at step {step} (epoch {epoch + 1}), first in layer "
-                        f"{where}; the last checkpoint ({ckpt_dir / 'last.npz'}) is intact. "
-                        "Lower optim.lr, or set trainer.on_nan=skip")
-                optimizer.step()
-                train_seconds += time.perf_counter() - tick
-                images += len(yb)
-                batch_acc = float((logits.argmax(axis=1) == yb).mean())
-                loss_sum += loss * len(yb)
-                correct += batch_acc * len(yb)
-                seen += len(yb)
-                if step % t.log_every_n_steps == 0:
-                    writer.add_scalar("train/loss", loss, step)
-                    writer.add_scalar("train/acc", batch_acc, step)
-                    writer.add_scalar("lr", lr, step)
-                    writer.add_scalar("grad_norm/global", global_norm, step)
-                    for name, norm in norms.items():
-                        writer.add_scalar(f"grad_norm/{name}", norm, step)
-                if step % t.histogram_every_n_steps == 0:
-                    for p in model.parameters():
-                        writer.add_histogram(f"weights/{p.name}", p.data, step)
-                        writer.add_histogram(f"grads/{p.name}", p.grad, step)
-                    if first_conv is not None:
-                        writer.add_image(f"filters/{first_conv}",
-                                         filter_grid(model[first_conv].weight.data), step)
-                if progress:
-                    batches.set_postfix(loss=f"{loss:.4f}", acc=f"{batch_acc:.3f}")
-                step += 1
-            train_loss = loss_sum / max(seen, 1)
-            train_acc = correct / max(seen, 1)
-            val_loss, val_acc = evaluate(model, loss_fn, data.x_val, data.y_val, bs,
-                                         t.limit_val_batches)
-            writer.add_scalar("val/loss", val_loss, step)
-            writer.add_scalar("val/acc", val_acc, step)
-            epochs.set_postfix(val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.3f}")
-            log.info("epoch %d/%d  train/loss %.4f  train/acc %.4f  val/loss %.4f  val/acc %.4f"
-                     "  lr %.3g", epoch + 1, t.max_epochs, train_loss, train_acc, val_loss,
-                     val_acc, lr)
-            meta = {"model_name": cfg.model.name, "epoch": epoch + 1, "step": step,
-                    "best_val_loss": min(best, val_loss), "val_loss": val_loss,
-                    "val_acc": val_acc, "rng": _rng_states(init_rng, shuffle_rng),
-                    "config": OmegaConf.to_yaml(cfg), "cnnrun_version": __version__}
-            save_checkpoint(ckpt_dir / "last.npz", model, optimizer, meta)
-            if val_loss < best:
-                best = val_loss
-                save_checkpoint(ckpt_dir / "best.npz", model, optimizer, meta)
-        epochs.close()
-        if math.isnan(val_loss):  # resumed at or past max_epochs: report where it stands
-            val_loss, val_acc = evaluate(model, loss_fn, data.x_val, data.y_val, bs,
-                                         t.limit_val_batches)
-        done = max(epoch + 1, t.max_epochs) if t.max_epochs > epoch else epoch
-
-        seconds = time.perf_counter() - started
-        metrics = {
-            "train/loss": train_loss, "train/acc": train_acc, "val/loss": val_loss,
-            "val/acc": val_acc, "val/best_loss": best, "lr": optimizer.lr,
-            "epoch": done, "step": step, "seconds": round(seconds, 3),
-            "train/images_per_s": images / train_seconds if train_seconds else 0.0,
-            "train/skipped_batches": skipped,
-        }
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        write_hparams(writer, hyperparameters(cfg),
-                      {k: metrics[k] for k in ("val/loss", "val/acc", "train/loss", "train/acc")
-                       if math.isfinite(metrics[k])})
-        log.info("done in %.1f s: val/loss %.4f, val/acc %.4f, %.0f images/s; run folder %s",
-                 seconds, val_loss, val_acc, metrics["train/images_per_s"], out)
-    finally:
-        writer.close()
-    return float(val_loss)
-
