@@ -274,3 +274,25 @@ def test_backward_adds_into_grad_until_zero_grad(rng):
     np.testing.assert_allclose(layer.weight.grad, 2 * once, rtol=1e-14)
     layer.zero_grad()
     assert not layer.weight.grad.any() and not layer.bias.grad.any()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "reference"])
+def test_backward_without_input_grad_gives_the_same_parameter_grads(backend, rng, monkeypatch):
+    x = rng.standard_normal((3, 2, 7, 9))
+    grads = []
+    for input_grad in (True, False):
+        net = small_net(np.random.default_rng(4)).set_backend(backend)
+        out = net.forward(x)
+        dx = net.backward(np.random.default_rng(5).standard_normal(out.shape), input_grad)
+        assert (dx is None) == (not input_grad)
+        grads.append([p.grad.copy() for p in net.parameters()])
+    for with_dx, without in zip(*grads):
+        np.testing.assert_array_equal(with_dx, without)
+    # and the first conv's full convolution for dX is really skipped
+    calls = []
+    kernels = net["conv1"].kernels
+    full = kernels.conv2d_grad_input
+    monkeypatch.setattr(kernels, "conv2d_grad_input",
+                        lambda *args: calls.append(1) or full(*args))
+    net.backward(np.ones_like(out), input_grad=False)
+    assert len(calls) == 1                                   # conv2's only
