@@ -1,11 +1,19 @@
 """Bad input as a user meets it: ``python -m cnnrun ...`` in a subprocess ends with one line
 ``cnnrun: error: ...`` naming the value (and what is accepted), exit status 2, no traceback,
 and every file that was already there unchanged. Also the ``shapes`` and ``gradcheck``
-commands."""
+commands.
+
+Every command of this module is started once, in its own folder, by the ``ran`` fixture, a
+few at a time (most of each one's time is spent importing), and the tests read the results.
+"""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from runner_helpers import TINY, last_line, run_cnnrun, run_config, sha256, snapshot
@@ -13,24 +21,48 @@ from runner_helpers import TINY, last_line, run_cnnrun, run_config, sha256, snap
 from cnnrun.train import train
 
 
-@pytest.fixture(scope="module")
-def lenet_checkpoint(tmp_path_factory):
-    """A real checkpoint of the tiny lenet run (12x12 synthetic images, 'same' padding)."""
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    train(run_config(out))
-    return out / "checkpoints" / "last.npz"
+@dataclass
+class Command:
+    """``python -m <module> <args>``; ``prepare(folder, checkpoint)`` writes what the command
+    is given and returns its arguments."""
+
+    prepare: Callable[[Path, Path], list[str]]
+    module: str = "cnnrun"
+    env: dict = field(default_factory=dict)
 
 
-def assert_one_line_error(result, *names: str) -> str:
-    """Exit status 2, the last line of stderr ``cnnrun: error: ...`` holding every one of
-    ``names``, and no traceback on either stream; returns that line."""
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    line = last_line(result.stderr)
-    assert line.startswith("cnnrun: error: "), result.stderr
-    for name in names:
-        assert name in line, (name, line)
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    return line
+@dataclass
+class Ran:
+    folder: Path            # the command's working folder, all it was given inside it
+    before: dict            # every file in it, hashed, before the command ran
+    result: object          # subprocess.CompletedProcess
+
+
+def fixed(*args: str) -> Callable[[Path, Path], list[str]]:
+    return lambda folder, checkpoint: [*args]
+
+
+def bad_root(folder, checkpoint):
+    (folder / "no_data").mkdir()
+    return ["data=mnist", f"data.root={folder / 'no_data'}", "trainer.max_epochs=1"]
+
+
+def resume_from(kind: str, model: str = "lenet"):
+    """Resume the tiny run from a bad checkpoint in ``folder/given``."""
+    def prepare(folder, checkpoint):
+        given = folder / "given"
+        given.mkdir()
+        path = given / f"{kind}.npz"
+        if kind == "text":
+            path = given / "notes.txt"
+            path.write_text("not a checkpoint\n")
+        elif kind == "truncated":
+            data = checkpoint.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+        elif kind == "other-model":
+            shutil.copyfile(checkpoint, path)
+        return [*TINY, f"model={model}", f"trainer.resume={path}"]
+    return prepare
 
 
 BAD_CONFIGS = {
@@ -45,53 +77,102 @@ BAD_CONFIGS = {
     "image-below-kernel": (["data=synthetic", "data.image_size=8"],
                            ["lenet", "conv2", "1x8x8", "2x2", "5x5"]),
 }
+BAD_CHECKPOINTS = {
+    "missing": resume_from("missing"),          # no file at that path
+    "text": resume_from("text"),                # a text file, not an .npz
+    "truncated": resume_from("truncated"),      # the first half of a real checkpoint
+    "other-model": resume_from("other-model", model="mlp"),   # lenet's, resumed by the mlp
+}
+FULL_ERROR = {
+    "composing": ["conv.padding=smae"],         # refused by the schema, before any run
+    "train": ["optim.lr=-0.1"],                 # refused by train(cfg), inside the Hydra task
+}
 
+COMMANDS: dict[str, Command] = {
+    **{f"bad-{name}": Command(fixed(*args, "trainer.max_epochs=1"))
+       for name, (args, _) in BAD_CONFIGS.items()},
+    "bad-data-root": Command(bad_root),
+    **{f"resume-{name}": Command(prepare) for name, prepare in BAD_CHECKPOINTS.items()},
+    **{f"full-error-{name}": Command(fixed(*args, "trainer.max_epochs=1"),
+                                     env={"HYDRA_FULL_ERROR": "1"})
+       for name, args in FULL_ERROR.items()},
+    "shapes-same": Command(fixed("model=lenet", "conv.padding=same", "data.batch_size=64"),
+                           module="cnnrun.shapes"),
+    "shapes-valid": Command(fixed("model=lenet", "conv.padding=valid", "data.batch_size=8"),
+                            module="cnnrun.shapes"),
+    "shapes-bad": Command(fixed("model=lenet", "data=synthetic", "data.image_size=8"),
+                          module="cnnrun.shapes"),
+    "gradcheck-lenet": Command(fixed("model=lenet"), module="cnnrun.gradcheck"),
+}
+
+
+@pytest.fixture(scope="module")
+def lenet_checkpoint(tmp_path_factory):
+    """A real checkpoint of the tiny lenet run (12x12 synthetic images, 'same' padding)."""
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    train(run_config(out))
+    return out / "checkpoints" / "last.npz"
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, lenet_checkpoint) -> dict[str, Ran]:
+    """Every command of COMMANDS, each started in a folder of its own, three at a time."""
+    prepared = {}
+    for name, command in COMMANDS.items():
+        folder = tmp_path_factory.mktemp(name)
+        (folder / "keep.txt").write_text("written before the command ran\n")
+        args = command.prepare(folder, lenet_checkpoint)
+        prepared[name] = (folder, args, snapshot(folder))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(run_cnnrun, args, cwd=folder,
+                                     module=COMMANDS[name].module, env=COMMANDS[name].env)
+                   for name, (folder, args, _) in prepared.items()}
+        return {name: Ran(prepared[name][0], prepared[name][2], future.result())
+                for name, future in futures.items()}
+
+
+def assert_one_line_error(result, *names: str) -> str:
+    """Exit status 2, the last line of stderr ``cnnrun: error: ...`` holding every one of
+    ``names``, and no traceback on either stream; returns that line."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    line = last_line(result.stderr)
+    assert line.startswith("cnnrun: error: "), result.stderr
+    for name in names:
+        assert name in line, (name, line)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    return line
+
+
+def assert_untouched(run: Ran) -> None:
+    """Every file that was in the folder before the command is there, byte for byte."""
+    after = snapshot(run.folder)
+    assert {k: after.get(k) for k in run.before} == run.before
+
+
+# -- bad input ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
-def test_bad_config_is_one_line(tmp_path, case):
-    args, names = BAD_CONFIGS[case]
-    (tmp_path / "keep.txt").write_text("written before the run\n")
-    before = snapshot(tmp_path)
-    result = run_cnnrun([*args, "trainer.max_epochs=1"], cwd=tmp_path)
-    assert_one_line_error(result, *names)
-    after = snapshot(tmp_path)
-    assert {k: after.get(k) for k in before} == before
-    # no checkpoint came of it
-    assert not list(tmp_path.rglob("*.npz"))
+def test_bad_config_is_one_line(ran, case):
+    run = ran[f"bad-{case}"]
+    assert_one_line_error(run.result, *BAD_CONFIGS[case][1])
+    assert_untouched(run)
+    assert not list(run.folder.rglob("*.npz"))          # no checkpoint came of it
 
 
-def test_missing_data_files_named_with_folder(tmp_path):
-    empty = tmp_path / "no_data"
-    empty.mkdir()
-    result = run_cnnrun(["data=mnist", f"data.root={empty}", "trainer.max_epochs=1"],
-                        cwd=tmp_path)
-    assert_one_line_error(result, "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+def test_missing_data_files_named_with_folder(ran):
+    run = ran["bad-data-root"]
+    empty = run.folder / "no_data"
+    assert_one_line_error(run.result, "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", str(empty))
+    assert_untouched(run)
     assert list(empty.iterdir()) == []
 
 
-@pytest.mark.parametrize("model, kind", [
-    ("lenet", "missing"),        # no file at that path
-    ("lenet", "text"),           # a text file, not an .npz
-    ("lenet", "truncated"),      # the first part of a real checkpoint
-    ("mlp", "other-model"),      # a real lenet checkpoint, resumed by the mlp
-])
-def test_bad_checkpoint_is_one_line_and_untouched(tmp_path, lenet_checkpoint, model, kind):
-    folder = tmp_path / "given"
-    folder.mkdir()
-    path = folder / f"{kind}.npz"
-    if kind == "text":
-        path = folder / "notes.txt"
-        path.write_text("not a checkpoint\n")
-    elif kind == "truncated":
-        data = lenet_checkpoint.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-    elif kind == "other-model":
-        shutil.copyfile(lenet_checkpoint, path)
-    source = sha256(lenet_checkpoint)
-    before = snapshot(tmp_path)
-    result = run_cnnrun([*TINY, f"model={model}", f"trainer.resume={path}"], cwd=tmp_path)
-    line = assert_one_line_error(result, str(path))
+@pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
+def test_bad_checkpoint_is_one_line_and_untouched(ran, lenet_checkpoint, kind):
+    run = ran[f"resume-{kind}"]
+    path = next((run.folder / "given").iterdir(), run.folder / "given" / "missing.npz")
+    line = assert_one_line_error(run.result, str(path))
     if kind == "missing":
         assert "not found" in line
     elif kind in ("text", "truncated"):
@@ -100,50 +181,42 @@ def test_bad_checkpoint_is_one_line_and_untouched(tmp_path, lenet_checkpoint, mo
         for name in ("'lenet'", "conv1.weight", "conv2.weight", "fc1.weight", "(120, 144)",
                      "(256, 144)"):
             assert name in line, (name, line)
-    after = snapshot(tmp_path)
-    assert {k: after.get(k) for k in before} == before          # byte for byte
-    assert sha256(lenet_checkpoint) == source
-    assert not path.exists() if kind == "missing" else path.is_file()
+    assert_untouched(run)                                # the bad checkpoint byte for byte
+    if kind == "other-model":
+        assert sha256(path) == sha256(lenet_checkpoint)
     # the failed run did not train: no checkpoint written next to the bad one or anywhere else
-    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.npz")) == (
-        [] if kind in ("missing", "text") else [str(path.relative_to(tmp_path))])
+    npz = sorted(p.relative_to(run.folder) for p in run.folder.rglob("*.npz"))
+    assert npz == ([] if kind in ("missing", "text") else [path.relative_to(run.folder)])
 
 
-@pytest.mark.parametrize("args, where", [
-    (["conv.padding=smae"], "composing"),      # refused by the schema, before any run
-    (["optim.lr=-0.1"], "train"),              # refused by train(cfg), inside the Hydra task
-])
-def test_hydra_full_error_shows_the_traceback(tmp_path, args, where):
-    result = run_cnnrun([*args, "trainer.max_epochs=1"], cwd=tmp_path,
-                        env={"HYDRA_FULL_ERROR": "1"})
+@pytest.mark.parametrize("where", list(FULL_ERROR))
+def test_hydra_full_error_shows_the_traceback(ran, where):
+    result = ran[f"full-error-{where}"].result
     assert result.returncode != 0
     assert "Traceback" in result.stderr, (where, result.stderr)
-    bad = args[0].split("=", 1)[1]
-    assert bad in result.stderr
+    assert FULL_ERROR[where][0].split("=", 1)[1] in result.stderr
 
 
 # -- python -m cnnrun.shapes and python -m cnnrun.gradcheck ---------------------------------
 
-def test_shapes_prints_the_design_example(tmp_path):
-    result = run_cnnrun(["model=lenet", "conv.padding=same", "data.batch_size=64"],
-                        cwd=tmp_path, module="cnnrun.shapes")
-    assert result.returncode == 0, result.stderr
-    lines = [ln.strip() for ln in result.stdout.splitlines()]
+def test_shapes_prints_the_design_example(ran):
+    run = ran["shapes-same"]
+    assert run.result.returncode == 0, run.result.stderr
+    stdout = run.result.stdout
+    lines = [ln.strip() for ln in stdout.splitlines()]
     assert "dW = corr_valid(x_pad (64,1,36,36), dY (64,6,32,32)) -> (6,1,5,5)" in lines
     assert ("dX = conv_full(dY (64,6,32,32), W (6,1,5,5)) -> (64,1,36,36), "
             "cropped to (64,1,32,32)") in lines
     # conv2 after the first 2x2 pool: 16x16 maps padded to 20x20
     assert "dW = corr_valid(x_pad (64,6,20,20), dY (64,16,16,16)) -> (16,6,5,5)" in lines
     # a row per layer, in order
-    names = [ln.split()[0] for ln in result.stdout.splitlines()
-             if ln and not ln.startswith((" ", "#"))]
+    names = [ln.split()[0] for ln in stdout.splitlines() if ln and not ln.startswith((" ", "#"))]
     assert names == ["conv1", "1", "2", "conv2", "4", "5", "6", "fc1", "8", "fc2", "10", "fc3"]
-    assert not (tmp_path / "runs").exists()        # it only looks: no run folder
+    assert not (run.folder / "runs").exists()           # it only looks: no run folder
 
 
-def test_shapes_valid_padding_changes_the_shapes(tmp_path):
-    result = run_cnnrun(["model=lenet", "conv.padding=valid", "data.batch_size=8"],
-                        cwd=tmp_path, module="cnnrun.shapes")
+def test_shapes_valid_padding_changes_the_shapes(ran):
+    result = ran["shapes-valid"].result
     assert result.returncode == 0, result.stderr
     lines = [ln.strip() for ln in result.stdout.splitlines()]
     assert "dW = corr_valid(x_pad (8,1,32,32), dY (8,6,28,28)) -> (6,1,5,5)" in lines
@@ -151,14 +224,12 @@ def test_shapes_valid_padding_changes_the_shapes(tmp_path):
                for ln in lines), result.stdout
 
 
-def test_shapes_bad_input_is_one_line(tmp_path):
-    result = run_cnnrun(["model=lenet", "data=synthetic", "data.image_size=8"], cwd=tmp_path,
-                        module="cnnrun.shapes")
-    assert_one_line_error(result, "conv2", "1x8x8", "5x5")
+def test_shapes_bad_input_is_one_line(ran):
+    assert_one_line_error(ran["shapes-bad"].result, "conv2", "1x8x8", "5x5")
 
 
-def test_gradcheck_lenet_passes_with_a_row_per_layer(tmp_path):
-    result = run_cnnrun(["model=lenet"], cwd=tmp_path, module="cnnrun.gradcheck")
+def test_gradcheck_lenet_passes_with_a_row_per_layer(ran):
+    result = ran["gradcheck-lenet"].result
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {ln.split()[0]: ln.split() for ln in result.stdout.splitlines() if ln.strip()}
     for layer in ("conv1", "conv2", "fc1", "fc2", "fc3", "input"):
