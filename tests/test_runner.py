@@ -178,12 +178,16 @@ def test_one_epoch_on_digits(tmp_path):
 
 # -- resumption and seeds ------------------------------------------------------------------
 
-@pytest.mark.parametrize("optim", ["sgd", "adam"])
-def test_resume_equals_uninterrupted_run(tmp_path, optim):
+@pytest.mark.parametrize("model, optim", [
+    ("lenet", "sgd"),          # momentum buffers, cosine schedule
+    ("lenet", "adam"),         # two moments and a step count per parameter
+    ("vgg_small", "sgd"),      # batch-norm running statistics and dropout masks
+])
+def test_resume_equals_uninterrupted_run(tmp_path, model, optim):
     """1 epoch, then resumed to 3, ends bit for bit where 3 epochs in one go end."""
     straight = tmp_path / "straight"
     first, resumed = tmp_path / "first", tmp_path / "resumed"
-    common = [f"optim={optim}", "data.num_samples=48", "seed=3"]   # 3 batches an epoch
+    common = [f"model={model}", f"optim={optim}", "data.num_samples=48", "seed=3"]  # 3 batches
     loss_straight = train(run_config(straight, [*common, "trainer.max_epochs=3"]))
     train(run_config(first, [*common, "trainer.max_epochs=1"]))
     resume_from = first / "checkpoints" / "last.npz"
@@ -200,11 +204,14 @@ def test_resume_equals_uninterrupted_run(tmp_path, optim):
         assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
     # and it did move: the resumed weights are not the 1-epoch weights
     one = checkpoint_arrays(resume_from)
-    assert not np.array_equal(one["model/conv1.weight"], b["model/conv1.weight"])
+    first_weight = next(k for k in one if k.startswith("model/conv"))
+    assert not np.array_equal(one[first_weight], b[first_weight])
     ma = checkpoint_meta(straight / "checkpoints" / "last.npz")
     mb = checkpoint_meta(resumed / "checkpoints" / "last.npz")
-    for key in ("epoch", "step", "rng", "best_val_loss", "val_loss", "val_acc", "optimizer"):
-        assert ma[key] == mb[key], key
+    assert {"epoch", "step", "rng", "best_val_loss", "optimizer"} <= set(ma)
+    for key in set(ma) | set(mb):
+        if key != "config":          # the configs differ in trainer.resume only
+            assert ma.get(key) == mb.get(key), key
     assert (mb["epoch"], mb["step"]) == (3, 9)
     assert loss_resumed == loss_straight
     metrics = json.loads((resumed / "metrics.json").read_text())
