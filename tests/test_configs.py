@@ -257,3 +257,23 @@ def test_user_model_through_config_dir_command_line(user_conf, tmp_path):
     assert "(16,1,12,12)" in trace and "(16,4,10,10)" in trace and "(16,100)" in trace
     assert (run / "checkpoints" / "last.npz").is_file()
     assert sorted(p.name for p in (config_dir() / "model").iterdir()) == before
+
+
+def test_user_model_shape_trace_through_config_dir(user_conf, tmp_path):
+    result = run_cnnrun(["--config-dir", str(user_conf), "model=mynet", "data=synthetic",
+                         "data.image_size=12", "data.batch_size=8", "conv.padding=same"],
+                        cwd=tmp_path, module="cnnrun.shapes")
+    assert result.returncode == 0, result.stderr
+    lines = [ln.strip() for ln in result.stdout.splitlines()]
+    assert "dW = corr_valid(x_pad (8,1,14,14), dY (8,4,12,12)) -> (4,1,3,3)" in lines
+    assert ("dX = conv_full(dY (8,4,12,12), W (4,1,3,3)) -> (8,1,14,14), "
+            "cropped to (8,1,12,12)") in lines
+    assert any(ln.startswith("head") and "(8,144) -> (8,4)" in ln for ln in lines), lines
+
+
+def test_missing_config_dir_is_one_line(tmp_path):
+    result = run_cnnrun(["--config-dir", str(tmp_path / "nowhere"), "model=lenet"],
+                        cwd=tmp_path, module="cnnrun.shapes")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("cnnrun: error: --config-dir")
+    assert "nowhere" in result.stderr and "Traceback" not in result.stderr
