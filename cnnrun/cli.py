@@ -40,6 +40,8 @@ def describe(err: BaseException) -> str | None:
 
     if isinstance(err, CnnrunError):
         return str(err)
+    if isinstance(err, OSError) and err.filename:  # e.g. Hydra making a run folder
+        return f"cannot use {err.filename}: {err.strerror}"
     if isinstance(err, MissingConfigException):
         missing = getattr(err, "missing_cfg_file", "") or ""
         options = getattr(err, "options", None)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -70,7 +70,7 @@ class DataConfig:
     name: DataName = DataName.digits
     root: str = "data"
     image_size: Any = 32            # an int, or [H, W]
-    channels: Optional[int] = None
+    channels: int | None = None
     num_classes: int = 10
     batch_size: int = 32
     val_fraction: float = 0.2
@@ -97,7 +97,7 @@ class OptimConfig:
 @dataclass
 class BackendConfig:
     name: Backend = Backend.numpy
-    threads: Optional[int] = None
+    threads: int | None = None
 
 
 @dataclass
@@ -105,17 +105,17 @@ class TrainerConfig:
     max_epochs: int = 12
     log_every_n_steps: int = 1
     histogram_every_n_steps: int = 100
-    limit_train_batches: Optional[int] = None
-    limit_val_batches: Optional[int] = None
-    resume: Optional[str] = None
-    progress: Optional[bool] = None
+    limit_train_batches: int | None = None
+    limit_val_batches: int | None = None
+    resume: str | None = None
+    progress: bool | None = None
     on_nan: OnNan = OnNan.stop
 
 
 @dataclass
 class PathsConfig:
     runs_dir: str = "runs"
-    output_dir: Optional[str] = None
+    output_dir: str | None = None
 
 
 @dataclass

@@ -331,8 +331,8 @@ def verify_md5(path: Path, expected: str) -> None:
     if actual != expected:
         raise DataError(
             f"checksum mismatch for {path}: expected MD5 {expected}, got {actual}; the file is "
-            "corrupt or not the official one: download it again (or set data.verify_checksums=false "
-            "for your own files)"
+            "corrupt or not the official one: download it again (or set "
+            "data.verify_checksums=false for your own files)"
         )
 
 

@@ -45,6 +45,18 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray, scale: float | Non
     return 0.0 if diff == 0 else diff / max(scale, np.finfo(np.float64).tiny)
 
 
+def central_difference(evaluate, x, flat: np.ndarray, i: int, h: float) -> float:
+    """``(L(w_i + h) - L(w_i - h)) / 2h`` for element ``i`` of ``flat`` (a view of a parameter
+    or of the input ``x``), which is left as it was."""
+    old = flat[i]
+    flat[i] = old + h
+    up = evaluate(x)
+    flat[i] = old - h
+    down = evaluate(x)
+    flat[i] = old
+    return (up - down) / (2 * h)
+
+
 def _rng_layers(model: Module) -> list[Module]:
     layers = list(model) if isinstance(model, Sequential) else [model]
     return [layer for layer in layers if hasattr(layer, "rng")]
@@ -86,14 +98,8 @@ def gradcheck(model: Module, x: np.ndarray, targets, loss=None, *, eps: float = 
         count = flat.size if max_checks is None else min(max_checks, flat.size)
         picks = np.arange(flat.size) if count == flat.size else rng.choice(flat.size, count,
                                                                           replace=False)
-        def difference(i, h):
-            old = flat[i]
-            flat[i] = old + h
-            up = evaluate(x)
-            flat[i] = old - h
-            down = evaluate(x)
-            flat[i] = old
-            return (up - down) / (2 * h)
+        def difference(i, h, flat=flat):
+            return central_difference(evaluate, x, flat, i, h)
 
         numeric = np.array([difference(i, eps) for i in picks])
         keep = np.ones(count, bool)

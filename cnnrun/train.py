@@ -30,7 +30,7 @@ from .config import image_hw, validate, value
 from .data import iterate_batches, load_data
 from .errors import CheckpointError, CnnrunError, ConfigError
 from .models import build_model
-from .tb import filter_grid, open_writer, write_hparams
+from .tb import add_histogram, add_text, filter_grid, open_writer, write_hparams
 from .trace import format_markdown, format_text, shape_trace
 
 log = logging.getLogger("cnnrun")
@@ -90,12 +90,13 @@ def set_threads(threads: int | None) -> None:
 
 
 def first_non_finite(model: nn.Sequential, x: np.ndarray) -> str:
-    """The first layer whose output, on ``x``, holds a NaN or an infinity (or 'none')."""
+    """The first layer whose output, on ``x``, holds a NaN or an infinity; if none does, the
+    loss itself overflowed."""
     for name, layer in model.layers:
         x = layer.forward(x)
         if not np.all(np.isfinite(x)):
-            return name
-    return "none"
+            return f"layer {name}"
+    return "the loss (all layer outputs are finite)"
 
 
 def evaluate(model, loss_fn, x, y, batch_size: int, limit: int | None) -> tuple[float, float]:
@@ -206,11 +207,14 @@ def resolve_resume(resume: str | None, out: Path, runs_dir: str) -> Path | None:
 
 
 def check_writable(out: Path) -> None:
-    """Fail at the start, not at the first checkpoint, if the run folder cannot be written."""
+    """Fail at the start, not at the first checkpoint, if the run folder cannot be written.
+    Temporary files left by a run killed mid-write (``kill -9``) are cleared away."""
     try:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out / "checkpoints"):
             pass
+        for stale in (out / "checkpoints").glob(".*.npz.*.tmp"):
+            stale.unlink()
     except OSError as err:
         raise CnnrunError(f"run folder {out} cannot be written ({err.strerror}): choose "
                           "another with hydra.run.dir=... or paths.runs_dir=...") from None
@@ -229,7 +233,6 @@ class Trainer:
         self.cfg, self.out = cfg, out
         t, d = cfg.trainer, cfg.data
         set_threads(cfg.backend.threads)
-        check_writable(out)
         self.resume_from = resolve_resume(t.resume, out, cfg.paths.runs_dir)
         checkpoint = load_checkpoint(self.resume_from) if self.resume_from else None
         # independent streams for weights (and dropout masks) and for shuffling, from one seed
@@ -253,6 +256,9 @@ class Trainer:
         log.info("data %s: %d train, %d validation images", self.data.name,
                  len(self.data.y_train), len(self.data.y_val))
 
+        # the trace runs before a checkpoint is restored: restoring resets every RNG it used
+        self.trace_rows = shape_trace(self.model, self.data.x_train[:d.batch_size],
+                                      self.data.y_train[:d.batch_size], self.loss_fn)
         self.epoch = self.batch = self.step = self.skipped = 0
         self.best = math.inf
         self.sums = [0.0, 0.0, 0]  # the epoch so far: loss * n, correct, n
@@ -291,9 +297,12 @@ class Trainer:
                                   purge_step=self.step if self.resume_from else None)
         self.progress = sys.stderr.isatty() if t.progress is None else bool(t.progress)
         try:
-            if self.resume_from is None:
-                self._shape_trace()
-            with SignalGuard() as guard:
+            self._shape_trace()
+            # NaN and overflow are looked for explicitly after every step; numpy's warnings
+            # about them would only clutter the message that names the step and the layer
+            with SignalGuard() as guard, np.errstate(over="ignore", invalid="ignore"):
+                if self.epoch >= t.max_epochs:  # resumed at the end: report where it stands
+                    self.val = self._evaluate()
                 epochs = tqdm(desc="epochs", initial=self.epoch, total=t.max_epochs,
                               disable=not self.progress)
                 while self.epoch < t.max_epochs:
@@ -302,20 +311,19 @@ class Trainer:
                     epochs.update(1)
                     epochs.set_postfix(val_loss=f"{self.val[0]:.4f}", val_acc=f"{self.val[1]:.3f}")
                 epochs.close()
-            if math.isnan(self.val[0]):  # resumed at the end: report where it stands
-                self.val = self._evaluate()
             return self._finish(time.perf_counter() - started)
         finally:
             self.writer.close()
 
     def _shape_trace(self) -> None:
-        cfg, bs = self.cfg, self.cfg.data.batch_size
-        xb, yb = self.data.x_train[:bs], self.data.y_train[:bs]
-        rows = shape_trace(self.model, xb, yb, self.loss_fn)
+        """``shape_trace.md`` in every run folder; the TensorBoard text once per event folder."""
+        cfg, rows = self.cfg, self.trace_rows
+        table = format_markdown(rows)
         atomic_write_text(self.out / "shape_trace.md",
                           f"# Shape trace: {cfg.model.name}, padding {value(cfg.conv.padding)}, "
-                          f"batch {tuple(xb.shape)}\n\n" + format_markdown(rows))
-        self.writer.add_text("shapes/trace", format_markdown(rows), 0)
+                          f"batch {rows[0].input}\n\n" + table)
+        if self.resume_from is None or self.resume_from.parent.parent != self.out:
+            add_text(self.writer, "shapes/trace", table, 0)
         log.info("shape trace (one real forward and backward pass):\n%s", format_text(rows))
 
     def _train_epoch(self, guard: SignalGuard) -> None:
@@ -362,6 +370,11 @@ class Trainer:
             self._non_finite(loss, xb)
             return
         self.optimizer.step()
+        bad = next((p.name for p in model.parameters() if not np.all(np.isfinite(p.data))), None)
+        if bad is not None:   # the update itself overflowed: nothing left to skip back to
+            raise NonFiniteError(
+                f"non-finite weights in {bad} after the update at step {self.step} (epoch "
+                f"{self.epoch + 1}); {self._kept()}. Lower optim.lr")
         self.train_seconds += time.perf_counter() - tick
         self.images += len(yb)
         acc = float((logits.argmax(axis=1) == yb).mean())
@@ -378,8 +391,8 @@ class Trainer:
                 w.add_scalar(f"grad_norm/{name}", norm, step)
         if step % t.histogram_every_n_steps == 0:
             for p in model.parameters():
-                w.add_histogram(f"weights/{p.name}", p.data, step)
-                w.add_histogram(f"grads/{p.name}", p.grad, step)
+                add_histogram(w, f"weights/{p.name}", p.data, step)
+                add_histogram(w, f"grads/{p.name}", p.grad, step)
             if self.first_conv is not None:
                 w.add_image(f"filters/{self.first_conv}",
                             filter_grid(model[self.first_conv].weight.data), step)
@@ -394,8 +407,8 @@ class Trainer:
             what, where = f"loss ({loss})", first_non_finite(self.model, xb)
         else:
             what = "gradient"
-            where = next(p.name for p in reversed(self.model.parameters())
-                         if not np.all(np.isfinite(p.grad)))
+            where = "the gradient of " + next(p.name for p in reversed(self.model.parameters())
+                                              if not np.all(np.isfinite(p.grad)))
         if value(self.cfg.trainer.on_nan) == "skip":
             self.skipped += 1
             log.warning("non-finite %s at step %d, first in %s: batch skipped (%d so far)",
@@ -403,11 +416,13 @@ class Trainer:
             self.writer.add_scalar("train/skipped_batches", self.skipped, self.step)
             self.model.zero_grad()
             return
-        last = self.out / "checkpoints" / "last.npz"
-        kept = f"the last checkpoint ({last}) is intact" if last.is_file() else "no checkpoint yet"
         raise NonFiniteError(f"non-finite {what} at step {self.step} (epoch {self.epoch + 1}), "
-                             f"first in layer {where}; {kept}. Lower optim.lr, or set "
+                             f"first in {where}; {self._kept()}. Lower optim.lr, or set "
                              "trainer.on_nan=skip")
+
+    def _kept(self) -> str:
+        last = self.out / "checkpoints" / "last.npz"
+        return f"the last checkpoint ({last}) is intact" if last.is_file() else "no checkpoint yet"
 
     def _interrupt(self, guard: SignalGuard) -> None:
         name = signal.Signals(guard.received).name
@@ -468,7 +483,7 @@ def train(cfg: DictConfig) -> float:
     """Train the model of ``cfg`` in its run folder; returns the final validation loss."""
     validate(cfg)
     out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     handler = _log_file(out)
     try:
         return float(Trainer(cfg, out).fit()["val/loss"])

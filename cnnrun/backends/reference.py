@@ -71,7 +71,8 @@ def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
     A full convolution is a correlation with the kernel rotated by 180 degrees over dy padded by
     the kernel's span ``d(k - 1)`` on every side (plus, at the bottom/right, the rows and columns
     of x_pad that no window reached when the stride does not divide the size evenly):
-    ``dx_pad[n, c, i, j] = sum_{f,p,q} dyd_full[n, f, i + p*dh, j + q*dw] * w[f, c, kh-1-p, kw-1-q]``.
+    ``dx_pad[n, c, i, j] = sum_{f,p,q} dyd_full[n, f, i + p*dh, j + q*dw] * w_rot[f, c, p, q]``
+    with ``w_rot[f, c, p, q] = w[f, c, kh-1-p, kw-1-q]``.
     The caller crops the forward padding off the (N, C, Hp, Wp) result.
     """
     f, c, kh, kw = w.shape

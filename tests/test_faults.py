@@ -1,0 +1,222 @@
+"""Faults that real runs meet: signals, kill -9, NaN losses, damaged checkpoints, full disks.
+
+Nothing may be lost: the last complete checkpoint always loads, and a resumed run ends with
+the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from runner_helpers import event_accumulator, last_line, run_cnnrun, run_config, sha256
+
+from cnnrun import checkpoint as ckpt
+from cnnrun.errors import CheckpointError, CnnrunError
+from cnnrun.train import NonFiniteError, train
+
+# long enough (3 epochs of 75 steps, a few seconds) that a signal lands in the middle of it
+LONG = ["data.num_samples=800", "data.batch_size=8", "trainer.max_epochs=3",
+        "trainer.histogram_every_n_steps=1000", "seed=5"]
+
+
+def arrays(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files if k != "meta"}
+
+
+def assert_same_arrays(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def start_run(folder, extra=()) -> subprocess.Popen:
+    """``python -m cnnrun`` on the tiny model with LONG's schedule, writing into ``folder``."""
+    from runner_helpers import TINY
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    args = [*TINY, *LONG, *extra, f"hydra.run.dir={folder}"]
+    return subprocess.Popen([sys.executable, "-m", "cnnrun", *args], cwd=folder.parent, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_training(folder, proc, timeout=60.0) -> None:
+    """Until the run has written its shape trace, i.e. is in the training loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (folder / "shape_trace.md").exists():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("run did not start training in time")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run's final checkpoint arrays."""
+    out = tmp_path_factory.mktemp("straight")
+    train(run_config(out, LONG))
+    return arrays(out / "checkpoints" / "last.npz")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_checkpoints_and_resume_matches(tmp_path, straight, sig):
+    folder = tmp_path / "interrupted"
+    proc = start_run(folder)
+    wait_for_training(folder, proc)
+    time.sleep(0.4)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in out + err
+    line = last_line(err)
+    assert line.startswith("cnnrun: error:") and signal.Signals(sig).name in line
+    last = folder / "checkpoints" / "last.npz"
+    assert f"trainer.resume={last}" in line
+    meta = ckpt.load_checkpoint(last)["meta"]
+    stopped_at = meta["step"]
+    assert 0 < stopped_at < 3 * 75
+    # TensorBoard was flushed: the curve reaches the step where the run stopped
+    steps = [e.step for e in event_accumulator(folder / "tb").Scalars("train/loss")]
+    assert steps and max(steps) == stopped_at - 1
+
+    resumed = tmp_path / "resumed"
+    train(run_config(resumed, [*LONG, f"trainer.resume={last}"]))
+    assert_same_arrays(arrays(resumed / "checkpoints" / "last.npz"), straight)
+
+
+def test_kill_9_leaves_a_loadable_checkpoint(tmp_path):
+    """SIGKILL at random moments, many epochs (a checkpoint write every few steps): each time
+    the last checkpoint loads and a resumed run completes."""
+    rng = np.random.default_rng(0)
+    short_epochs = ["data.num_samples=100", "trainer.max_epochs=40"]
+    for trial in range(3):
+        folder = tmp_path / f"run{trial}"
+        proc = start_run(folder, short_epochs)
+        wait_for_training(folder, proc)
+        time.sleep(float(rng.uniform(0.1, 1.5)))
+        proc.kill()
+        proc.communicate(timeout=30)
+        last = folder / "checkpoints" / "last.npz"
+        if last.exists():
+            meta = ckpt.load_checkpoint(last)["meta"]
+            assert meta["epoch"] >= 1
+        out = tmp_path / f"resumed{trial}"
+        resume = [f"trainer.resume={last}"] if last.exists() else []
+        train(run_config(out, [*LONG, *short_epochs, *resume]))
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["epoch"] == 40
+        assert not list((out / "checkpoints").glob("*.tmp"))
+
+
+def test_resume_last_continues_the_same_folder_without_duplicate_steps(tmp_path):
+    out = tmp_path / "run"
+    train(run_config(out, ["trainer.max_epochs=1"]))
+    train(run_config(out, ["trainer.max_epochs=2", "trainer.resume=last"]))
+    steps = [e.step for e in event_accumulator(out / "tb").Scalars("train/loss")]
+    assert steps == list(range(6))                      # 3 steps an epoch, none twice
+    assert "resumed from" in (out / "cnnrun.log").read_text()
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
+
+
+def test_resume_last_with_nothing_to_resume_is_clear(tmp_path):
+    cfg = run_config(tmp_path / "run", ["trainer.resume=last", f"paths.runs_dir={tmp_path}"])
+    with pytest.raises(CheckpointError, match="trainer.resume=last: no checkpoints/last.npz"):
+        train(cfg)
+
+
+def test_nan_stops_with_step_and_layer_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    train(run_config(out, ["model=mlp"]))
+    last = out / "checkpoints" / "last.npz"
+    digest = sha256(last)
+    with pytest.raises(NonFiniteError) as info:
+        train(run_config(out, ["model=mlp", "optim.lr=1e6", "trainer.max_epochs=3",
+                               "trainer.resume=last"]))
+    message = str(info.value)
+    assert "non-finite" in message and "at step" in message and "first in" in message
+    assert "intact" in message
+    assert sha256(last) == digest
+    ckpt.load_checkpoint(last)
+
+
+def test_nan_skip_drops_batches_and_counts_them(tmp_path):
+    out = tmp_path / "run"
+    train(run_config(out, ["model=mlp", "optim.lr=1e6", "trainer.max_epochs=2",
+                           "trainer.on_nan=skip"]))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train/skipped_batches"] > 0
+    skipped = event_accumulator(out / "tb").Scalars("train/skipped_batches")
+    assert skipped[-1].value == metrics["train/skipped_batches"]
+    assert "batch skipped" in (out / "cnnrun.log").read_text()
+
+
+def test_nan_from_the_command_line_is_one_line(tmp_path):
+    from runner_helpers import TINY
+    result = run_cnnrun([*TINY, "model=mlp", "optim.lr=1e6", "hydra.run.dir=run"], tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "RuntimeWarning" not in result.stderr
+    assert last_line(result.stderr).startswith("cnnrun: error: non-finite")
+
+
+def _rewrite_meta(src, dst, **changes) -> None:
+    with np.load(src, allow_pickle=False) as data:
+        items = {k: data[k] for k in data.files}
+    meta = json.loads(str(items["meta"]))
+    meta.update(changes)
+    items["meta"] = np.array(json.dumps(meta))
+    np.savez(dst, **items)
+
+
+def test_checkpoint_of_another_version_or_not_ours(tmp_path):
+    out = tmp_path / "run"
+    train(run_config(out))
+    good = out / "checkpoints" / "last.npz"
+    future = tmp_path / "future.npz"
+    _rewrite_meta(good, future, version=99)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.zeros(3))
+    for path, expected in ((future, "format version 99"), (foreign, "not a cnnrun checkpoint")):
+        digest = sha256(path)
+        with pytest.raises(CheckpointError, match=expected):
+            train(run_config(tmp_path / f"resume-{path.stem}", [f"trainer.resume={path}"]))
+        assert sha256(path) == digest
+
+
+def test_disk_full_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(run_config(out))
+    last = out / "checkpoints" / "last.npz"
+    digest = sha256(last)
+    real_savez = np.savez
+
+    def savez_then_fail(f, **arrays):
+        real_savez(f, **arrays)   # a partly written temporary file, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt.np, "savez", savez_then_fail)
+    with pytest.raises(CnnrunError, match="could not write checkpoint .*No space left"):
+        train(run_config(out, ["trainer.max_epochs=2", "trainer.resume=last"]))
+    assert sha256(last) == digest
+    assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+def test_run_folder_that_cannot_be_made(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CnnrunError, match="cannot be written"):
+        train(run_config(blocker / "run"))
+    result = run_cnnrun(["data=synthetic", f"hydra.run.dir={blocker}/run"], tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert last_line(result.stderr).startswith("cnnrun: error:")
+    assert blocker.read_text() == "not a folder"
