@@ -30,6 +30,7 @@ from .config import image_hw, validate, value
 from .data import iterate_batches, load_data
 from .errors import CheckpointError, CnnrunError, ConfigError
 from .models import build_model
+from .sweep import job_threads
 from .tb import add_histogram, add_text, filter_grid, open_writer, write_hparams
 from .trace import format_markdown, format_text, shape_trace
 
@@ -87,6 +88,12 @@ def set_threads(threads: int | None) -> None:
     if threads:
         from threadpoolctl import threadpool_limits
         threadpool_limits(limits=int(threads))
+
+
+def _launcher_config() -> DictConfig | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().launcher if HydraConfig.initialized() else None
 
 
 def first_non_finite(model: nn.Sequential, x: np.ndarray) -> str:
@@ -232,7 +239,8 @@ class Trainer:
     def __init__(self, cfg: DictConfig, out: Path):
         self.cfg, self.out = cfg, out
         t, d = cfg.trainer, cfg.data
-        set_threads(cfg.backend.threads)
+        threads = cfg.backend.threads or job_threads(_launcher_config())
+        set_threads(threads)
         self.resume_from = resolve_resume(t.resume, out, cfg.paths.runs_dir)
         checkpoint = load_checkpoint(self.resume_from) if self.resume_from else None
         # independent streams for weights (and dropout masks) and for shuffling, from one seed
@@ -250,9 +258,9 @@ class Trainer:
         self.loss_fn = nn.CrossEntropyLoss()
         self.first_conv = next((n for n, layer in self.model.layers
                                 if isinstance(layer, nn.Conv2d)), None)
-        log.info("model %s: %d parameters, input %s, padding %s, backend %s", cfg.model.name,
-                 sum(p.data.size for p in self.model.parameters()), in_shape,
-                 value(cfg.conv.padding), value(cfg.backend.name))
+        log.info("model %s: %d parameters, input %s, padding %s, backend %s, threads %s",
+                 cfg.model.name, sum(p.data.size for p in self.model.parameters()), in_shape,
+                 value(cfg.conv.padding), value(cfg.backend.name), threads or "default")
         log.info("data %s: %d train, %d validation images", self.data.name,
                  len(self.data.y_train), len(self.data.y_val))
 

@@ -1,0 +1,133 @@
+"""Sweeps with Hydra's multirun: each job's status, the threads it may use, ``summary.csv``.
+
+Every job of a sweep writes ``status.json`` into its own folder (``ok``, or ``failed`` with
+the reason) instead of stopping the sweep: the other jobs still run and keep their results.
+When the sweep ends, :class:`SweepSummary` (a Hydra callback, see ``conf/hydra/default.yaml``)
+gathers the jobs into ``summary.csv`` at the sweep's root, prints the same table best first,
+and fails the command if any job failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import atomic_write_text
+
+STATUS_FILE = "status.json"
+METRICS = ("val/loss", "val/acc", "train/loss", "train/acc", "epoch", "seconds")
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def job_threads(launcher: DictConfig | None) -> int | None:
+    """Threads for one job when ``backend.threads`` is unset, so that the jobs running at once
+    do not ask for more threads than there are cores: a SLURM job takes its CPUs; a joblib
+    worker its share of the cores; a single run, or another launcher, the library defaults."""
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    if launcher is None:
+        return None
+    target = str(launcher.get("_target_", ""))
+    n = cores()
+    if "Joblib" in target:
+        jobs = int(launcher.get("n_jobs", -1) or -1)
+        workers = jobs if jobs > 0 else max(n + 1 + jobs, 1)   # joblib: -1 all, -2 all but one
+        return max(n // min(workers, n), 1)
+    if "Local" in target and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    return None
+
+
+def write_status(folder: Path, status: str, reason: str = "") -> None:
+    atomic_write_text(Path(folder) / STATUS_FILE,
+                      json.dumps({"status": status, "reason": reason}) + "\n")
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """A row per job folder under ``sweep_dir``: job, status, reason, overrides, metrics."""
+    rows = []
+    for status_file in sorted(Path(sweep_dir).glob(f"*/{STATUS_FILE}")):
+        job = status_file.parent
+        status = json.loads(status_file.read_text())
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
+        metrics_file = job / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        rows.append({"job": job.name, "status": status["status"], "reason": status["reason"],
+                     "overrides": " ".join(str(o) for o in overrides),
+                     **{m: metrics.get(m, "") for m in METRICS}})
+    return sorted(rows, key=_rank)
+
+
+def _rank(row: dict) -> tuple:
+    loss = row["val/loss"]
+    finite = isinstance(loss, (int, float)) and math.isfinite(loss)
+    return (row["status"] != "ok", not finite, loss if finite else 0.0, row["job"])
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["job", "status", "reason", "overrides", *METRICS],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def to_table(rows: list[dict]) -> str:
+    """The jobs as a text table; the overrides column shows only what differs between jobs."""
+    def cell(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    shared = set.intersection(*(set(r["overrides"].split()) for r in rows))
+
+    def differing(r):
+        return " ".join(o for o in r["overrides"].split() if o not in shared)
+
+    head = ["#", "status", "val/loss", "val/acc", "seconds", "overrides"]
+    body = [[str(i + 1), r["status"], cell(r["val/loss"]), cell(r["val/acc"]),
+             cell(r["seconds"]), differing(r) + (f"  ({r['reason']})" if r["reason"] else "")]
+            for i, r in enumerate(rows)]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body]]
+    return "\n".join(lines)
+
+
+_failure: str | None = None
+
+
+def pending_failure() -> str | None:
+    """The failed-jobs message of the sweep that just ended in this process (Hydra turns an
+    exception from a callback into a warning, so the entry point asks for it instead)."""
+    return _failure
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: ``summary.csv`` and the table, best first."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = collect(sweep_dir)
+        if not rows:
+            return
+        atomic_write_text(sweep_dir / "summary.csv", to_csv(rows))
+        print(f"\nsweep {sweep_dir}: {len(rows)} jobs, best first (summary.csv)\n"
+              + to_table(rows), flush=True)
+        global _failure
+        failed = [r for r in rows if r["status"] != "ok"]
+        if failed:
+            first = failed[0]
+            _failure = (f"{len(failed)} of {len(rows)} jobs failed (first: job "
+                        f"{first['job'].split('_', 1)[0]}: {first['reason']}); see "
+                        f"{sweep_dir / 'summary.csv'}")
