@@ -94,6 +94,7 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, straight, sig):
     assert_same_arrays(arrays(resumed / "checkpoints" / "last.npz"), straight)
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_a_loadable_checkpoint(tmp_path):
     """SIGKILL at random moments, many epochs (a checkpoint write every few steps): each time
     the last checkpoint loads and a resumed run completes."""
@@ -220,3 +221,36 @@ def test_run_folder_that_cannot_be_made(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert last_line(result.stderr).startswith("cnnrun: error:")
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """A 1.5 MiB tmpfs of our own (root only; skipped where mounting is not allowed)."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(point)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def test_read_only_and_full_disks_for_real(small_mount):
+    out = small_mount / "run"
+    train(run_config(out))                                 # fits: one small run
+    last = out / "checkpoints" / "last.npz"
+    digest = sha256(last)
+    # a bigger model on the same small disk: the checkpoint write fails for want of space
+    with pytest.raises(CnnrunError, match="No space left"):
+        train(run_config(small_mount / "big", ["model=mlp", "data.image_size=32"]))
+    assert not list((small_mount / "big" / "checkpoints").glob("*.npz*"))
+    # the same disk made read-only: the run says so at the start
+    subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
+    with pytest.raises(CnnrunError, match="cannot be written"):
+        train(run_config(small_mount / "another"))
+    with pytest.raises(CnnrunError, match="cannot be written"):
+        train(run_config(out, ["trainer.resume=last", "trainer.max_epochs=2"]))
+    assert sha256(last) == digest
