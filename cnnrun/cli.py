@@ -104,27 +104,36 @@ def run_cli(entry: Callable[[], object]) -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
-def compose_from_argv(argv: list[str], prog: str):
+def compose_from_argv(argv: list[str], prog: str, options: dict[str, int] | None = None):
     """Hydra's config from ``overrides`` (and ``--config-dir DIR``) without a run folder: for
-    the commands that only look (``cnnrun.shapes``, ``cnnrun.gradcheck``)."""
+    the commands that only look (``cnnrun.shapes``, ``cnnrun.gradcheck``). ``options`` are
+    the command's own integer options (``--max-checks``) with their defaults; they are
+    returned beside the config when given."""
     from hydra import compose, initialize_config_dir
 
     from .config import config_dir
 
+    values = dict(options or {})
     overrides, user_dir = [], None
     args = iter(argv)
     for arg in args:
+        name, _, inline = arg.partition("=")
         if arg in ("-h", "--help"):
-            print(f"usage: python -m {prog} [--config-dir DIR] [key=value ...]\n"
+            own = "".join(f" [--{k.replace('_', '-')} N]" for k in values)
+            print(f"usage: python -m {prog} [--config-dir DIR]{own} [key=value ...]\n"
                   "  the same overrides as `python -m cnnrun`, e.g. model=lenet conv.padding=same")
             sys.exit(0)
-        if arg in ("--config-dir", "-cd"):
-            user_dir = next(args, None)
-        elif arg.startswith("--config-dir="):
-            user_dir = arg.split("=", 1)[1]
+        if name in ("--config-dir", "-cd"):
+            user_dir = inline or next(args, None)
+        elif name.startswith("--") and name[2:].replace("-", "_") in values:
+            text = inline or next(args, "")
+            if not text.isdigit():
+                fail(f"invalid {name} {text!r}: expected an int >= 0")
+            values[name[2:].replace("-", "_")] = int(text)
         elif arg.startswith("-"):
-            fail(f"unknown option {arg!r} for {prog}: expected --config-dir DIR or key=value "
-                 "overrides")
+            accepted = ", ".join(["--config-dir DIR", *(f"--{k.replace('_', '-')} N"
+                                                        for k in values)])
+            fail(f"unknown option {arg!r} for {prog}: expected {accepted} or key=value overrides")
         else:
             overrides.append(arg)
     if user_dir is not None:
@@ -133,4 +142,5 @@ def compose_from_argv(argv: list[str], prog: str):
             fail(f"--config-dir {user_dir!r} is not a folder")
         overrides.append(f"hydra.searchpath=[file://{path}]")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        cfg = compose("config", overrides=overrides)
+    return (cfg, values) if options is not None else cfg

@@ -171,6 +171,15 @@ def validate(cfg: DictConfig) -> None:
            list(o.betas), "two floats in [0, 1)")
     _check(o.step_size >= 1, "optim.step_size", o.step_size, "an int >= 1")
     _check(_number(o.gamma) and o.gamma > 0, "optim.gamma", o.gamma, "a float > 0")
+    _check(_number(o.min_lr) and 0 <= o.min_lr <= o.lr, "optim.min_lr", o.min_lr,
+           f"a float in [0, optim.lr={o.lr}]")
+    _check(_number(o.eps) and o.eps >= 0, "optim.eps", o.eps, "a float >= 0")
+    _check(_number(o.dampening), "optim.dampening", o.dampening, "a finite float")
+    _check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an int >= 0")
+    _check(d.num_samples >= 2, "data.num_samples", d.num_samples, "an int >= 2")
+    _check(d.channels is None or d.channels >= 1, "data.channels", d.channels,
+           "null or an int >= 1")
+    _check(d.num_classes >= 2, "data.num_classes", d.num_classes, "an int >= 2")
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an int >= 1")
     _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "a float in (0, 1)")
     size = d.image_size

@@ -57,7 +57,12 @@ def build_layer(spec: Mapping, index: int, in_shape: tuple[int, ...], *, default
         raise ConfigError(f"unknown argument {unknown[0]!r} for {kind} ({where}): expected "
                           f"{', '.join(a for a in accepted if a not in ('rng', 'dtype', 'init'))}")
     if kind in INFERRED:
-        spec[INFERRED[kind]] = int(np.prod(in_shape[1:])) if kind == "linear" else in_shape[1]
+        inferred = int(np.prod(in_shape[1:])) if kind == "linear" else in_shape[1]
+        given = spec.get(INFERRED[kind])
+        if given is not None and given != inferred:
+            raise ConfigError(f"{INFERRED[kind]} {given!r} ({where}) does not match its input "
+                              f"{tuple(in_shape)}: leave it out and it is inferred ({inferred})")
+        spec[INFERRED[kind]] = inferred
         if kind != "linear" and len(in_shape) != 4:
             raise ConfigError(f"{kind} ({where}) needs an (N, C, H, W) input, got {in_shape}: "
                               "put it before the flatten layer")
@@ -74,9 +79,15 @@ def build_layer(spec: Mapping, index: int, in_shape: tuple[int, ...], *, default
         layer = cls(**spec)
     except CnnrunError as err:
         raise type(err)(f"{where}: {err}") from None
-    except TypeError as err:
+    except (TypeError, ValueError) as err:   # e.g. p: "abc" for a dropout layer
         raise ConfigError(f"{where}: {err}") from None
     return name, layer
+
+
+def takes_default_padding(model_cfg) -> bool:
+    """Whether some conv layer of the config leaves ``padding`` to ``conv.padding``."""
+    return any(str(spec.get("type", "")).lower() == "conv2d" and "padding" not in spec
+               for spec in model_cfg["layers"])
 
 
 def build_model(model_cfg, input_shape: Sequence[int], *, default_padding: str = "valid",

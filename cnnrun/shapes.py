@@ -13,7 +13,7 @@ import numpy as np
 from .cli import compose_from_argv, run_cli
 from .config import image_hw, validate, value
 from .models import build_model
-from .trace import format_text, shape_trace
+from .trace import format_text, padding_summary, shape_trace
 
 
 def example_batch(cfg, rng: np.random.Generator, batch: int | None = None, dtype=np.float32):
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         rng = np.random.default_rng(cfg.seed)
         model = model_for(cfg, rng)
         x, y = example_batch(cfg, rng)
-        print(f"# {cfg.model.name}, padding {value(cfg.conv.padding)}, batch {tuple(x.shape)}")
+        print(f"# {cfg.model.name}, padding {padding_summary(model)}, batch {tuple(x.shape)}")
         print(format_text(shape_trace(model, x, y)), end="")
 
     run_cli(entry)

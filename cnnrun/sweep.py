@@ -57,14 +57,16 @@ def write_status(folder: Path, status: str, reason: str = "") -> None:
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """A row per job folder under ``sweep_dir``: job, status, reason, overrides, metrics."""
     rows = []
-    for status_file in sorted(Path(sweep_dir).glob(f"*/{STATUS_FILE}")):
+    # any depth: an override value with a '/' in it nests the job's folder
+    for status_file in sorted(Path(sweep_dir).rglob(STATUS_FILE)):
         job = status_file.parent
         status = json.loads(status_file.read_text())
         overrides_file = job / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
         metrics_file = job / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        rows.append({"job": job.name, "status": status["status"], "reason": status["reason"],
+        rows.append({"job": str(job.relative_to(sweep_dir)), "status": status["status"],
+                     "reason": status["reason"],
                      "overrides": " ".join(str(o) for o in overrides),
                      **{m: metrics.get(m, "") for m in METRICS}})
     return sorted(rows, key=_rank)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .nn import CrossEntropyLoss, Product, Sequential
+from .nn.module import fmt_shape
 
 
 class TraceError(AssertionError):
@@ -90,15 +91,23 @@ def _check_products(name: str, layer, products: list[Product]) -> None:
                              f"{target} {_shape(params[target].data)}")
 
 
-def _fmt(shape) -> str:
-    return "(" + ",".join(str(s) for s in shape) + ")"
+def padding_summary(model: Sequential) -> str:
+    """The padding the conv layers actually use: ``same``, or ``mixed (conv1 same, ...)``."""
+    modes = [(name, layer.padding) for name, layer in model.layers
+             if type(layer).__name__ == "Conv2d"]
+    kinds = {str(m) for _, m in modes}
+    if not modes:
+        return "none (no conv layer)"
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "mixed (" + ", ".join(f"{n} {m}" for n, m in modes) + ")"
 
 
 def _padding_text(row: TraceRow) -> str:
     if row.padding is None:
         return ""
     mode = f"{row.padding_mode} " if row.padding_mode else ""
-    return f"{mode}{row.padding} -> x_pad {_fmt(row.padded_input)}"
+    return f"{mode}{row.padding} -> x_pad {fmt_shape(row.padded_input)}"
 
 
 def format_markdown(rows: list[TraceRow]) -> str:
@@ -106,10 +115,10 @@ def format_markdown(rows: list[TraceRow]) -> str:
     lines = ["| layer | type | input | output | parameters | padding (t, b, l, r) | backward |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        params = ", ".join(f"{k} {_fmt(v)}" for k, v in r.params.items())
+        params = ", ".join(f"{k} {fmt_shape(v)}" for k, v in r.params.items())
         backward = "<br>".join(f"`{p}`" for p in r.products)
-        lines.append(f"| {r.name} | {r.type} | {_fmt(r.input)} | {_fmt(r.output)} | {params} | "
-                     f"{_padding_text(r)} | {backward} |")
+        lines.append(f"| {r.name} | {r.type} | {fmt_shape(r.input)} | {fmt_shape(r.output)} | "
+                     f"{params} | {_padding_text(r)} | {backward} |")
     return "\n".join(lines) + "\n"
 
 
@@ -118,8 +127,8 @@ def format_text(rows: list[TraceRow]) -> str:
     width = max(len(r.name) for r in rows) if rows else 0
     out = []
     for r in rows:
-        params = "  ".join(f"{k} {_fmt(v)}" for k, v in r.params.items())
-        out.append(f"{r.name:<{width}}  {r.type:<11} {_fmt(r.input)} -> {_fmt(r.output)}"
+        params = "  ".join(f"{k} {fmt_shape(v)}" for k, v in r.params.items())
+        out.append(f"{r.name:<{width}}  {r.type:<11} {fmt_shape(r.input)} -> {fmt_shape(r.output)}"
                    + (f"   {params}" if params else ""))
         pad = " " * (width + 2)
         if r.padding is not None:

@@ -29,10 +29,10 @@ from .checkpoint import atomic_write_text, load_checkpoint, restore, save_checkp
 from .config import image_hw, validate, value
 from .data import iterate_batches, load_data
 from .errors import CheckpointError, CnnrunError, ConfigError
-from .models import build_model
+from .models import build_model, takes_default_padding
 from .sweep import job_threads
 from .tb import add_histogram, add_text, filter_grid, open_writer, write_hparams
-from .trace import format_markdown, format_text, shape_trace
+from .trace import format_markdown, format_text, padding_summary, shape_trace
 
 log = logging.getLogger("cnnrun")
 
@@ -96,16 +96,6 @@ def _launcher_config() -> DictConfig | None:
     return HydraConfig.get().launcher if HydraConfig.initialized() else None
 
 
-def first_non_finite(model: nn.Sequential, x: np.ndarray) -> str:
-    """The first layer whose output, on ``x``, holds a NaN or an infinity; if none does, the
-    loss itself overflowed."""
-    for name, layer in model.layers:
-        x = layer.forward(x)
-        if not np.all(np.isfinite(x)):
-            return f"layer {name}"
-    return "the loss (all layer outputs are finite)"
-
-
 def evaluate(model, loss_fn, x, y, batch_size: int, limit: int | None) -> tuple[float, float]:
     """Mean loss and accuracy over (at most ``limit`` batches of) a split, in eval mode."""
     model.eval()
@@ -122,10 +112,11 @@ def evaluate(model, loss_fn, x, y, batch_size: int, limit: int | None) -> tuple[
     return loss_sum / max(total, 1), correct / max(total, 1)
 
 
-def hyperparameters(cfg: DictConfig) -> dict:
+def hyperparameters(cfg: DictConfig, model: nn.Sequential) -> dict:
     """The values that tell runs apart, for the HParams dashboard."""
     return {
         "model": cfg.model.name, "conv.padding": value(cfg.conv.padding),
+        "padding used": padding_summary(model),
         "backend": value(cfg.backend.name), "data": value(cfg.data.name),
         "data.image_size": str(OmegaConf.to_container(cfg.data, resolve=True)["image_size"]),
         "data.batch_size": cfg.data.batch_size, "optim": value(cfg.optim.name),
@@ -261,6 +252,10 @@ class Trainer:
         log.info("model %s: %d parameters, input %s, padding %s, backend %s, threads %s",
                  cfg.model.name, sum(p.data.size for p in self.model.parameters()), in_shape,
                  value(cfg.conv.padding), value(cfg.backend.name), threads or "default")
+        if not takes_default_padding(cfg.model):
+            log.warning("conv.padding=%s is not used: every conv layer of %s sets its own "
+                        "padding (%s)", value(cfg.conv.padding), cfg.model.name,
+                        padding_summary(self.model))
         log.info("data %s: %d train, %d validation images", self.data.name,
                  len(self.data.y_train), len(self.data.y_val))
 
@@ -278,7 +273,14 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def _restore(self, checkpoint: dict) -> None:
+        configured = self.optimizer.state_dict()["hyper"]
         meta = restore(checkpoint, self.model, self.optimizer, self.resume_from)
+        for key, want in configured.items():   # the command line wins over the checkpoint
+            had = getattr(self.optimizer, key)
+            if key != "lr" and had != want:    # lr follows the schedule every epoch anyway
+                log.warning("optim.%s: %s from the config replaces the checkpoint's %s", key,
+                            want, had)
+                setattr(self.optimizer, key, want)
         self.epoch, self.batch, self.step = meta["epoch"], meta["batch"], meta["step"]
         self.best, self.skipped, self.sums = meta["best_val_loss"], meta["skipped"], meta["sums"]
         self.val = (meta["val_loss"], meta["val_acc"])
@@ -327,9 +329,9 @@ class Trainer:
         """``shape_trace.md`` in every run folder; the TensorBoard text once per event folder."""
         cfg, rows = self.cfg, self.trace_rows
         table = format_markdown(rows)
-        atomic_write_text(self.out / "shape_trace.md",
-                          f"# Shape trace: {cfg.model.name}, padding {value(cfg.conv.padding)}, "
-                          f"batch {rows[0].input}\n\n" + table)
+        header = (f"# Shape trace: {cfg.model.name}, padding {padding_summary(self.model)}, "
+                  f"batch {rows[0].input}\n\n")
+        atomic_write_text(self.out / "shape_trace.md", header + table)
         if self.resume_from is None or self.resume_from.parent.parent != self.out:
             add_text(self.writer, "shapes/trace", table, 0)
         log.info("shape trace (one real forward and backward pass):\n%s", format_text(rows))
@@ -366,17 +368,27 @@ class Trainer:
     def _train_step(self, xb, yb, lr: float, bar) -> None:
         t, model = self.cfg.trainer, self.model
         tick = time.perf_counter()
+        # what a skipped batch must not change: batch-norm statistics, the dropout RNG
+        before = ({n: b.copy() for n, b in model.named_buffers()},
+                  self.init_rng.bit_generator.state)
         model.zero_grad()
-        logits = model.forward(xb)
+        x, outputs = xb, []
+        for name, layer in model.layers:      # Sequential.forward, keeping each output
+            x = layer.forward(x)
+            outputs.append((name, x))
+        logits = x
         loss = self.loss_fn.forward(logits, yb)
-        norms, global_norm = {}, math.nan
-        if math.isfinite(loss):
+        grads_finite = math.isfinite(loss)
+        if grads_finite:
             model.backward(self.loss_fn.backward(), input_grad=False)  # no dX for the data
-            norms = {p.name: float(np.sqrt(np.sum(p.grad * p.grad))) for p in model.parameters()}
-            global_norm = math.sqrt(sum(v * v for v in norms.values()))
-        if not math.isfinite(global_norm):
-            self._non_finite(loss, xb)
+            grads_finite = all(np.isfinite(p.grad).all() for p in model.parameters())
+        if not grads_finite:
+            self._non_finite(loss, outputs, before)
             return
+        # norms in float64: a float32 sum of squares overflows long before the gradients do
+        norms = {p.name: float(np.linalg.norm(p.grad.ravel().astype(np.float64)))
+                 for p in model.parameters()}
+        global_norm = math.sqrt(sum(v * v for v in norms.values()))
         self.optimizer.step()
         bad = next((p.name for p in model.parameters() if not np.all(np.isfinite(p.data))), None)
         if bad is not None:   # the update itself overflowed: nothing left to skip back to
@@ -408,21 +420,27 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}")
         self.step += 1
 
-    def _non_finite(self, loss: float, xb: np.ndarray) -> None:
+    def _non_finite(self, loss: float, outputs: list, before: tuple) -> None:
         """A NaN or infinite loss or gradient: skip the batch or stop, naming the step and the
-        first layer where it appeared (forward for the loss, backward for a gradient)."""
+        first layer where it appeared (in the forward pass for the loss, else the backward)."""
         if not math.isfinite(loss):
-            what, where = f"loss ({loss})", first_non_finite(self.model, xb)
+            what = f"loss ({loss})"
+            where = next((f"layer {name}" for name, out in outputs
+                          if not np.isfinite(out).all()),
+                         "the loss (every layer's output is finite)")
         else:
             what = "gradient"
             where = "the gradient of " + next(p.name for p in reversed(self.model.parameters())
-                                              if not np.all(np.isfinite(p.grad)))
+                                              if not np.isfinite(p.grad).all())
         if value(self.cfg.trainer.on_nan) == "skip":
+            buffers, rng_state = before       # as if the batch had never been seen
+            self.model.load_state_dict(buffers, strict=False)
+            self.init_rng.bit_generator.state = rng_state
+            self.model.zero_grad()
             self.skipped += 1
             log.warning("non-finite %s at step %d, first in %s: batch skipped (%d so far)",
                         what, self.step, where, self.skipped)
             self.writer.add_scalar("train/skipped_batches", self.skipped, self.step)
-            self.model.zero_grad()
             return
         raise NonFiniteError(f"non-finite {what} at step {self.step} (epoch {self.epoch + 1}), "
                              f"first in {where}; {self._kept()}. Lower optim.lr, or set "
@@ -436,8 +454,13 @@ class Trainer:
         name = signal.Signals(guard.received).name
         path = self.save()
         self.writer.flush()
+        from hydra.core.hydra_config import HydraConfig
+
+        folder = "hydra.run.dir" if HydraConfig.initialized() else "paths.output_dir"
         message = (f"{name} at step {self.step} (epoch {self.epoch + 1}, batch {self.batch}): "
-                   f"checkpoint written to {path}; continue with trainer.resume={path}")
+                   f"checkpoint written to {path}; to continue in this folder, run the same "
+                   f"command with {folder}={self.out} trainer.resume=last (or "
+                   f"trainer.resume={path} for a new folder)")
         log.warning(message)
         guard.forward()   # a cluster launcher's own handler (requeue) runs now, if any
         raise Interrupted(message, guard.received)
@@ -451,12 +474,15 @@ class Trainer:
         t = self.cfg.trainer
         self.val = self._evaluate()
         val_loss, val_acc = self.val
-        self.writer.add_scalar("val/loss", val_loss, self.step)
-        self.writer.add_scalar("val/acc", val_acc, self.step)
+        # at the epoch's last training step: a run resumed from this checkpoint purges events
+        # from self.step on, and must keep this point
+        at = max(self.step - 1, 0)
+        self.writer.add_scalar("val/loss", val_loss, at)
+        self.writer.add_scalar("val/acc", val_acc, at)
         loss_sum, correct, seen = self.sums
         log.info("epoch %d/%d  train/loss %.4f  train/acc %.4f  val/loss %.4f  val/acc %.4f  "
-                 "lr %.3g", self.epoch + 1, t.max_epochs, loss_sum / max(seen, 1),
-                 correct / max(seen, 1), val_loss, val_acc, self.optimizer.lr)
+                 "lr %.3g", self.epoch + 1, t.max_epochs, loss_sum / seen if seen else math.nan,
+                 correct / seen if seen else math.nan, val_loss, val_acc, self.optimizer.lr)
         improved = val_loss < self.best
         self.best = min(self.best, val_loss)
         self.epoch += 1   # the checkpoint continues at the start of the next epoch
@@ -477,8 +503,12 @@ class Trainer:
             "train/images_per_s": self.images / self.train_seconds if self.train_seconds else 0.0,
             "train/skipped_batches": self.skipped,
         }
-        atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_hparams(self.writer, hyperparameters(self.cfg),
+        # strict JSON: a NaN or infinite metric is written as null
+        clean = {k: v if not isinstance(v, float) or math.isfinite(v) else None
+                 for k, v in metrics.items()}
+        atomic_write_text(self.out / "metrics.json",
+                          json.dumps(clean, indent=2, allow_nan=False) + "\n")
+        write_hparams(self.writer, hyperparameters(self.cfg, self.model),
                       {k: metrics[k] for k in ("val/loss", "val/acc", "train/loss", "train/acc")
                        if math.isfinite(metrics[k])})
         log.info("done in %.1f s: val/loss %.4f, val/acc %.4f, %.0f images/s; run folder %s",

@@ -254,3 +254,57 @@ def test_read_only_and_full_disks_for_real(small_mount):
     with pytest.raises(CnnrunError, match="cannot be written"):
         train(run_config(out, ["trainer.resume=last", "trainer.max_epochs=2"]))
     assert sha256(last) == digest
+
+
+def test_huge_gradients_are_reported_not_crashed_on(tmp_path):
+    """A float32 sum of squares overflows long before the gradients themselves do: the norms
+    are taken in float64, and the run ends with the one-line NaN message, not a traceback."""
+    with pytest.raises(NonFiniteError, match="non-finite .* at step"):
+        train(run_config(tmp_path / "run", ["model=mlp", "optim.lr=1e10"]))
+
+
+def test_skipped_batch_leaves_no_trace_in_the_model(tmp_path, monkeypatch):
+    """A skipped batch must not move batch-norm statistics or the dropout RNG."""
+    from cnnrun.nn import CrossEntropyLoss
+
+    real = CrossEntropyLoss.forward
+    calls = []
+
+    def nan_on_second_batch(self, logits, targets):
+        calls.append(len(targets))
+        loss = real(self, logits, targets)
+        return float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(CrossEntropyLoss, "forward", nan_on_second_batch)
+    out = tmp_path / "run"
+    train(run_config(out, ["model=vgg_small", "trainer.on_nan=skip", "data.image_size=8"]))
+    metrics_text = (out / "metrics.json").read_text()
+    metrics = json.loads(metrics_text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert metrics["train/skipped_batches"] == 1 and metrics["step"] == 2
+    state = ckpt.load_checkpoint(out / "checkpoints" / "last.npz")["model"]
+    tracked = {k: int(v) for k, v in state.items() if k.endswith("num_batches_tracked")}
+    assert len(tracked) == 4 and set(tracked.values()) == {2}, tracked
+    for key, value in state.items():
+        assert np.all(np.isfinite(value)), key
+
+
+def test_resume_keeps_the_validation_points(tmp_path):
+    out = tmp_path / "run"
+    train(run_config(out, ["trainer.max_epochs=1"]))
+    train(run_config(out, ["trainer.max_epochs=2", "trainer.resume=last"]))
+    acc = event_accumulator(out / "tb")
+    assert [e.step for e in acc.Scalars("val/loss")] == [2, 5]
+    assert [e.step for e in acc.Scalars("val/acc")] == [2, 5]
+
+
+def test_resume_hint_continues_in_the_same_folder(tmp_path):
+    """The Ctrl-C message names the run folder, so that the resumed run continues its curves
+    and checkpoints there instead of starting a new folder."""
+    folder = tmp_path / "interrupted"
+    proc = start_run(folder)
+    wait_for_training(folder, proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    line = last_line(err)
+    assert f"hydra.run.dir={folder}" in line and "trainer.resume=last" in line

@@ -308,3 +308,17 @@ def test_unknown_backend_and_init_are_refused():
     assert "'orthogonal'" in str(info.value) and "he_normal" in str(info.value)
     with pytest.raises(ConfigError, match="'bogus'"):
         initialize(Sequential(Linear(2, 2)), "bogus")
+
+
+@pytest.mark.parametrize("x", [np.ones((2, 4), np.int64), np.ones((2, 3), np.float32),
+                               np.ones((2, 4, 1), np.float32)])
+def test_linear_refuses_what_it_cannot_compute(x):
+    from cnnrun.errors import ShapeError
+
+    with pytest.raises(ShapeError, match="expected a floating"):
+        Linear(4, 2, rng=np.random.default_rng(0)).forward(x)
+
+
+def test_dropout_with_a_non_number_is_a_config_error():
+    with pytest.raises(ConfigError, match="invalid dropout probability 'abc'"):
+        Dropout("abc")

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from runner_helpers import event_accumulator, last_line, run_cnnrun, run_config
 
 from cnnrun import checkpoint as ckpt
 from cnnrun.sweep import job_threads
-from cnnrun.train import Interrupted, train
+from cnnrun.train import Interrupted, Trainer, train
 
 pytestmark = pytest.mark.slow   # each sweep starts several Python processes
 
@@ -171,19 +170,25 @@ def test_requeued_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
 
     out = tmp_path / "job"
     requeued = []
+    real_step = Trainer._train_step
+
+    def step_then_preempt(self, *args):   # the scheduler's signal arrives during step 40
+        real_step(self, *args)
+        if self.step == 40:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_preempt)
     previous = signal.signal(signal.SIGUSR2, lambda s, f: requeued.append(s))
     try:
-        sender = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGUSR2))
-        sender.start()
         with pytest.raises(Interrupted) as info:
             train(run_config(out, long))
-        sender.join()
     finally:
         signal.signal(signal.SIGUSR2, previous)
+        monkeypatch.setattr(Trainer, "_train_step", real_step)
     assert requeued == [signal.SIGUSR2]            # the launcher's handler ran after the save
     assert info.value.exit_code == 128 + signal.SIGUSR2
     stopped = ckpt.load_checkpoint(out / "checkpoints" / "last.npz")["meta"]
-    assert 0 < stopped["step"] < 200
+    assert (stopped["epoch"], stopped["batch"], stopped["step"]) == (0, 40, 40)
 
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")   # what submitit sets in a job
     time.sleep(0.01)

@@ -84,6 +84,6 @@ def test_tensorboard_serves_the_run(tensorboard):
     assert all(0 < value < 10 for _, _, value in points)
     metrics = json.loads((out / "metrics.json").read_text())
     (val,) = get_json(port, "/data/plugin/scalars/scalars?run=tb&tag=val/loss")
-    assert val[1] == 3 and val[2] == pytest.approx(metrics["val/loss"], rel=1e-6)
+    assert val[1] == 2 and val[2] == pytest.approx(metrics["val/loss"], rel=1e-6)
     runs = get_json(port, "/data/runs")
     assert runs == ["tb"]

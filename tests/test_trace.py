@@ -84,13 +84,15 @@ def test_stride_shows_the_dilated_error():
 
 
 def test_uneven_stride_and_dilation():
-    # stride 3 on 9 rows leaves the last row unvisited: dX is still the full input size
+    # stride 3 on 9 rows leaves the last row unvisited: the full convolution of the dilated
+    # 7x7 error with the 2x2 kernel (dilated to 2x3) is 8x9, zero-padded to the input's 9x10
     net = Sequential([("conv", Conv2d(2, 2, 2, stride=3, dilation=(1, 2))), ("flat", Flatten()),
                       ("fc", Linear(2 * 3 * 3, 2))])
     rows = shape_trace(net, np.ones((1, 2, 9, 10), np.float32), np.array([1]))
     assert rows[0].output == (1, 2, 3, 3)
     assert products(rows[0])[1] == (
-        "dX = conv_full(dilate(dY, stride 3x3) (1,2,7,7), W dilation 1x2 (2,2,2,2)) -> (1,2,9,10)")
+        "dX = conv_full(dilate(dY, stride 3x3) (1,2,7,7), W dilation 1x2 (2,2,2,2)) -> (1,2,8,9), "
+        "zero-padded to (1,2,9,10) (pixels no window reached)")
 
 
 def test_tracing_leaves_the_model_as_it_was():
@@ -138,3 +140,34 @@ def test_a_gradient_product_with_a_wrong_shape_is_caught(monkeypatch):
     monkeypatch.setattr(fc, "backward", transposed_dw)
     with pytest.raises(TraceError, match=r"fc: dW has shape \(4, 3\), weight \(3, 4\)"):
         shape_trace(net, np.ones((2, 4), np.float32), np.array([0, 1]))
+
+
+def test_batch_norm_rows_and_real_gradient_shapes():
+    """Batch norm shows its three products; every dW/db row carries the shape of the array the
+    backward pass computed, so a layer returning a wrong-shaped gradient is caught."""
+    from cnnrun.nn import BatchNorm2d
+
+    net = Sequential([("conv", Conv2d(1, 3, (2, 3), bias=False)), ("bn", BatchNorm2d(3)),
+                      ("flat", Flatten()), ("fc", Linear(3 * 4 * 3, 2))])
+    rng = np.random.default_rng(0)
+    rows = shape_trace(net, rng.standard_normal((4, 1, 5, 5)), rng.integers(0, 2, 4))
+    assert products(rows[1]) == [
+        "dW = sum_NHW(dY * xhat (4,3,4,3)) -> (3)",
+        "db = sum_NHW(dY (4,3,4,3)) -> (3)",
+        "dX = batch_norm_backward(dY (4,3,4,3), xhat (4,3,4,3)) -> (4,3,4,3)",
+    ]
+    assert [p.grad for p in rows[0].products] == ["dW", "dX"]     # no bias, no db row
+
+    # a Linear whose dW comes out transposed (same size, wrong shape) cannot hide in the trace
+    fc = net["fc"]
+    original = Linear.backward
+
+    def transposed_dw(self, dy):
+        dx = original(self, dy)
+        if self.tracing:
+            self.products[0].shape = self.products[0].shape[::-1]
+        return dx
+
+    fc.backward = transposed_dw.__get__(fc)
+    with pytest.raises(TraceError, match="fc: dW has shape"):
+        shape_trace(net, rng.standard_normal((4, 1, 5, 5)), rng.integers(0, 2, 4))

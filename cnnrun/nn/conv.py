@@ -104,42 +104,47 @@ class Conv2d(Module):
         self._cache = (x.shape, x_pad, pads, ctx)
         return y
 
-    def backward_params(self, dy: np.ndarray) -> np.ndarray:
-        """dW and db only (the full convolution for dX is skipped); returns dW."""
+    def backward_params(self, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """dW and db only (the full convolution for dX is skipped); returns them."""
         _, x_pad, _, ctx = self._cache
         dW = self.kernels.conv2d_grad_weight(x_pad, ctx, dy, self.kernel_size, self.stride,
                                              self.dilation)
         self.weight.grad += dW
+        db = None
         if self.bias is not None:
-            self.bias.grad += dy.sum(axis=(0, 2, 3))
-        return dW
+            db = dy.sum(axis=(0, 2, 3))
+            self.bias.grad += db
+        return dW, db
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x_shape, x_pad, pads, _ = self._cache
         w = self.weight.data.astype(dy.dtype, copy=False)
-        dW = self.backward_params(dy)
+        dW, db = self.backward_params(dy)
         dx_pad = self.kernels.conv2d_grad_input(dy, w, self.stride, self.dilation,
                                                 x_pad.shape[2:])  # (N, C, Hp, Wp)
         dx = crop2d(dx_pad, pads, x_shape[2:])                    # (N, C, H, W)
         if self.tracing:
-            self.products = self._products(x_pad, dy, dW, dx_pad, dx)
+            self.products = self._products(x_pad, dy, dW, db, dx_pad, dx)
         return dx
 
-    def _products(self, x_pad, dy, dW, dx_pad, dx) -> list[Product]:
+    def _products(self, x_pad, dy, dW, db, dx_pad, dx) -> list[Product]:
+        """The trace's rows, with the shapes of the arrays this backward pass computed."""
+        n, f, ho, wo = dy.shape
+        (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.kernel_size
         dy_label, dy_shape = "dY", dy.shape
         if self.stride != (1, 1):
-            n, f, ho, wo = dy.shape
-            sh, sw = self.stride
             dy_label = f"dilate(dY, stride {sh}x{sw})"
             dy_shape = (n, f, (ho - 1) * sh + 1, (wo - 1) * sw + 1)
-        w_label = "W" if self.dilation == (1, 1) else "W dilation {}x{}".format(*self.dilation)
+        # a full convolution grows each side by the kernel's span d(k-1)
+        full = (n, x_pad.shape[1], dy_shape[2] + dh * (kh - 1), dy_shape[3] + dw * (kw - 1))
+        w_label = "W" if self.dilation == (1, 1) else f"W dilation {dh}x{dw}"
         rows = [
             Product("dW", "corr_valid", [("x_pad", x_pad.shape), (dy_label, dy_shape)], dW.shape),
             Product("dX", "conv_full", [(dy_label, dy_shape), (w_label, self.weight.shape)],
-                    dx_pad.shape, cropped=dx.shape),
+                    full, cropped=dx.shape, padded=dx_pad.shape),
         ]
-        if self.bias is not None:
-            rows.append(Product("db", "sum_NHW", [("dY", dy.shape)], self.bias.shape))
+        if db is not None:
+            rows.append(Product("db", "sum_NHW", [("dY", dy.shape)], db.shape))
         return rows
 
     def extra_repr(self) -> str:

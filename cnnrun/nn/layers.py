@@ -43,9 +43,11 @@ class Linear(Module):
         init_weight_and_bias(self.weight, self.bias, scheme, rng)
 
     def forward(self, x):
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ShapeError(f"{self.name or 'Linear'}: expected input (N, {self.in_features}), "
-                             f"got {x.shape}")
+        if (not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.in_features
+                or not np.issubdtype(x.dtype, np.floating)):
+            got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise ShapeError(f"{self.name or 'Linear'}: expected a floating (N, "
+                             f"{self.in_features}) array, got {got}")
         self._x = x
         y = x @ self.weight.data.astype(x.dtype, copy=False).T     # (N, out)
         if self.bias is not None:
@@ -55,17 +57,20 @@ class Linear(Module):
     def backward(self, dy):
         x = self._x
         w = self.weight.data.astype(dy.dtype, copy=False)
-        self.weight.grad += dy.T @ x                               # (out, N) @ (N, in)
+        dW = dy.T @ x                                              # (out, N) @ (N, in)
+        self.weight.grad += dW
+        db = None
         if self.bias is not None:
-            self.bias.grad += dy.sum(axis=0)
+            db = dy.sum(axis=0)                                    # (out,)
+            self.bias.grad += db
         dx = dy @ w                                                # (N, out) @ (out, in)
         if self.tracing:
             self.products = [
-                Product("dW", "matmul", [("dY^T", dy.T.shape), ("x", x.shape)], w.shape),
+                Product("dW", "matmul", [("dY^T", dy.T.shape), ("x", x.shape)], dW.shape),
                 Product("dX", "matmul", [("dY", dy.shape), ("W", w.shape)], dx.shape),
             ]
-            if self.bias is not None:
-                self.products.append(Product("db", "sum_N", [("dY", dy.shape)], self.bias.shape))
+            if db is not None:
+                self.products.append(Product("db", "sum_N", [("dY", dy.shape)], db.shape))
         return dx
 
     def extra_repr(self):
@@ -80,7 +85,11 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None):
         super().__init__()
-        if not 0.0 <= float(p) <= 1.0:
+        try:
+            ok = 0.0 <= float(p) <= 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ConfigError(f"invalid dropout probability {p!r}: expected 0 <= p <= 1")
         self.p = float(p)
         self.rng = np.random.default_rng() if rng is None else rng

@@ -33,13 +33,20 @@ class Parameter:
         return f"Parameter({self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+def fmt_shape(shape) -> str:
+    """``(64, 1, 32, 32) -> "(64,1,32,32)"``, the trace's way of writing a shape."""
+    return "(" + ",".join(str(s) for s in shape) + ")"
+
+
 @dataclass
 class Product:
     """One backward product, as the shape trace shows it.
 
     ``dW = corr_valid(x_pad (64,1,36,36), dY (64,6,32,32)) -> (6,1,5,5)``: ``grad`` is what is
-    computed, ``op`` how, ``operands`` the ``(label, shape)`` pairs it reads, ``shape`` what it
-    gives and ``cropped`` the shape after the forward padding is cut off (dX of a padded layer).
+    computed, ``op`` how, ``operands`` the ``(label, shape)`` pairs it reads and ``shape`` what
+    it gives. For dX of a conv: ``padded`` is the shape after zero rows/columns are added at the
+    bottom/right for input pixels that no window reached (a stride that does not divide the
+    size), ``cropped`` the shape after the forward padding is cut off.
     """
 
     grad: str
@@ -47,15 +54,17 @@ class Product:
     operands: list[tuple[str, tuple[int, ...]]]
     shape: tuple[int, ...]
     cropped: tuple[int, ...] | None = None
+    padded: tuple[int, ...] | None = None
 
     def __str__(self) -> str:
-        def fmt(shape):
-            return "(" + ",".join(str(s) for s in shape) + ")"
-
-        args = ", ".join(f"{label} {fmt(shape)}" for label, shape in self.operands)
-        text = f"{self.grad} = {self.op}({args}) -> {fmt(self.shape)}"
-        if self.cropped is not None and tuple(self.cropped) != tuple(self.shape):
-            text += f", cropped to {fmt(self.cropped)}"
+        args = ", ".join(f"{label} {fmt_shape(shape)}" for label, shape in self.operands)
+        text = f"{self.grad} = {self.op}({args}) -> {fmt_shape(self.shape)}"
+        last = tuple(self.shape)
+        if self.padded is not None and tuple(self.padded) != last:
+            text += f", zero-padded to {fmt_shape(self.padded)} (pixels no window reached)"
+            last = tuple(self.padded)
+        if self.cropped is not None and tuple(self.cropped) != last:
+            text += f", cropped to {fmt_shape(self.cropped)}"
         return text
 
 
@@ -230,6 +239,8 @@ class Sequential(Module):
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Back through every layer; returns dX. ``input_grad=False`` (training on data, whose
         gradient nobody reads) lets the first layer skip computing it and returns None."""
+        if not self.layers:
+            return dy if input_grad else None
         for _, layer in reversed(self.layers[1:]):
             dy = layer.backward(dy)
         first = self.layers[0][1]

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .conv import check_count, check_input
-from .module import Module, Parameter
+from .module import Module, Parameter, Product
 
 
 class BatchNorm2d(Module):
@@ -67,14 +67,25 @@ class BatchNorm2d(Module):
 
     def backward(self, dy):
         xhat, inv_std, training = self._cache
-        self.weight.grad += (dy * xhat).sum(axis=(0, 2, 3))
-        self.bias.grad += dy.sum(axis=(0, 2, 3))
+        dgamma = (dy * xhat).sum(axis=(0, 2, 3))                  # (C,)
+        dbeta = dy.sum(axis=(0, 2, 3))                            # (C,)
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
         dxhat = dy * self.weight.data.astype(dy.dtype)[None, :, None, None]
         if not training:
-            return dxhat * inv_std[None, :, None, None]
-        mean_dxhat = dxhat.mean(axis=(0, 2, 3), keepdims=True)
-        mean_dxhat_xhat = (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
-        return (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std[None, :, None, None]
+            dx = dxhat * inv_std[None, :, None, None]
+        else:
+            mean_dxhat = dxhat.mean(axis=(0, 2, 3), keepdims=True)
+            mean_dxhat_xhat = (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
+            dx = (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std[None, :, None, None]
+        if self.tracing:
+            self.products = [
+                Product("dW", "sum_NHW", [("dY * xhat", dy.shape)], dgamma.shape),
+                Product("db", "sum_NHW", [("dY", dy.shape)], dbeta.shape),
+                Product("dX", "batch_norm_backward" if training else "scale",
+                        [("dY", dy.shape), ("xhat", xhat.shape)], dx.shape),
+            ]
+        return dx
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
