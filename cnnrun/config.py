@@ -182,11 +182,7 @@ def validate(cfg: DictConfig) -> None:
     _check(d.num_classes >= 2, "data.num_classes", d.num_classes, "an int >= 2")
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an int >= 1")
     _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "a float in (0, 1)")
-    size = d.image_size
-    sizes = list(size) if OmegaConf.is_list(size) or isinstance(size, (list, tuple)) else [size]
-    _check(len(sizes) in (1, 2) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                                        for s in sizes),
-           "data.image_size", size, "an int >= 1 or a pair [H, W]")
+    image_hw(cfg)
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "an int >= 1")
     _check(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", t.log_every_n_steps,
            "an int >= 1")
@@ -202,7 +198,13 @@ def validate(cfg: DictConfig) -> None:
 
 
 def image_hw(cfg: DictConfig) -> tuple[int, int]:
+    """``data.image_size`` as (H, W); a :class:`ConfigError` naming the key if it is not one."""
+    from .data import parse_image_size
+    from .errors import DataError
+
     size = cfg.data.image_size
-    if OmegaConf.is_list(size) or isinstance(size, (list, tuple)):
-        return (int(size[0]), int(size[-1]))
-    return (int(size), int(size))
+    try:
+        return parse_image_size(list(size) if OmegaConf.is_list(size) else size)
+    except DataError:
+        raise ConfigError(f"invalid data.image_size {size!r}: expected an int >= 1 or a pair "
+                          "[H, W] of them") from None
