@@ -1,18 +1,28 @@
-"""Vectorised NumPy kernels: zero-copy windows, one BLAS matrix product per conv product.
+"""Vectorised NumPy kernels: im2col by kernel tap, one BLAS matrix product per conv product.
 
 Same contract as :mod:`cnnrun.backends.reference` (the loops these are tested against).
-A conv product is computed as im2col: a strided *view* of every kernel window, copied once into
-a ``(rows, C*kh*kw)`` column matrix, then one matrix product with the reshaped kernel. The
-column matrix of the forward pass is the window matrix of the dW correlation too, so it is kept
-and reused. Nothing here scatters with ``np.add.at``, and every array stays in its input's dtype.
+
+A conv product is computed as im2col. The column matrix is laid out tap-major,
+``cols (C, kh, kw, N, Ho, Wo)``: row ``(c, p, q)`` holds the input pixels that kernel tap
+``(p, q)`` of channel c meets, for every output pixel. It is filled with one strided copy per
+tap (kh*kw copies of whole (C, N, Ho, Wo) blocks, no element-wise gather), and then:
+
+* forward: ``y = W (F, C*kh*kw) @ cols`` -> (F, N, Ho, Wo), transposed into (N, F, Ho, Wo);
+* dW, the valid correlation of x_pad with dY: ``dW = dY (F, N*Ho*Wo) @ cols.T``, with the
+  forward's cols kept as the context, so the copy is made once per step;
+* dX, the full convolution of dY with the kernel: ``dcols = W.T @ dY`` -> (C, kh, kw, N, Ho, Wo)
+  holds, for every tap, what that tap sends back to the pixels it met; adding each tap's block
+  into those pixels (one strided add per tap: col2im) sums, for each input pixel, the
+  ``w[f, c, p, q] * dy[n, f, i, j]`` of every window that covered it. That is the correlation of
+  the zero-padded, stride-dilated dY with the rotated kernel, without building either.
+
+Nothing here scatters with ``np.add.at``, and every array stays in its input's dtype.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-
-from .reference import dilate
 
 NAME = "numpy"
 
@@ -34,50 +44,67 @@ def _out_hw(padded_hw, kernel, stride, dilation):
                  for p, k, s, d in zip(padded_hw, kernel, stride, dilation))
 
 
-def im2col(a, kernel, stride, dilation, out_hw):
-    """(N, C, H, W) -> columns (N*Ho*Wo, C*kh*kw): a row per output pixel, a column per tap."""
-    n, c = a.shape[:2]
-    win = windows(a, kernel, stride, dilation, out_hw)           # (N, C, Ho, Wo, kh, kw)
-    cols = np.empty((n, *out_hw, c, *kernel), dtype=a.dtype)     # (N, Ho, Wo, C, kh, kw)
-    np.copyto(cols, win.transpose(0, 2, 3, 1, 4, 5))
-    return cols.reshape(n * out_hw[0] * out_hw[1], c * kernel[0] * kernel[1])
+def tap(a, p, q, stride, dilation, out_hw):
+    """The pixels of a (.., H, W) array that kernel tap (p, q) meets, one per output pixel:
+    a strided view (.., Ho, Wo)."""
+    (sh, sw), (dh, dw), (ho, wo) = stride, dilation, out_hw
+    return a[..., p * dh: p * dh + sh * (ho - 1) + 1: sh, q * dw: q * dw + sw * (wo - 1) + 1: sw]
+
+
+def im2col(x_pad, kernel, stride, dilation, out_hw):
+    """(N, C, Hp, Wp) -> cols (C, kh, kw, N, Ho, Wo): one strided copy per kernel tap."""
+    n, c = x_pad.shape[:2]
+    kh, kw = kernel
+    cols = np.empty((c, kh, kw, n, *out_hw), dtype=x_pad.dtype)
+    x_cn = x_pad.transpose(1, 0, 2, 3)                             # (C, N, Hp, Wp), a view
+    for p in range(kh):
+        for q in range(kw):
+            np.copyto(cols[:, p, q], tap(x_cn, p, q, stride, dilation, out_hw))
+    return cols
+
+
+def _filters_first(a):
+    """(N, F, H, W) -> a contiguous (F, N, H, W) copy."""
+    out = np.empty((a.shape[1], a.shape[0], *a.shape[2:]), dtype=a.dtype)
+    np.copyto(out, a.transpose(1, 0, 2, 3))
+    return out
 
 
 def conv2d_forward(x_pad, w, stride, dilation):
-    """y (N, F, Ho, Wo) = cols (N*Ho*Wo, C*kh*kw) @ w (F, C*kh*kw).T; ctx is the cols."""
-    f, _, kh, kw = w.shape
+    """y (N, F, Ho, Wo) = W (F, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo); ctx is the cols."""
+    f, c, kh, kw = w.shape
     n = x_pad.shape[0]
     ho, wo = _out_hw(x_pad.shape[2:], (kh, kw), stride, dilation)
-    cols = im2col(x_pad, (kh, kw), stride, dilation, (ho, wo))
-    y = cols @ w.reshape(f, -1).T                                 # (N*Ho*Wo, F)
-    y = y.reshape(n, ho, wo, f).transpose(0, 3, 1, 2)             # (N, F, Ho, Wo)
-    return np.ascontiguousarray(y), cols
+    cols = im2col(x_pad, (kh, kw), stride, dilation, (ho, wo))    # (C, kh, kw, N, Ho, Wo)
+    y_fn = w.reshape(f, c * kh * kw) @ cols.reshape(c * kh * kw, n * ho * wo)  # (F, N*Ho*Wo)
+    y = np.empty((n, f, ho, wo), dtype=x_pad.dtype)
+    np.copyto(y, y_fn.reshape(f, n, ho, wo).transpose(1, 0, 2, 3))
+    return y, cols
 
 
 def conv2d_grad_weight(x_pad, ctx, dy, kernel_size, stride, dilation):
-    """dW = valid correlation of x_pad with dilate(dy): dy (F, N*Ho*Wo) @ cols -> (F, C, kh, kw)."""
+    """dW = valid correlation of x_pad with dilate(dy): dY (F, N*Ho*Wo) @ cols.T, (F, C, kh, kw)."""
     n, f, ho, wo = dy.shape
     cols = ctx if ctx is not None else im2col(x_pad, kernel_size, stride, dilation, (ho, wo))
-    dy_rows = dy.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)   # (N*Ho*Wo, F), rows as in cols
-    dW = dy_rows.T @ cols                                        # (F, C*kh*kw)
+    k = cols.size // (n * ho * wo)                                 # C*kh*kw
+    dW = _filters_first(dy).reshape(f, n * ho * wo) @ cols.reshape(k, n * ho * wo).T
     return dW.reshape(f, x_pad.shape[1], *kernel_size)
 
 
 def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
-    """dX_pad = full convolution of dilate(dy) with w (rotated 180 degrees), summed over F."""
+    """dX_pad (N, C, Hp, Wp) = full convolution of dilate(dy) with w (rotated 180 degrees),
+    summed over F: ``dcols = W.T @ dY``, then each tap's block added back where it was read."""
     f, c, kh, kw = w.shape
-    dh, dw = dilation
-    hp, wp = padded_hw
-    dyd = dilate(dy, stride) if stride != (1, 1) else dy         # (N, F, Hd, Wd)
-    n, _, hd, wd = dyd.shape
-    # full padding d(k-1) on each side; extra rows/cols at the bottom/right when the stride
-    # left part of x_pad unvisited, so that the result is exactly (Hp, Wp)
-    dyd_full = np.pad(dyd, ((0, 0), (0, 0),
-                            (dh * (kh - 1), hp - hd), (dw * (kw - 1), wp - wd)))
-    cols = im2col(dyd_full, (kh, kw), (1, 1), dilation, (hp, wp))  # (N*Hp*Wp, F*kh*kw)
-    w_rot = w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(f * kh * kw, c)  # (F*kh*kw, C)
-    dx = (cols @ w_rot).reshape(n, hp, wp, c).transpose(0, 3, 1, 2)            # (N, C, Hp, Wp)
-    return np.ascontiguousarray(dx)
+    n, _, ho, wo = dy.shape
+    dcols = w.reshape(f, c * kh * kw).T @ _filters_first(dy).reshape(f, n * ho * wo)
+    dcols = dcols.reshape(c, kh, kw, n, ho, wo)                    # (C, kh, kw, N, Ho, Wo)
+    dx_cn = np.zeros((c, n, *padded_hw), dtype=dy.dtype)           # (C, N, Hp, Wp)
+    for p in range(kh):
+        for q in range(kw):
+            tap(dx_cn, p, q, stride, dilation, (ho, wo))[...] += dcols[:, p, q]
+    dx = np.empty((n, c, *padded_hw), dtype=dy.dtype)
+    np.copyto(dx, dx_cn.transpose(1, 0, 2, 3))
+    return dx
 
 
 def _window_slices(p, q, stride, out_hw):
@@ -101,25 +128,38 @@ def maxpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
     """Route each dy to its window's argmax: one strided add per kernel tap, no scatter."""
     kh, kw = kernel_size
     dx_pad = np.zeros((*dy.shape[:2], *padded_hw), dtype=dy.dtype)
-    for tap in range(kh * kw):
-        p, q = divmod(tap, kw)
-        dx_pad[_window_slices(p, q, stride, dy.shape[2:])] += np.where(ctx == tap, dy, 0)
+    for t in range(kh * kw):
+        p, q = divmod(t, kw)
+        dx_pad[_window_slices(p, q, stride, dy.shape[2:])] += np.where(ctx == t, dy, 0)
     return dx_pad
 
 
 def avgpool2d_forward(x_pad, kernel_size, stride):
-    """Mean over each window (padding counts as zeros, as PyTorch's ``count_include_pad``)."""
-    out_hw = _out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
-    win = windows(x_pad, kernel_size, stride, (1, 1), out_hw)
-    y = win.sum(axis=(4, 5)) / (kernel_size[0] * kernel_size[1])
+    """Mean over each window (padding counts as zeros, as PyTorch's ``count_include_pad``):
+    the kh rows of each window summed first (whole rows), then kw strided columns."""
+    (kh, kw), (sh, sw) = kernel_size, stride
+    ho, wo = _out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
+    rows = x_pad[:, :, 0: sh * (ho - 1) + 1: sh].copy()          # (N, C, Ho, Wp)
+    for p in range(1, kh):
+        rows += x_pad[:, :, p: p + sh * (ho - 1) + 1: sh]
+    y = rows[..., 0: sw * (wo - 1) + 1: sw].copy()                # (N, C, Ho, Wo)
+    for q in range(1, kw):
+        y += rows[..., q: q + sw * (wo - 1) + 1: sw]
+    y /= kh * kw
     return y, None
 
 
 def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
-    """Share each dy equally among its window: one strided add per kernel tap."""
-    kh, kw = kernel_size
+    """Share each dy equally among its window: one strided write per kernel tap (an add where
+    windows overlap)."""
+    (kh, kw), (sh, sw) = kernel_size, stride
     share = dy / (kh * kw)
+    overlap = sh < kh or sw < kw
     dx_pad = np.zeros((*dy.shape[:2], *padded_hw), dtype=dy.dtype)
-    for tap in range(kh * kw):
-        dx_pad[_window_slices(*divmod(tap, kw), stride, dy.shape[2:])] += share
+    for t in range(kh * kw):
+        window_pixels = dx_pad[_window_slices(*divmod(t, kw), stride, dy.shape[2:])]
+        if overlap:
+            window_pixels += share
+        else:
+            window_pixels[...] = share
     return dx_pad
