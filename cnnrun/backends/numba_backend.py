@@ -1,4 +1,4 @@
-"""Numba kernels: compiled loops over (N, C, H, W), one image per thread (``prange``).
+"""Numba kernels: compiled loops over (N, C, H, W), a few images per thread (``prange``).
 
 Same contract as :mod:`cnnrun.backends.reference`, whose loops define every product here; the
 tests hold these kernels to those loops and to the NumPy backend. Every array keeps its input's
@@ -10,24 +10,25 @@ dtype (float32 stays float32), and a second run loads the compiled code from Num
 columns, of which the last ``Wp - Wo`` are junk and dropped) turns every tap into one contiguous
 run of ``L = (Ho - 1)*Wp + Wo`` elements, long enough for the vector units even when Wo is 10:
 
-* forward: ``y_wide[f] = sum_t w[f, t] * x[off_t : off_t + L]`` (multiply-adds of whole runs);
+* forward: ``y_wide[f] = sum_t w[f, t] * x[off_t : off_t + L]``, four filters by four taps per
+  pass, so that every element of x loaded feeds four multiply-adds;
 * dW: ``dW[f, t] = dot(x[off_t : off_t + L], dy_wide[f])``, the valid correlation of x_pad with
-  dY, with dY copied into wide rows whose junk columns are zero;
-* dX: ``dx_pad[off_t : off_t + L] += sum_f w[f, t] * dy_wide[f]``: the full convolution of dY
-  with the kernel, written tap by tap (tap (p, q) shifts dY by (p*dh, q*dw)); the same sum as
-  the correlation of the zero-padded dY with the rotated kernel, without the zeros.
+  dY, with dY copied into wide rows whose junk columns are zero; four filters by four taps;
+* dX: the full convolution, as the design defines it: dY zero-padded by the kernel's span on
+  every side, correlated with the kernel rotated 180 degrees (in and out channels swapped), by
+  the forward kernel.
 
-The inner loops take four taps (or filters) per pass, so that each load of the running row feeds
-four multiply-adds. Other strides use plain loops of the same formulas.
+Other strides use plain loops of the reference formulas (dX then adds ``w * dy`` straight into
+the pixels each window touched, instead of correlating a dY dilated with zeros).
 
-Floating-point contraction and reassociation are allowed in the conv loops (``fastmath``,
-without the no-NaN/no-inf flags): sums come out in a different order than NumPy's, which
-changes the last bits only.
+Floating-point contraction and reassociation are allowed in the conv loops (``fastmath``, without
+the no-NaN/no-inf flags): sums come out in another order than NumPy's, which changes the last
+bits only. Sums over the batch (dW) are taken per chunk of images and added in chunk order, so
+results do not depend on the number of threads.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -42,16 +43,14 @@ def _out_hw(padded_hw, kernel, stride, dilation):
                  for p, k, s, d in zip(padded_hw, kernel, stride, dilation))
 
 
-def _threads(n: int) -> int:
-    """How many per-thread partial sums a reduction over the batch keeps."""
-    return max(1, min(numba.get_num_threads(), n))
-
-
 # -- conv, stride 1: wide rows ---------------------------------------------------------------
+
+CHUNK = 4  # images per parallel work item: scratch rows are allocated once per item
+
 
 @njit(cache=True)
 def _tap_offsets(c, kh, kw, hp, wp, dh, dw):
-    """(C*kh*kw,) offsets of each tap (c, p, q) into one flattened image (C, Hp, Wp)."""
+    """(C*kh*kw,) offsets of the taps (c, p, q), in weight order, into a flat (C, Hp, Wp)."""
     offs = np.empty(c * kh * kw, np.int64)
     t = 0
     for ch in range(c):
@@ -62,126 +61,297 @@ def _tap_offsets(c, kh, kw, hp, wp, dh, dw):
     return offs
 
 
+@njit(cache=True, fastmath=_FAST, inline="always")
+def _four_rows(r0, r1, r2, r3, xf, offs, w0, w1, w2, w3, span):
+    """``r_g = sum_t w_g[t] * xf[offs[t] : offs[t] + span]`` for four filters g at once:
+    each element of x loaded feeds four multiply-adds, four taps per pass over the rows."""
+    k = offs.shape[0]
+    r0[:] = 0
+    r1[:] = 0
+    r2[:] = 0
+    r3[:] = 0
+    t = 0
+    while t + 4 <= k:
+        x0 = xf[offs[t]: offs[t] + span]
+        x1 = xf[offs[t + 1]: offs[t + 1] + span]
+        x2 = xf[offs[t + 2]: offs[t + 2] + span]
+        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
+        b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
+        c0, c1, c2, c3 = w2[t], w2[t + 1], w2[t + 2], w2[t + 3]
+        d0, d1, d2, d3 = w3[t], w3[t + 1], w3[t + 2], w3[t + 3]
+        for o in range(span):
+            v0, v1, v2, v3 = x0[o], x1[o], x2[o], x3[o]
+            r0[o] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+            r1[o] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
+            r2[o] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
+            r3[o] += d0 * v0 + d1 * v1 + d2 * v2 + d3 * v3
+        t += 4
+    while t < k:
+        x0 = xf[offs[t]: offs[t] + span]
+        a0, b0, c0, d0 = w0[t], w1[t], w2[t], w3[t]
+        for o in range(span):
+            v0 = x0[o]
+            r0[o] += a0 * v0
+            r1[o] += b0 * v0
+            r2[o] += c0 * v0
+            r3[o] += d0 * v0
+        t += 1
+
+
+@njit(cache=True, fastmath=_FAST, inline="always")
+def _two_rows(r0, r1, xf, offs, w0, w1, span):
+    """:func:`_four_rows` for two filters."""
+    k = offs.shape[0]
+    r0[:] = 0
+    r1[:] = 0
+    t = 0
+    while t + 4 <= k:
+        x0 = xf[offs[t]: offs[t] + span]
+        x1 = xf[offs[t + 1]: offs[t + 1] + span]
+        x2 = xf[offs[t + 2]: offs[t + 2] + span]
+        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
+        b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
+        for o in range(span):
+            v0, v1, v2, v3 = x0[o], x1[o], x2[o], x3[o]
+            r0[o] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+            r1[o] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
+        t += 4
+    while t < k:
+        x0 = xf[offs[t]: offs[t] + span]
+        a0, b0 = w0[t], w1[t]
+        for o in range(span):
+            v0 = x0[o]
+            r0[o] += a0 * v0
+            r1[o] += b0 * v0
+        t += 1
+
+
+@njit(cache=True, fastmath=_FAST, inline="always")
+def _one_row(r0, xf, offs, w0, span):
+    """``r0 = sum_t w0[t] * xf[offs[t] : offs[t] + span]``, four taps per pass."""
+    k = offs.shape[0]
+    r0[:] = 0
+    t = 0
+    while t + 4 <= k:
+        x0 = xf[offs[t]: offs[t] + span]
+        x1 = xf[offs[t + 1]: offs[t + 1] + span]
+        x2 = xf[offs[t + 2]: offs[t + 2] + span]
+        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
+        for o in range(span):
+            r0[o] += a0 * x0[o] + a1 * x1[o] + a2 * x2[o] + a3 * x3[o]
+        t += 4
+    while t < k:
+        x0 = xf[offs[t]: offs[t] + span]
+        a0 = w0[t]
+        for o in range(span):
+            r0[o] += a0 * x0[o]
+        t += 1
+
+
 @njit(parallel=True, cache=True, fastmath=_FAST)
-def _conv_forward_wide(x_pad, w, dh, dw, ho, wo):
-    n, c, hp, wp = x_pad.shape
+def _corr_wide(src, w, dh, dw, ph, pw, ho, wo):
+    """Stride-1 valid cross-correlation of ``src`` (N, C, Hs, Ws), zero-padded by (ph, pw) on
+    every side, with ``w`` (F, C, kh, kw) dilated by (dh, dw): (N, F, Ho, Wo)."""
+    n, c, hs, ws = src.shape
     f, _, kh, kw = w.shape
-    k = c * kh * kw
-    span = (ho - 1) * wp + wo                             # L, the length of a wide output
+    hp, wp = hs + 2 * ph, ws + 2 * pw
+    span = (ho - 1) * wp + wo                             # L: one wide output, junk tail cut
     offs = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
-    wf = w.reshape(f, k)                                  # (F, C*kh*kw)
-    y = np.empty((n, f, ho, wo), x_pad.dtype)
-    for b in prange(n):
-        xf = x_pad[b].reshape(c * hp * wp)                # one image, flattened
-        row = np.empty(span, x_pad.dtype)                 # y_wide[f]: (Ho, Wp) minus the tail
-        for o_f in range(f):
-            wr = wf[o_f]
-            row[:] = 0
-            t = 0
-            while t + 4 <= k:
-                x0 = xf[offs[t]: offs[t] + span]
-                x1 = xf[offs[t + 1]: offs[t + 1] + span]
-                x2 = xf[offs[t + 2]: offs[t + 2] + span]
-                x3 = xf[offs[t + 3]: offs[t + 3] + span]
-                w0, w1, w2, w3 = wr[t], wr[t + 1], wr[t + 2], wr[t + 3]
-                for o in range(span):
-                    row[o] += w0 * x0[o] + w1 * x1[o] + w2 * x2[o] + w3 * x3[o]
-                t += 4
-            while t < k:
-                x0 = xf[offs[t]: offs[t] + span]
-                w0 = wr[t]
-                for o in range(span):
-                    row[o] += w0 * x0[o]
-                t += 1
-            for i in range(ho):                           # drop the junk columns
-                for j in range(wo):
-                    y[b, o_f, i, j] = row[i * wp + j]
+    wf = w.reshape(f, c * kh * kw)                        # (F, C*kh*kw)
+    y = np.empty((n, f, ho, wo), src.dtype)
+    padded = ph > 0 or pw > 0
+    for chunk in prange((n + CHUNK - 1) // CHUNK):
+        buf = np.zeros((c, hp, wp), src.dtype)            # the padded image; borders stay 0
+        rows = np.empty((4, span), src.dtype)             # y_wide of four filters
+        for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
+            if padded:
+                buf[:, ph: ph + hs, pw: pw + ws] = src[b]
+                xf = buf.reshape(c * hp * wp)
+            else:
+                xf = src[b].reshape(c * hp * wp)          # one image, flattened
+            o_f = 0
+            while o_f < f:
+                if o_f + 4 <= f:
+                    _four_rows(rows[0], rows[1], rows[2], rows[3], xf, offs,
+                               wf[o_f], wf[o_f + 1], wf[o_f + 2], wf[o_f + 3], span)
+                    g_end = 4
+                elif o_f + 2 <= f:
+                    _two_rows(rows[0], rows[1], xf, offs, wf[o_f], wf[o_f + 1], span)
+                    g_end = 2
+                else:
+                    _one_row(rows[0], xf, offs, wf[o_f], span)
+                    g_end = 1
+                for g in range(g_end):                    # drop the junk columns
+                    for i in range(ho):
+                        for j in range(wo):
+                            y[b, o_f + g, i, j] = rows[g, i * wp + j]
+                o_f += g_end
     return y
 
 
+@njit(cache=True, fastmath=_FAST, inline="always")
+def _four_dots(acc, d0, d1, d2, d3, xf, offs, span):
+    """``acc[g, t] += dot(d_g, xf[offs[t] : offs[t] + span])`` for four filters g (acc is
+    (4, K)), four taps per pass: each element loaded feeds four multiply-adds."""
+    k = offs.shape[0]
+    zero = xf.dtype.type(0)
+    t = 0
+    while t + 4 <= k:
+        x0 = xf[offs[t]: offs[t] + span]
+        x1 = xf[offs[t + 1]: offs[t + 1] + span]
+        x2 = xf[offs[t + 2]: offs[t + 2] + span]
+        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+        s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+        for o in range(span):
+            a, b, c, d = d0[o], d1[o], d2[o], d3[o]
+            v0, v1, v2, v3 = x0[o], x1[o], x2[o], x3[o]
+            s00 += a * v0
+            s01 += a * v1
+            s02 += a * v2
+            s03 += a * v3
+            s10 += b * v0
+            s11 += b * v1
+            s12 += b * v2
+            s13 += b * v3
+            s20 += c * v0
+            s21 += c * v1
+            s22 += c * v2
+            s23 += c * v3
+            s30 += d * v0
+            s31 += d * v1
+            s32 += d * v2
+            s33 += d * v3
+        acc[0, t] += s00
+        acc[0, t + 1] += s01
+        acc[0, t + 2] += s02
+        acc[0, t + 3] += s03
+        acc[1, t] += s10
+        acc[1, t + 1] += s11
+        acc[1, t + 2] += s12
+        acc[1, t + 3] += s13
+        acc[2, t] += s20
+        acc[2, t + 1] += s21
+        acc[2, t + 2] += s22
+        acc[2, t + 3] += s23
+        acc[3, t] += s30
+        acc[3, t + 1] += s31
+        acc[3, t + 2] += s32
+        acc[3, t + 3] += s33
+        t += 4
+    while t < k:
+        x0 = xf[offs[t]: offs[t] + span]
+        s00 = s10 = s20 = s30 = zero
+        for o in range(span):
+            v0 = x0[o]
+            s00 += d0[o] * v0
+            s10 += d1[o] * v0
+            s20 += d2[o] * v0
+            s30 += d3[o] * v0
+        acc[0, t] += s00
+        acc[1, t] += s10
+        acc[2, t] += s20
+        acc[3, t] += s30
+        t += 1
+
+
+@njit(cache=True, fastmath=_FAST, inline="always")
+def _two_dots(acc, d0, d1, xf, offs, span):
+    """:func:`_four_dots` for two filters (acc is (2, K))."""
+    k = offs.shape[0]
+    zero = xf.dtype.type(0)
+    t = 0
+    while t + 4 <= k:
+        x0 = xf[offs[t]: offs[t] + span]
+        x1 = xf[offs[t + 1]: offs[t + 1] + span]
+        x2 = xf[offs[t + 2]: offs[t + 2] + span]
+        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+        for o in range(span):
+            a, b = d0[o], d1[o]
+            v0, v1, v2, v3 = x0[o], x1[o], x2[o], x3[o]
+            s00 += a * v0
+            s01 += a * v1
+            s02 += a * v2
+            s03 += a * v3
+            s10 += b * v0
+            s11 += b * v1
+            s12 += b * v2
+            s13 += b * v3
+        acc[0, t] += s00
+        acc[0, t + 1] += s01
+        acc[0, t + 2] += s02
+        acc[0, t + 3] += s03
+        acc[1, t] += s10
+        acc[1, t + 1] += s11
+        acc[1, t + 2] += s12
+        acc[1, t + 3] += s13
+        t += 4
+    while t < k:
+        x0 = xf[offs[t]: offs[t] + span]
+        s00 = s10 = zero
+        for o in range(span):
+            v0 = x0[o]
+            s00 += d0[o] * v0
+            s10 += d1[o] * v0
+        acc[0, t] += s00
+        acc[1, t] += s10
+        t += 1
+
+
+@njit(cache=True, fastmath=_FAST, inline="always")
+def _one_dot(acc, d0, xf, offs, span):
+    """:func:`_four_dots` for one filter (acc is (K,))."""
+    k = offs.shape[0]
+    zero = xf.dtype.type(0)
+    for t in range(k):
+        x0 = xf[offs[t]: offs[t] + span]
+        s00 = zero
+        for o in range(span):
+            s00 += d0[o] * x0[o]
+        acc[t] += s00
+
+
 @njit(parallel=True, cache=True, fastmath=_FAST)
-def _conv_grad_weight_wide(x_pad, dy, kh, kw, dh, dw, nt):
+def _corr_grad_weight_wide(x_pad, dy, kh, kw, dh, dw):
+    """dW (F, C, kh, kw): dot products of each tap's run of x with dY in wide rows, summed over
+    the batch. Partial sums per chunk of images, added in chunk order, so the result does not
+    depend on the number of threads."""
     n, c, hp, wp = x_pad.shape
     f, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
     k = c * kh * kw
     span = (ho - 1) * wp + wo
     offs = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
-    zero = x_pad.dtype.type(0)
-    part = np.zeros((nt, f, k), x_pad.dtype)              # one partial dW per thread
-    for t_id in prange(nt):
-        dyw = np.zeros(span, x_pad.dtype)                 # dy_wide[f]; junk columns stay 0
-        for b in range(t_id, n, nt):
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    part = np.zeros((n_chunks, f, k), x_pad.dtype)        # (chunks, F, C*kh*kw)
+    for chunk in prange(n_chunks):
+        dyw = np.zeros((f, span), x_pad.dtype)            # dY in wide rows; junk columns 0
+        acc = part[chunk]
+        for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
             xf = x_pad[b].reshape(c * hp * wp)
             for o_f in range(f):
                 for i in range(ho):
                     for j in range(wo):
-                        dyw[i * wp + j] = dy[b, o_f, i, j]
-                acc = part[t_id, o_f]
-                t = 0
-                while t + 4 <= k:
-                    x0 = xf[offs[t]: offs[t] + span]
-                    x1 = xf[offs[t + 1]: offs[t + 1] + span]
-                    x2 = xf[offs[t + 2]: offs[t + 2] + span]
-                    x3 = xf[offs[t + 3]: offs[t + 3] + span]
-                    s0 = s1 = s2 = s3 = zero
-                    for o in range(span):
-                        d = dyw[o]
-                        s0 += d * x0[o]
-                        s1 += d * x1[o]
-                        s2 += d * x2[o]
-                        s3 += d * x3[o]
-                    acc[t] += s0
-                    acc[t + 1] += s1
-                    acc[t + 2] += s2
-                    acc[t + 3] += s3
-                    t += 4
-                while t < k:
-                    x0 = xf[offs[t]: offs[t] + span]
-                    s0 = zero
-                    for o in range(span):
-                        s0 += dyw[o] * x0[o]
-                    acc[t] += s0
-                    t += 1
+                        dyw[o_f, i * wp + j] = dy[b, o_f, i, j]
+            o_f = 0
+            while o_f < f:
+                if o_f + 4 <= f:
+                    _four_dots(acc[o_f: o_f + 4], dyw[o_f], dyw[o_f + 1], dyw[o_f + 2],
+                               dyw[o_f + 3], xf, offs, span)
+                    o_f += 4
+                elif o_f + 2 <= f:
+                    _two_dots(acc[o_f: o_f + 2], dyw[o_f], dyw[o_f + 1], xf, offs, span)
+                    o_f += 2
+                else:
+                    _one_dot(acc[o_f], dyw[o_f], xf, offs, span)
+                    o_f += 1
     dW = part[0].copy()
-    for t_id in range(1, nt):
-        dW += part[t_id]
+    for chunk in range(1, n_chunks):
+        dW += part[chunk]
     return dW.reshape(f, c, kh, kw)
-
-
-@njit(parallel=True, cache=True, fastmath=_FAST)
-def _conv_grad_input_wide(dy, w, dh, dw, hp, wp):
-    n, f, ho, wo = dy.shape
-    c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-    span = (ho - 1) * wp + wo
-    dx = np.empty((n, c, hp, wp), dy.dtype)
-    for b in prange(n):
-        dyw = np.zeros((f, span), dy.dtype)               # dY in wide rows, junk columns 0
-        for o_f in range(f):
-            for i in range(ho):
-                for j in range(wo):
-                    dyw[o_f, i * wp + j] = dy[b, o_f, i, j]
-        dxf = dx[b].reshape(c * hp * wp)
-        dxf[:] = 0
-        for ch in range(c):
-            for p in range(kh):
-                for q in range(kw):
-                    off = ch * hp * wp + p * dh * wp + q * dw
-                    seg = dxf[off: off + span]            # the pixels tap (p, q) touched
-                    g = 0
-                    while g + 4 <= f:
-                        w0, w1 = w[g, ch, p, q], w[g + 1, ch, p, q]
-                        w2, w3 = w[g + 2, ch, p, q], w[g + 3, ch, p, q]
-                        d0, d1, d2, d3 = dyw[g], dyw[g + 1], dyw[g + 2], dyw[g + 3]
-                        for o in range(span):
-                            seg[o] += w0 * d0[o] + w1 * d1[o] + w2 * d2[o] + w3 * d3[o]
-                        g += 4
-                    while g < f:
-                        w0 = w[g, ch, p, q]
-                        d0 = dyw[g]
-                        for o in range(span):
-                            seg[o] += w0 * d0[o]
-                        g += 1
-    return dx
 
 
 # -- conv, any stride: plain loops -------------------------------------------------------------
@@ -205,13 +375,14 @@ def _conv_forward_strided(x_pad, w, sh, sw, dh, dw, ho, wo):
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
-def _conv_grad_weight_strided(x_pad, dy, kh, kw, sh, sw, dh, dw, nt):
+def _conv_grad_weight_strided(x_pad, dy, kh, kw, sh, sw, dh, dw):
     n, c = x_pad.shape[0], x_pad.shape[1]
     f, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
     zero = x_pad.dtype.type(0)
-    part = np.zeros((nt, f, c, kh, kw), x_pad.dtype)
-    for t_id in prange(nt):
-        for b in range(t_id, n, nt):
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    part = np.zeros((n_chunks, f, c, kh, kw), x_pad.dtype)
+    for chunk in prange(n_chunks):
+        for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
             for o_f in range(f):
                 for ch in range(c):
                     for p in range(kh):
@@ -221,10 +392,10 @@ def _conv_grad_weight_strided(x_pad, dy, kh, kw, sh, sw, dh, dw, nt):
                                 r = i * sh + p * dh
                                 for j in range(wo):
                                     s += x_pad[b, ch, r, j * sw + q * dw] * dy[b, o_f, i, j]
-                            part[t_id, o_f, ch, p, q] += s
+                            part[chunk, o_f, ch, p, q] += s
     dW = part[0].copy()
-    for t_id in range(1, nt):
-        dW += part[t_id]
+    for chunk in range(1, n_chunks):
+        dW += part[chunk]
     return dW
 
 
@@ -256,7 +427,7 @@ def conv2d_forward(x_pad, w, stride, dilation):
     (sh, sw), (dh, dw) = stride, dilation
     ho, wo = _out_hw(x_pad.shape[2:], w.shape[2:], stride, dilation)
     if (sh, sw) == (1, 1):
-        return _conv_forward_wide(x_pad, w, dh, dw, ho, wo), None
+        return _corr_wide(x_pad, w, dh, dw, 0, 0, ho, wo), None
     return _conv_forward_strided(x_pad, w, sh, sw, dh, dw, ho, wo), None
 
 
@@ -266,21 +437,28 @@ def conv2d_grad_weight(x_pad, ctx, dy, kernel_size, stride, dilation):
     x_pad = np.ascontiguousarray(x_pad)
     dy = np.ascontiguousarray(dy, dtype=x_pad.dtype)
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    nt = _threads(dy.shape[0])
     if (sh, sw) == (1, 1):
-        return _conv_grad_weight_wide(x_pad, dy, kh, kw, dh, dw, nt)
-    return _conv_grad_weight_strided(x_pad, dy, kh, kw, sh, sw, dh, dw, nt)
+        return _corr_grad_weight_wide(x_pad, dy, kh, kw, dh, dw)
+    return _conv_grad_weight_strided(x_pad, dy, kh, kw, sh, sw, dh, dw)
 
 
 def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
-    """dX_pad (N, C, Hp, Wp) = full convolution of dilate(dy, stride) with w, summed over F:
-    ``dx_pad[n, c, i*sh + p*dh, j*sw + q*dw] += w[f, c, p, q] * dy[n, f, i, j]``."""
+    """dX_pad (N, C, Hp, Wp) = full convolution of dilate(dy, stride) with w, summed over F.
+
+    Stride 1: literally the definition, a valid correlation of dY zero-padded by the kernel's
+    span ``d(k - 1)`` on every side with the kernel rotated 180 degrees and its in/out axes
+    swapped (C, F, kh, kw), by the same wide-row kernel as the forward pass. Other strides add
+    ``w[f, c, p, q] * dy[n, f, i, j]`` into ``dx_pad[n, c, i*sh + p*dh, j*sw + q*dw]``: the same
+    sum, without the zeros that dilating dY by the stride would insert.
+    """
     dy = np.ascontiguousarray(dy)
-    w = np.ascontiguousarray(w, dtype=dy.dtype)
     (sh, sw), (dh, dw) = stride, dilation
     hp, wp = padded_hw
     if (sh, sw) == (1, 1):
-        return _conv_grad_input_wide(dy, w, dh, dw, hp, wp)
+        kh, kw = w.shape[2:]
+        w_rot = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype=dy.dtype)
+        return _corr_wide(dy, w_rot, dh, dw, dh * (kh - 1), dw * (kw - 1), hp, wp)
+    w = np.ascontiguousarray(w, dtype=dy.dtype)
     return _conv_grad_input_strided(dy, w, sh, sw, dh, dw, hp, wp)
 
 
@@ -292,20 +470,20 @@ def _maxpool_forward(x_pad, kh, kw, sh, sw, ho, wo):
     y = np.empty((n, c, ho, wo), x_pad.dtype)
     arg = np.empty((n, c, ho, wo), np.intp)
     for bc in prange(n * c):
-        b, ch = bc // c, bc % c
+        img = x_pad[bc // c, bc % c]
         for i in range(ho):
             for j in range(wo):
-                best = x_pad[b, ch, i * sh, j * sw]
+                best = img[i * sh, j * sw]
                 at = 0
                 for p in range(kh):
                     for q in range(kw):
-                        v = x_pad[b, ch, i * sh + p, j * sw + q]
+                        v = img[i * sh + p, j * sw + q]
                         # the first maximum wins ties; a NaN wins, as in np.argmax
                         if v > best or (np.isnan(v) and not np.isnan(best)):
                             best = v
                             at = p * kw + q
-                y[b, ch, i, j] = best
-                arg[b, ch, i, j] = at
+                y[bc // c, bc % c, i, j] = best
+                arg[bc // c, bc % c, i, j] = at
     return y, arg
 
 
@@ -324,35 +502,48 @@ def _maxpool_backward(dy, arg, kw, sh, sw, hp, wp):
 
 @njit(parallel=True, cache=True)
 def _avgpool_forward(x_pad, kh, kw, sh, sw, ho, wo):
-    n, c = x_pad.shape[0], x_pad.shape[1]
+    """Sum the kh rows of each window row first (contiguous, vectorised), then kw columns."""
+    n, c, _, wp = x_pad.shape
     y = np.empty((n, c, ho, wo), x_pad.dtype)
-    zero = x_pad.dtype.type(0)
     count = x_pad.dtype.type(kh * kw)
     for bc in prange(n * c):
-        b, ch = bc // c, bc % c
+        img = x_pad[bc // c, bc % c]                      # (Hp, Wp)
+        out = y[bc // c, bc % c]                          # (Ho, Wo)
+        rows = np.empty(wp, x_pad.dtype)
         for i in range(ho):
+            rows[:] = img[i * sh]
+            for p in range(1, kh):
+                r = img[i * sh + p]
+                for k in range(wp):
+                    rows[k] += r[k]
             for j in range(wo):
-                s = zero
-                for p in range(kh):
-                    for q in range(kw):
-                        s += x_pad[b, ch, i * sh + p, j * sw + q]
-                y[b, ch, i, j] = s / count
+                s = rows[j * sw]
+                for q in range(1, kw):
+                    s += rows[j * sw + q]
+                out[i, j] = s / count
     return y
 
 
 @njit(parallel=True, cache=True)
 def _avgpool_backward(dy, kh, kw, sh, sw, hp, wp):
+    """Spread each share over a row of window columns once, then add that row to kh rows."""
     n, c, ho, wo = dy.shape
     dx = np.zeros((n, c, hp, wp), dy.dtype)
     count = dy.dtype.type(kh * kw)
     for bc in prange(n * c):
-        b, ch = bc // c, bc % c
+        img = dx[bc // c, bc % c]                         # (Hp, Wp)
+        g = dy[bc // c, bc % c]                           # (Ho, Wo)
+        rows = np.empty(wp, dy.dtype)
         for i in range(ho):
+            rows[:] = 0
             for j in range(wo):
-                share = dy[b, ch, i, j] / count
-                for p in range(kh):
-                    for q in range(kw):
-                        dx[b, ch, i * sh + p, j * sw + q] += share
+                share = g[i, j] / count
+                for q in range(kw):
+                    rows[j * sw + q] += share
+            for p in range(kh):
+                r = img[i * sh + p]
+                for k in range(wp):
+                    r[k] += rows[k]
     return dx
 
 
