@@ -83,11 +83,12 @@ def learning_rate(cfg: DictConfig, epoch: int, max_epochs: int) -> float:
     return float(cfg.lr)
 
 
-def set_threads(threads: int | None) -> None:
-    """Cap BLAS threads (``backend.threads``; None leaves the machine's default)."""
-    if threads:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=int(threads))
+def set_threads(threads: int | None) -> int:
+    """Share the cores (``backend.threads``; None: all of them) between BLAS and Numba's threads;
+    see :func:`cnnrun.backends.set_threads`. Returns the number of threads."""
+    from .backends import set_threads as share_cores
+
+    return share_cores(threads)
 
 
 def _launcher_config() -> DictConfig | None:
