@@ -1,0 +1,268 @@
+"""The numba backend against the plain loops and the NumPy backend, over the conv tests' shapes;
+threads; and ``python -m cnnrun.bench``. No timings are asserted: speed is the benchmark's."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import CONV_CASES, ConvCase, conv_cases, lenet, pool_cases, rel_err
+from hypothesis import given, settings
+
+from cnnrun import bench, nn, optim
+from cnnrun.backends import get_backend, numpy_backend, reference, set_threads
+from cnnrun.errors import ConfigError
+from cnnrun.nn import AvgPool2d, MaxPool2d
+
+numba_backend = get_backend("numba")
+
+F64_TOL = 1e-12  # float64: only the summation order differs
+F32_TOL = 1e-5  # float32: rounding, relative to the scale of the result
+BACKENDS = ("numba", "numpy", "reference")
+
+
+def run_conv(case: ConvCase, backend: str, dtype) -> dict:
+    """y, dX, dW and db of one conv layer on one backend, from the same weights and data."""
+    layer = case.layer(np.random.default_rng(1), dtype=dtype).set_backend(backend)
+    data = np.random.default_rng(2)
+    x = data.standard_normal(case.x_shape).astype(dtype)
+    y = layer.forward(x)
+    dy = data.standard_normal(y.shape).astype(dtype)   # random: a uniform dY hides layout bugs
+    dx = layer.backward(dy)
+    return {"y": y, "dX": dx, "dW": layer.weight.grad, "db": layer.bias.grad}
+
+
+def check_numba_conv(case: ConvCase):
+    for dtype, tol in ((np.float64, F64_TOL), (np.float32, F32_TOL)):
+        got = run_conv(case, "numba", dtype)
+        for other in ("reference", "numpy"):
+            want = run_conv(case, other, dtype)
+            for key in got:
+                assert got[key].dtype == dtype, (key, got[key].dtype)
+                assert got[key].shape == want[key].shape, key
+                assert rel_err(got[key], want[key]) < tol, (case, key, dtype, other)
+
+
+@pytest.mark.parametrize("name", list(CONV_CASES))
+def test_numba_conv_matches_loops_and_numpy_named_cases(name):
+    check_numba_conv(CONV_CASES[name])
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases())
+def test_numba_conv_matches_loops_and_numpy_random_shapes(case):
+    check_numba_conv(case)
+
+
+@pytest.mark.parametrize("case", [
+    ConvCase(3, 4, 6, 12, 9, (3, 2)),                        # a batch that is not a chunk
+    ConvCase(9, 2, 5, 7, 11, 3, padding="same"),             # 9 images: chunks of 4, 4 and 1
+    ConvCase(5, 3, 7, 8, 8, 3, stride=2, dilation=2, padding="full"),
+])
+def test_numba_conv_odd_filter_counts_and_batches(case):
+    # 5, 6 and 7 filters: the blocks of four, two and one filters all run
+    check_numba_conv(case)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pool_cases())
+def test_numba_pools_match_loops(case):
+    shape, kernel, stride, padding = case
+    for cls in (MaxPool2d, AvgPool2d):
+        for integer_valued in (False, True):  # integers: ties inside the windows
+            for dtype, tol in ((np.float64, F64_TOL), (np.float32, F32_TOL)):
+                data = np.random.default_rng(3)
+                x = (data.integers(-2, 3, shape) if integer_valued
+                     else data.standard_normal(shape)).astype(dtype)
+                results = {}
+                for backend in BACKENDS:
+                    layer = cls(kernel, stride, padding).set_backend(backend)
+                    y = layer.forward(x)
+                    dy = np.random.default_rng(4).standard_normal(y.shape).astype(dtype)
+                    results[backend] = (y, layer.backward(dy))
+                (y, dx), (y_ref, dx_ref) = results["numba"], results["reference"]
+                assert y.dtype == dx.dtype == dtype and dx.shape == shape
+                if cls is MaxPool2d:
+                    np.testing.assert_array_equal(y, y_ref)
+                    np.testing.assert_array_equal(dx, dx_ref)  # one add per pixel: exact
+                else:
+                    assert rel_err(y, y_ref) < tol and rel_err(dx, dx_ref) < tol
+                assert rel_err(dx, results["numpy"][1]) < tol
+
+
+def test_max_pool_routes_each_gradient_once_on_ties():
+    x = np.zeros((1, 1, 4, 4))                 # every window is a tie
+    x[0, 0, 3, 3] = -1.0
+    dy = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    for backend in BACKENDS:
+        layer = MaxPool2d(2, stride=1).set_backend(backend)
+        layer.forward(x)
+        dx = layer.backward(dy)
+        assert dx.sum() == dy.sum(), backend            # nothing lost, nothing doubled
+        expected = np.zeros((4, 4))
+        expected[:3, :3] = dy[0, 0]                     # each to its window's first pixel
+        np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def test_max_pool_nan_wins_as_in_argmax():
+    x = np.array([[[[1.0, np.nan], [3.0, 2.0]]]])
+    for backend in BACKENDS:
+        layer = MaxPool2d(2).set_backend(backend)
+        assert np.isnan(layer.forward(x)).all(), backend
+        np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 1, 1)))[0, 0],
+                                      [[0.0, 1.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 3)])
+def test_numba_kernels_keep_the_dtype(dtype, stride):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 10)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
+    y, ctx = numba_backend.conv2d_forward(x, w, stride, (1, 1))
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dW = numba_backend.conv2d_grad_weight(x, ctx, dy, (3, 2), stride, (1, 1))
+    dx = numba_backend.conv2d_grad_input(dy, w, stride, (1, 1), x.shape[2:])
+    assert y.dtype == dW.dtype == dx.dtype == dtype
+    assert dW.shape == w.shape and dx.shape == x.shape
+    for fwd, bwd in ((numba_backend.maxpool2d_forward, numba_backend.maxpool2d_backward),
+                     (numba_backend.avgpool2d_forward, numba_backend.avgpool2d_backward)):
+        y, ctx = fwd(x, (2, 3), stride)
+        assert y.dtype == dtype
+        assert bwd(np.ones_like(y), ctx, (2, 3), stride, x.shape[2:]).dtype == dtype
+
+
+@pytest.mark.parametrize("module", [numba_backend, numpy_backend], ids=["numba", "numpy"])
+def test_kernels_accept_views(module):
+    # strided and transposed arrays, as a caller may pass them
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 10, 12))[:, :, ::2, 1:]       # (3, 2, 5, 11), a view
+    w = rng.standard_normal((2, 4, 3, 3)).transpose(1, 0, 2, 3)  # (4, 2, 3, 3), a view
+    assert not x.flags.c_contiguous and not w.flags.c_contiguous
+    y, ctx = module.conv2d_forward(x, w, (1, 1), (1, 1))
+    y_ref, _ = reference.conv2d_forward(x, w, (1, 1), (1, 1))
+    assert rel_err(y, y_ref) < F64_TOL
+    dy = rng.standard_normal(y.shape)[..., ::-1]
+    assert rel_err(module.conv2d_grad_weight(x, ctx, dy, (3, 3), (1, 1), (1, 1)),
+                   reference.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1))) < F64_TOL
+    assert rel_err(module.conv2d_grad_input(dy, w, (1, 1), (1, 1), x.shape[2:]),
+                   reference.conv2d_grad_input(dy, w, (1, 1), (1, 1), x.shape[2:])) < F64_TOL
+
+
+def test_numba_dw_does_not_depend_on_the_thread_count():
+    import numba
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((11, 3, 9, 9)).astype(np.float32)
+    dy = rng.standard_normal((11, 5, 7, 7)).astype(np.float32)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            results.append(numba_backend.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1)))
+    finally:
+        numba.set_num_threads(before)
+    for dW in results[1:]:
+        np.testing.assert_array_equal(dW, results[0])  # bit for bit: chunk order, not threads
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-11), (np.float32, 1e-5)])
+def test_a_lenet_step_gives_the_same_loss_and_grads_on_numpy_and_numba(dtype, tol):
+    data = np.random.default_rng(7)
+    x = data.standard_normal((5, 1, 32, 32)).astype(dtype)
+    y = data.integers(0, 10, 5)
+    results = {}
+    for backend in ("numpy", "numba"):
+        model = lenet("valid", seed=3, dtype=dtype).set_backend(backend)
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+        losses = []
+        for _ in range(2):                 # the second step runs on updated weights
+            model.zero_grad()
+            losses.append(loss_fn.forward(model.forward(x), y))
+            model.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
+        results[backend] = (losses, {p.name: p.grad.copy() for p in model.parameters()},
+                            {p.name: p.data.copy() for p in model.parameters()})
+    (loss_np, grads_np, params_np), (loss_nb, grads_nb, params_nb) = results.values()
+    np.testing.assert_allclose(loss_nb, loss_np, rtol=tol)
+    for name in grads_np:
+        assert grads_nb[name].dtype == dtype, name
+        assert rel_err(grads_nb[name], grads_np[name]) < tol, name
+        assert rel_err(params_nb[name], params_np[name]) < tol, name
+
+
+def test_get_backend_loads_numba_and_names_the_accepted_ones():
+    assert get_backend("numba").NAME == "numba"
+    assert get_backend("NUMBA") is numba_backend
+    assert get_backend("numpy") is numpy_backend
+    with pytest.raises(ConfigError, match="numpy, numba, reference"):
+        get_backend("tpu")
+
+
+def test_set_threads_shares_the_cores():
+    import numba
+    from threadpoolctl import threadpool_info
+
+    try:
+        assert set_threads(1) == 1
+        assert numba.get_num_threads() == 1
+        assert set_threads(None) >= 1
+        assert numba.get_num_threads() == min(set_threads(None), numba.config.NUMBA_NUM_THREADS)
+        # the numba backend is loaded in this process: BLAS keeps one thread
+        assert all(lib["num_threads"] == 1 for lib in threadpool_info()
+                   if lib["user_api"] == "blas")
+        with pytest.raises(ConfigError, match="backend.threads"):
+            set_threads(-2)
+    finally:
+        set_threads(None)
+
+
+# --- the benchmark -------------------------------------------------------------------------
+
+
+def fake_best(scale: float) -> dict:
+    names = [f"step/{b}" for b in bench.STEP_BATCHES] + [
+        f"{kind}/{name}" for name in bench.LAYERS for kind in ("forward", "forward_backward")]
+    return {name: scale * 1e-3 for name in names}
+
+
+def test_bench_report_ratios_and_table():
+    result = bench.report({"numpy": fake_best(4.0), "numba": fake_best(1.25),
+                           "torch": fake_best(1.0)}, threads=2)
+    assert result["step"]["numba"]["64"]["ratio_to_torch"] == pytest.approx(0.8)
+    assert result["step"]["torch"]["256"]["images_per_s"] == pytest.approx(256 / 1e-3)
+    forward, both = bench.conv_flops("lenet_conv1")
+    assert forward == 2 * 64 * 6 * 28 * 28 * 25 and both == 2 * forward  # conv1: no dX
+    assert bench.conv_flops("lenet_conv2")[1] == 3 * bench.conv_flops("lenet_conv2")[0]
+    row = result["layers"]["numpy"]["same3x3_16to32"]
+    assert row["forward_gflops"] == pytest.approx(2 * 64 * 32 * 32 * 32 * 16 * 9 / 4e-3 / 1e9)
+    assert row["forward_backward_ratio_to_torch"] == pytest.approx(0.25)
+    table = bench.format_table(result)
+    assert "(0.80x)" in table and "lenet_conv2" in table
+    alone = bench.report({"numpy": fake_best(4.0)}, threads=1)   # no PyTorch: no ratios
+    assert "ratio_to_torch" not in alone["step"]["numpy"]["64"]
+    bench.format_table(alone)
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "cnnrun.bench", "--quick", "--json", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert {"step", "layers", "numba_compile", "machine", "settings"} <= set(result)
+    impls = {"numpy", "numba"} | ({"torch"} if result["machine"]["torch"] else set())
+    assert set(result["step"]) == impls
+    for impl in impls:
+        assert set(result["step"][impl]) == {"64", "256"}
+        assert result["step"][impl]["64"]["images_per_s"] > 0
+        assert set(result["layers"][impl]) == set(bench.LAYERS)
+    if "torch" in impls:
+        assert result["step"]["torch"]["64"]["ratio_to_torch"] == pytest.approx(1.0)
+    compile_ = result["numba_compile"]
+    assert compile_["cold_compile_s"] > 0 and compile_["warm_cache_misses"] == 0
+    assert "images/s" in done.stdout and "ratio to PyTorch" in done.stdout
