@@ -46,6 +46,11 @@ def _out_hw(padded_hw, kernel, stride, dilation):
 # -- conv, stride 1: wide rows ---------------------------------------------------------------
 
 CHUNK = 4  # images per parallel work item: scratch rows are allocated once per item
+# dX with fewer input channels than this, and at least as many filters: the forward kernel (four
+# output channels per pass) runs half empty on the transposed problem, and adding each tap's dY
+# back, eight filters per pass, is faster (LeNet's conv2, 6 channels and 16 filters: 1.7 -> 1.4 ms
+# at batch 256). Otherwise the full-convolution form (16 channels: twice as fast as adding back)
+SCATTER = 8
 
 
 @njit(cache=True)
@@ -354,6 +359,50 @@ def _corr_grad_weight_wide(x_pad, dy, kh, kw, dh, dw):
     return dW.reshape(f, c, kh, kw)
 
 
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _conv_grad_input_scatter(dy, w, dh, dw, hp, wp):
+    """Stride-1 dX_pad for few input channels: dY in wide rows (junk columns 0) times each
+    kernel tap, added onto the run of dx_pad that tap read in the forward pass; eight filters
+    per pass. The same sum as the full convolution, term by term."""
+    n, f, ho, wo = dy.shape
+    c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    span = (ho - 1) * wp + wo
+    dx = np.empty((n, c, hp, wp), dy.dtype)
+    for chunk in prange((n + CHUNK - 1) // CHUNK):
+        dyw = np.zeros((f, span), dy.dtype)
+        for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
+            for o_f in range(f):
+                for i in range(ho):
+                    for j in range(wo):
+                        dyw[o_f, i * wp + j] = dy[b, o_f, i, j]
+            dxf = dx[b].reshape(c * hp * wp)
+            dxf[:] = 0
+            for ch in range(c):
+                for p in range(kh):
+                    for q in range(kw):
+                        off = ch * hp * wp + p * dh * wp + q * dw
+                        seg = dxf[off: off + span]      # the pixels tap (p, q) read
+                        g = 0
+                        while g + 8 <= f:
+                            w0, w1, w2, w3 = w[g, ch, p, q], w[g + 1, ch, p, q], \
+                                w[g + 2, ch, p, q], w[g + 3, ch, p, q]
+                            w4, w5, w6, w7 = w[g + 4, ch, p, q], w[g + 5, ch, p, q], \
+                                w[g + 6, ch, p, q], w[g + 7, ch, p, q]
+                            d0, d1, d2, d3 = dyw[g], dyw[g + 1], dyw[g + 2], dyw[g + 3]
+                            d4, d5, d6, d7 = dyw[g + 4], dyw[g + 5], dyw[g + 6], dyw[g + 7]
+                            for o in range(span):
+                                seg[o] += (w0 * d0[o] + w1 * d1[o] + w2 * d2[o] + w3 * d3[o]
+                                           + w4 * d4[o] + w5 * d5[o] + w6 * d6[o] + w7 * d7[o])
+                            g += 8
+                        while g < f:
+                            w0 = w[g, ch, p, q]
+                            d0 = dyw[g]
+                            for o in range(span):
+                                seg[o] += w0 * d0[o]
+                            g += 1
+    return dx
+
+
 # -- conv, any stride: plain loops -------------------------------------------------------------
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -454,6 +503,9 @@ def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
     dy = np.ascontiguousarray(dy)
     (sh, sw), (dh, dw) = stride, dilation
     hp, wp = padded_hw
+    if (sh, sw) == (1, 1) and w.shape[1] < SCATTER <= w.shape[0]:
+        return _conv_grad_input_scatter(dy, np.ascontiguousarray(w, dtype=dy.dtype), dh, dw,
+                                        hp, wp)
     if (sh, sw) == (1, 1):
         kh, kw = w.shape[2:]
         w_rot = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype=dy.dtype)
@@ -526,15 +578,27 @@ def _avgpool_forward(x_pad, kh, kw, sh, sw, ho, wo):
 
 @njit(parallel=True, cache=True)
 def _avgpool_backward(dy, kh, kw, sh, sw, hp, wp):
-    """Spread each share over a row of window columns once, then add that row to kh rows."""
+    """Spread each share over a row of window columns once, then add that row to kh rows.
+    Windows that tile the image exactly (LeNet's 2x2 every 2) write every pixel once instead."""
     n, c, ho, wo = dy.shape
-    dx = np.zeros((n, c, hp, wp), dy.dtype)
+    tiled = sh == kh and sw == kw and ho * kh == hp and wo * kw == wp
+    dx = np.empty((n, c, hp, wp), dy.dtype)
     count = dy.dtype.type(kh * kw)
     for bc in prange(n * c):
         img = dx[bc // c, bc % c]                         # (Hp, Wp)
         g = dy[bc // c, bc % c]                           # (Ho, Wo)
         rows = np.empty(wp, dy.dtype)
+        if not tiled:
+            img[:, :] = 0
         for i in range(ho):
+            if tiled:
+                for j in range(wo):
+                    share = g[i, j] / count
+                    for q in range(kw):
+                        rows[j * kw + q] = share
+                for p in range(kh):
+                    img[i * kh + p, :] = rows
+                continue
             rows[:] = 0
             for j in range(wo):
                 share = g[i, j] / count
