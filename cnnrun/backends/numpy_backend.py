@@ -170,17 +170,36 @@ def maxpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
     return dx_pad
 
 
+def _tiles(shape, kernel_size, stride) -> bool:
+    """Whether the pooling windows tile the (Hp, Wp) image exactly (LeNet's 2x2 every 2)."""
+    (kh, kw), (sh, sw) = kernel_size, stride
+    return (sh, sw) == (kh, kw) and shape[-2] % kh == 0 and shape[-1] % kw == 0
+
+
+def _sum(parts):
+    """The sum of a list of same-shape arrays, as a new array (one pass fewer than copy-and-add)."""
+    total = parts[0] + parts[1] if len(parts) > 1 else parts[0].copy()
+    for part in parts[2:]:
+        total += part
+    return total
+
+
 def avgpool2d_forward(x_pad, kernel_size, stride):
     """Mean over each window (padding counts as zeros, as PyTorch's ``count_include_pad``):
     the kh rows of each window summed first (whole rows), then kw strided columns."""
     (kh, kw), (sh, sw) = kernel_size, stride
-    ho, wo = _out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
-    rows = x_pad[:, :, 0: sh * (ho - 1) + 1: sh].copy()          # (N, C, Ho, Wp)
-    for p in range(1, kh):
-        rows += x_pad[:, :, p: p + sh * (ho - 1) + 1: sh]
-    y = rows[..., 0: sw * (wo - 1) + 1: sw].copy()                # (N, C, Ho, Wo)
-    for q in range(1, kw):
-        y += rows[..., q: q + sw * (wo - 1) + 1: sw]
+    n, c, hp, wp = x_pad.shape
+    ho, wo = _out_hw((hp, wp), kernel_size, stride, (1, 1))
+    if _tiles(x_pad.shape, kernel_size, stride) and x_pad.flags.c_contiguous:
+        # windows that tile the image: rows of the image in groups of kh, then the row sums in
+        # groups of kw, each a flat strided add over the whole batch
+        groups = x_pad.reshape(n * c * ho, kh, wp)
+        flat = _sum([groups[:, p] for p in range(kh)]).reshape(-1)     # (N*C*Ho*Wp,)
+        y = _sum([flat[q::kw] for q in range(kw)])                      # (N*C*Ho*Wo,)
+        y /= kh * kw
+        return y.reshape(n, c, ho, wo), None
+    rows = _sum([x_pad[:, :, p: p + sh * (ho - 1) + 1: sh] for p in range(kh)])  # (N, C, Ho, Wp)
+    y = _sum([rows[..., q: q + sw * (wo - 1) + 1: sw] for q in range(kw)])       # (N, C, Ho, Wo)
     y /= kh * kw
     return y, None
 
@@ -189,9 +208,16 @@ def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
     """Share each dy equally among its window: one strided write per kernel tap (an add where
     windows overlap)."""
     (kh, kw), (sh, sw) = kernel_size, stride
+    n, c, ho, wo = dy.shape
     share = dy / (kh * kw)
+    if _tiles(padded_hw, kernel_size, stride):
+        # each share repeated kw times along a row, and that row written to the window's kh rows
+        rows = np.repeat(share.reshape(-1), kw).reshape(n * c * ho, 1, wo * kw)
+        dx_pad = np.empty((n * c * ho, kh, wo * kw), dtype=dy.dtype)
+        dx_pad[...] = rows
+        return dx_pad.reshape(n, c, *padded_hw)
     overlap = sh < kh or sw < kw
-    dx_pad = np.zeros((*dy.shape[:2], *padded_hw), dtype=dy.dtype)
+    dx_pad = np.zeros((n, c, *padded_hw), dtype=dy.dtype)
     for t in range(kh * kw):
         window_pixels = dx_pad[_window_slices(*divmod(t, kw), stride, dy.shape[2:])]
         if overlap:
