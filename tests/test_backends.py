@@ -91,6 +91,28 @@ def test_numba_pools_match_loops(case):
                 assert rel_err(dx, results["numpy"][1]) < tol
 
 
+@pytest.mark.parametrize("shape, kernel, padding", [
+    ((2, 3, 8, 6), 2, 0),            # LeNet's pools: 2x2 windows every 2 tile the image
+    ((1, 2, 9, 4), (3, 2), 0),       # non-square tiles
+    ((2, 1, 6, 6), 2, 1),            # tiles of the padded image
+    ((1, 1, 7, 6), 2, 0),            # one row left over: no tiling
+])
+def test_pools_that_tile_the_image(shape, kernel, padding):
+    data = np.random.default_rng(5)
+    x = data.standard_normal(shape)
+    for cls in (AvgPool2d, MaxPool2d):
+        results = {}
+        for backend in BACKENDS:
+            layer = cls(kernel, padding=padding).set_backend(backend)
+            y = layer.forward(x)
+            results[backend] = (y, layer.backward(np.random.default_rng(6).standard_normal(
+                y.shape)))
+        for backend in ("numba", "numpy"):
+            for got, want in zip(results[backend], results["reference"]):
+                assert got.shape == want.shape
+                assert rel_err(got, want) < F64_TOL, (cls, backend)
+
+
 def test_max_pool_routes_each_gradient_once_on_ties():
     x = np.zeros((1, 1, 4, 4))                 # every window is a tie
     x[0, 0, 3, 3] = -1.0
