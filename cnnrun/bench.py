@@ -380,8 +380,11 @@ def machine(threads: int, versions: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cnnrun.bench", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnrun.bench",
+        description="Time the cnnrun backends against PyTorch on the CPU: a LeNet-5 training step "
+                    "and four conv layers, each implementation in its own process; prints a "
+                    "table and writes it as JSON.")
     parser.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for every implementation (default: the machine's cores)")
