@@ -94,6 +94,10 @@ def run_cli(entry: Callable[[], object]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         entry()
+    except KeyboardInterrupt:   # Ctrl-C before training started: nothing to save
+        if wants_trace:
+            raise
+        fail("interrupted before training started; nothing was written but the run folder", 130)
     except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs just below
         message = describe(err)
         if message is None or wants_trace:

@@ -308,10 +308,11 @@ class Trainer:
                                   purge_step=self.step if self.resume_from else None)
         self.progress = sys.stderr.isatty() if t.progress is None else bool(t.progress)
         try:
-            self._shape_trace()
-            # NaN and overflow are looked for explicitly after every step; numpy's warnings
-            # about them would only clutter the message that names the step and the layer
+            # the guard is up before the first file of the run is written: a signal from then
+            # on ends the run at a step boundary with a checkpoint. NaN and overflow are looked
+            # for after every step; numpy's warnings would only clutter that message
             with SignalGuard() as guard, np.errstate(over="ignore", invalid="ignore"):
+                self._shape_trace()
                 if self.epoch >= t.max_epochs:  # resumed at the end: report where it stands
                     self.val = self._evaluate()
                 epochs = tqdm(desc="epochs", initial=self.epoch, total=t.max_epochs,
