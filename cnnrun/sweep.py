@@ -27,7 +27,9 @@ METRICS = ("val/loss", "val/acc", "train/loss", "train/acc", "epoch", "seconds")
 
 
 def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from .backends import machine_cores
+
+    return machine_cores()
 
 
 def job_threads(launcher: DictConfig | None) -> int | None:

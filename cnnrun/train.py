@@ -231,8 +231,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, out: Path):
         self.cfg, self.out = cfg, out
         t, d = cfg.trainer, cfg.data
-        threads = cfg.backend.threads or job_threads(_launcher_config())
-        set_threads(threads)
+        threads = set_threads(cfg.backend.threads or job_threads(_launcher_config()))
         self.resume_from = resolve_resume(t.resume, out, cfg.paths.runs_dir)
         checkpoint = load_checkpoint(self.resume_from) if self.resume_from else None
         # independent streams for weights (and dropout masks) and for shuffling, from one seed
@@ -252,7 +251,7 @@ class Trainer:
                                 if isinstance(layer, nn.Conv2d)), None)
         log.info("model %s: %d parameters, input %s, padding %s, backend %s, threads %s",
                  cfg.model.name, sum(p.data.size for p in self.model.parameters()), in_shape,
-                 value(cfg.conv.padding), value(cfg.backend.name), threads or "default")
+                 value(cfg.conv.padding), value(cfg.backend.name), threads)
         if not takes_default_padding(cfg.model):
             log.warning("conv.padding=%s is not used: every conv layer of %s sets its own "
                         "padding (%s)", value(cfg.conv.padding), cfg.model.name,
