@@ -112,7 +112,7 @@ class Conv2d(Module):
         self.weight.grad += dW
         db = None
         if self.bias is not None:
-            db = dy.sum(axis=(0, 2, 3))
+            db = np.einsum("nfhw->f", dy)  # (F,); faster than dy.sum(axis=(0, 2, 3))
             self.bias.grad += db
         return dW, db
 
