@@ -199,3 +199,61 @@ def test_requeued_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
         for key in a.files:
             if key != "meta":
                 assert np.array_equal(a[key], b[key]), key
+
+
+def _submitit_job_pid(sweep_root_dir: Path) -> int | None:
+    """The process of a submitit_local job of this sweep (``python -m submitit.core._submit``)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in args and any(str(sweep_root_dir).encode() in a
+                                                     for a in args):
+            return int(cmdline.parent.name)
+    return None
+
+
+def test_submitit_preempted_job_is_requeued_and_resumes(tmp_path):
+    """The real path: submitit_local's job gets the scheduler's SIGUSR2 mid-run, writes its
+    checkpoint, submitit requeues it, and the requeued job resumes in the same folder and ends
+    with the weights of an uninterrupted run."""
+    needs("hydra_submitit_launcher")
+    import subprocess
+    import sys
+
+    long = ["data.num_samples=1600", "data.batch_size=8", "trainer.max_epochs=3", "seed=5"]
+    straight = tmp_path / "straight"
+    train(run_config(straight, ["data.image_size=16", *long]))
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    args = ["data=synthetic", "data.image_size=16", "trainer.progress=false", "conv.padding=same",
+            *long, "hydra/launcher=submitit_local"]
+    proc = subprocess.Popen([sys.executable, "-m", "cnnrun", "-m", *args],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        traces = []
+        while not traces and time.monotonic() < deadline and proc.poll() is None:
+            traces = list((tmp_path / "runs").glob("multirun/*/*/0_*/shape_trace.md"))
+            time.sleep(0.1)
+        assert traces, "the job did not start training"
+        job = traces[0].parent
+        time.sleep(0.5)
+        pid = _submitit_job_pid(job.parent)
+        assert pid is not None
+        os.kill(pid, signal.SIGUSR2)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    log = (job / "cnnrun.log").read_text()
+    assert "SIGUSR2 at step" in log and "resumed from" in log
+    assert json.loads((job / "status.json").read_text())["status"] == "ok"
+    with np.load(job / "checkpoints" / "last.npz") as a, \
+            np.load(straight / "checkpoints" / "last.npz") as b:
+        for key in a.files:
+            if key != "meta":
+                assert np.array_equal(a[key], b[key]), key
