@@ -369,9 +369,12 @@ class Trainer:
     def _train_step(self, xb, yb, lr: float, bar) -> None:
         t, model = self.cfg.trainer, self.model
         tick = time.perf_counter()
-        # what a skipped batch must not change: batch-norm statistics, the dropout RNG
-        before = ({n: b.copy() for n, b in model.named_buffers()},
-                  self.init_rng.bit_generator.state)
+        # what a skipped batch must not change (batch-norm statistics, the dropout RNG): kept
+        # only when batches may be skipped
+        before = None
+        if value(t.on_nan) == "skip":
+            before = ({n: b.copy() for n, b in model.named_buffers()},
+                      self.init_rng.bit_generator.state)
         model.zero_grad()
         x, outputs = xb, []
         for name, layer in model.layers:      # Sequential.forward, keeping each output
@@ -379,17 +382,17 @@ class Trainer:
             outputs.append((name, x))
         logits = x
         loss = self.loss_fn.forward(logits, yb)
-        grads_finite = math.isfinite(loss)
-        if grads_finite:
+        global_norm = math.nan
+        if math.isfinite(loss):
             model.backward(self.loss_fn.backward(), input_grad=False)  # no dX for the data
-            grads_finite = all(np.isfinite(p.grad).all() for p in model.parameters())
-        if not grads_finite:
+            # norms in float64: a float32 sum of squares overflows long before the gradients
+            # do, so a non-finite norm means a NaN or infinite gradient entry
+            norms = {p.name: float(np.linalg.norm(p.grad.ravel().astype(np.float64)))
+                     for p in model.parameters()}
+            global_norm = math.sqrt(sum(v * v for v in norms.values()))
+        if not math.isfinite(global_norm):
             self._non_finite(loss, outputs, before)
             return
-        # norms in float64: a float32 sum of squares overflows long before the gradients do
-        norms = {p.name: float(np.linalg.norm(p.grad.ravel().astype(np.float64)))
-                 for p in model.parameters()}
-        global_norm = math.sqrt(sum(v * v for v in norms.values()))
         self.optimizer.step()
         bad = next((p.name for p in model.parameters() if not np.all(np.isfinite(p.data))), None)
         if bad is not None:   # the update itself overflowed: nothing left to skip back to
@@ -421,7 +424,7 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}")
         self.step += 1
 
-    def _non_finite(self, loss: float, outputs: list, before: tuple) -> None:
+    def _non_finite(self, loss: float, outputs: list, before: tuple | None) -> None:
         """A NaN or infinite loss or gradient: skip the batch or stop, naming the step and the
         first layer where it appeared (in the forward pass for the loss, else the backward)."""
         if not math.isfinite(loss):
@@ -431,8 +434,10 @@ class Trainer:
                          "the loss (every layer's output is finite)")
         else:
             what = "gradient"
-            where = "the gradient of " + next(p.name for p in reversed(self.model.parameters())
-                                              if not np.isfinite(p.grad).all())
+            name = next((p.name for p in reversed(self.model.parameters())
+                         if not np.isfinite(p.grad).all()), None)
+            where = (f"the gradient of {name}" if name is not None
+                     else "the gradient norm (every entry is finite; their norm overflows)")
         if value(self.cfg.trainer.on_nan) == "skip":
             buffers, rng_state = before       # as if the batch had never been seen
             self.model.load_state_dict(buffers, strict=False)
