@@ -172,6 +172,75 @@ def test_kernels_accept_views(module):
                    reference.conv2d_grad_input(dy, w, (1, 1), (1, 1), x.shape[2:])) < F64_TOL
 
 
+def test_max_pool_routes_to_the_first_nan_of_a_window():
+    x = np.array([[[[1.0, np.nan, 0.0], [np.nan, 2.0, 7.0], [np.nan, 4.0, 6.0]]]])
+    for backend in BACKENDS:
+        layer = MaxPool2d(2, stride=1).set_backend(backend)   # overlapping windows
+        y = layer.forward(x)[0, 0]
+        assert np.isnan(y[0]).all() and np.isnan(y[1, 0]) and y[1, 1] == 7.0, backend
+        dx = layer.backward(np.array([[[[1.0, 2.0], [4.0, 8.0]]]]))[0, 0]
+        # three windows hold NaNs, two of them two each: each sends its dY to its first NaN
+        np.testing.assert_array_equal(dx, [[0, 3.0, 0], [4.0, 0, 8.0], [0, 0, 0]])
+
+
+# -- the NumPy backend's batch-last layout ------------------------------------------------------
+
+def batch_last_copy(x):
+    """The same (N, C, H, W) values, laid out (C, H, W, N) in memory."""
+    return numpy_backend.batch_first(np.ascontiguousarray(x.transpose(1, 2, 3, 0)))
+
+
+def test_numpy_kernels_hand_back_batch_last_views():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 9, 7))
+    y, cols = numpy_backend.conv2d_forward(x, rng.standard_normal((4, 3, 3, 2)), (1, 1), (1, 1))
+    assert y.shape == (5, 4, 7, 6) and not y.flags.c_contiguous
+    y_t = numpy_backend.batch_last(y)
+    assert y_t.shape == (4, 7, 6, 5) and np.shares_memory(y_t, y)   # no copy on the way in
+    assert cols.shape == (3, 3, 2, 7, 6, 5)
+    for kernel in (numpy_backend.avgpool2d_forward, numpy_backend.maxpool2d_forward):
+        pooled, _ = kernel(y, (2, 2), (2, 2))
+        assert np.shares_memory(numpy_backend.batch_last(pooled), pooled)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_network_gives_the_same_numbers_for_any_input_layout(backend):
+    # the NumPy kernels hand batch-last views to the layers in between: the values must not
+    # depend on how an array lies in memory, on any backend
+    data = np.random.default_rng(3)
+    x = data.standard_normal((3, 2, 10, 9))
+    results = []
+    for layout in (np.ascontiguousarray, batch_last_copy):
+        rng = np.random.default_rng(4)
+        net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding="same", rng=rng), nn.BatchNorm2d(4), nn.ReLU(),
+            nn.MaxPool2d(2, padding=1), nn.Conv2d(4, 3, (2, 3), stride=(1, 2), rng=rng),
+            nn.Sigmoid(), nn.AvgPool2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(6, 5, rng=rng),
+        ).set_backend(backend)
+        out = net.forward(layout(x))
+        dy = np.random.default_rng(5).standard_normal(out.shape)
+        dx = net.backward(dy)
+        results.append((out, dx, [p.grad.copy() for p in net.parameters()]))
+    (out_c, dx_c, grads_c), (out_t, dx_t, grads_t) = results
+    assert rel_err(out_t, out_c) < F64_TOL and rel_err(dx_t, dx_c) < F64_TOL
+    for g_t, g_c in zip(grads_t, grads_c):
+        assert rel_err(g_t, g_c) < F64_TOL
+
+
+@pytest.mark.parametrize("k, f, m", [
+    (25, 6, 4 * 512),          # whole blocks
+    (25, 6, 3 * 512 + 77),     # and a remainder
+    (3, 2, 700),               # fewer than two blocks: one product
+    (40, 6, 4 * 512),          # a long kernel axis: one product
+])
+def test_dw_reduction_in_blocks_is_the_whole_product(k, f, m):
+    rng = np.random.default_rng(k + m)
+    cols, dy = rng.standard_normal((k, m)), rng.standard_normal((f, m))
+    got = numpy_backend._product_over_pixels(cols, dy)
+    want = np.einsum("km,fm->kf", cols, dy)
+    assert got.shape == (k, f) and rel_err(got, want) < F64_TOL
+
+
 def test_numba_dw_does_not_depend_on_the_thread_count():
     import numba
 

@@ -44,6 +44,41 @@ def test_activation_gradients(layer, shape, rng):
     assert_grads_ok(layer_grad_errors(layer, x, rng))
 
 
+@pytest.mark.parametrize("cls", [Tanh, Sigmoid])
+@pytest.mark.parametrize("layouts", [("C", "C"), ("batch_last", "batch_last"), ("C", "batch_last"),
+                                     ("batch_last", "C")], ids=lambda v: "-".join(v))
+def test_activation_backward_in_any_layout(cls, layouts, rng):
+    # more than one block of elements, so the blocked in-place path runs over several blocks;
+    # x and dY laid out the same way or not
+    def lay(a, layout):
+        return a if layout == "C" else np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(
+            3, 0, 1, 2)
+
+    shape = (7, 3, 61, 59)
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    layer = cls()
+    y = layer.forward(lay(x, layouts[0]))
+    dx = layer.backward(lay(dy, layouts[1]))
+    want = dy * (1 - np.tanh(x) ** 2) if cls is Tanh else dy * y * (1 - y)
+    assert dx.shape == shape and dx.dtype == x.dtype
+    assert rel_err(dx, want) < 1e-14
+
+
+def test_padding_keeps_the_layout_and_the_values(rng):
+    from cnnrun.nn.conv import crop2d, pad2d
+
+    x = rng.standard_normal((3, 2, 5, 4))
+    pads = (1, 2, 0, 3)
+    want = np.pad(x, ((0, 0), (0, 0), (1, 2), (0, 3)), constant_values=-np.inf)
+    batch_last = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    for layout, order in ((x, (0, 1, 2, 3)), (batch_last, (1, 2, 3, 0))):
+        padded = pad2d(layout, pads, -np.inf)
+        np.testing.assert_array_equal(padded, want)
+        assert padded.transpose(order).flags.c_contiguous       # laid out as its input
+        np.testing.assert_array_equal(crop2d(padded, pads, x.shape[2:]), x)
+    assert pad2d(x, (0, 0, 0, 0)) is x
+
+
 def test_activation_values(rng):
     x = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]])
     np.testing.assert_array_equal(ReLU().forward(x), [[0, 0, 0, 0.5, 3.0]])

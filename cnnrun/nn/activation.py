@@ -7,22 +7,23 @@ import numpy as np
 from ..errors import ConfigError
 from .module import Module
 
-# Element-wise backward passes run in row blocks of about this many elements, so that their
-# passes over one block stay in cache (about 1.5x faster than whole-array temporaries).
+# Element-wise backward passes run in blocks of about this many elements, so that their passes
+# over one block stay in cache (about 1.5x faster than whole-array temporaries).
 BLOCK = 1 << 16
 
 
-def _row_blocks(shape) -> list[slice]:
-    """Slices along axis 0 of an array of ``shape`` (ndim >= 1), each about ``BLOCK`` elements."""
-    n = shape[0]
-    rows = max(1, BLOCK // max(1, int(np.prod(shape[1:], dtype=np.int64))))
-    return [slice(i, i + rows) for i in range(0, n, rows)]
-
-
-def _same_array_kind(dy, y) -> bool:
-    """True if the blocked in-place path applies: both arrays, ndim >= 1, same shape and dtype."""
-    return (isinstance(dy, np.ndarray) and isinstance(y, np.ndarray) and y.ndim >= 1
-            and dy.shape == y.shape and dy.dtype == y.dtype)
+def _flat_blocks(*arrays) -> list[tuple[np.ndarray, ...]] | None:
+    """The arrays cut into matching blocks of about ``BLOCK`` elements, in memory order, if they
+    share one shape and dtype and lie densely in memory the same way (C order, batch-last, ...);
+    None otherwise."""
+    first = arrays[0]
+    if not all(isinstance(a, np.ndarray) and a.shape == first.shape and a.dtype == first.dtype
+               and a.strides == first.strides for a in arrays):
+        return None
+    flat = [a.ravel(order="K") for a in arrays]
+    if not all(np.may_share_memory(f, a) for f, a in zip(flat, arrays)) and first.size > 1:
+        return None
+    return [tuple(f[i: i + BLOCK] for f in flat) for i in range(0, first.size, BLOCK)]
 
 
 class ReLU(Module):
@@ -65,14 +66,14 @@ class Tanh(Module):
 
     def backward(self, dy):
         y = self._y
-        if not _same_array_kind(dy, y):
+        dx = np.empty_like(y)               # y's shape, dtype and layout; dy is never written
+        blocks = _flat_blocks(dy, y, dx)
+        if blocks is None:
             return dy * (1 - y * y)
-        dx = np.empty_like(y)               # same shape and dtype as y; dy is never written
-        for s in _row_blocks(y.shape):
-            d = dx[s]
-            np.multiply(y[s], y[s], out=d)
+        for dy_b, y_b, d in blocks:
+            np.multiply(y_b, y_b, out=d)
             np.subtract(1, d, out=d)
-            np.multiply(dy[s], d, out=d)
+            np.multiply(dy_b, d, out=d)
         return dx
 
 
@@ -86,11 +87,11 @@ class Sigmoid(Module):
 
     def backward(self, dy):
         y = self._y
-        if not _same_array_kind(dy, y):
+        dx = np.empty_like(y)               # y's shape, dtype and layout; dy is never written
+        blocks = _flat_blocks(dy, y, dx)
+        if blocks is None:
             return dy * y * (1 - y)
-        dx = np.empty_like(y)               # same shape and dtype as y; dy is never written
-        for s in _row_blocks(y.shape):
-            d = dx[s]
-            np.multiply(dy[s], y[s], out=d)
-            d *= 1 - y[s]
+        for dy_b, y_b, d in blocks:
+            np.multiply(dy_b, y_b, out=d)
+            d *= 1 - y_b
         return dx

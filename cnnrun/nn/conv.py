@@ -13,11 +13,22 @@ from .module import Module, Parameter, Product
 
 
 def pad2d(x: np.ndarray, pads, value: float = 0.0) -> np.ndarray:
-    """Pad the H and W axes of (N, C, H, W) by (top, bottom, left, right); no copy if all 0."""
+    """Pad the H and W axes of (N, C, H, W) by (top, bottom, left, right); no copy if all 0.
+
+    The padded array keeps x's memory layout (a batch-last x gives a batch-last result; see
+    :mod:`cnnrun.backends.numpy_backend`)."""
     top, bottom, left, right = pads
     if not any(pads):
         return x
-    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+    n, c, h, w = x.shape
+    out = np.empty_like(x, shape=(n, c, top + h + bottom, left + w + right))
+    out[:, :, :top] = value
+    out[:, :, top + h:] = value
+    inner = out[:, :, top: top + h]
+    inner[..., :left] = value
+    inner[..., left + w:] = value
+    inner[..., left: left + w] = x
+    return out
 
 
 def crop2d(x_pad: np.ndarray, pads, hw) -> np.ndarray:
