@@ -7,7 +7,8 @@ What is timed, in float32:
   batch 64 and 256;
 * four conv layers at batch 64, forward and forward+backward, in ms and GFLOP/s: LeNet's conv1
   (whose backward is dW and db only, as in training: its input is the data) and conv2, and two
-  3x3 'same' layers of a VGG-style net;
+  3x3 'same' layers of a VGG-style net. Their x (except conv1's, the data) and dY are laid out
+  as the layers around them would hand them over in a network, in the backend's own layout;
 * Numba's first-call compile time for a LeNet step, with an empty cache and again (a second
   process, same cache folder) with the cache that the first one wrote.
 
@@ -101,6 +102,11 @@ def _cnnrun_cases(backend: str) -> dict:
         layer.set_backend(backend)
         x, _ = _data((LAYER_BATCH, c, size, size))
         dy, _ = _data(layer.output_shape(x.shape), seed=2)
+        # laid out as inside a network: dY always, and x unless it is the data, come from the
+        # layers around it, in the backend's own layout (batch-last on numpy)
+        dy = layer.kernels.native(dy)
+        if not first:
+            x = layer.kernels.native(x)
 
         def forward_backward(layer=layer, x=x, dy=dy, first=first):
             layer.forward(x)

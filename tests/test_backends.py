@@ -203,28 +203,119 @@ def test_numpy_kernels_hand_back_batch_last_views():
         assert np.shares_memory(numpy_backend.batch_last(pooled), pooled)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_network_gives_the_same_numbers_for_any_input_layout(backend):
-    # the NumPy kernels hand batch-last views to the layers in between: the values must not
-    # depend on how an array lies in memory, on any backend
+LAYOUTS = {
+    "C": np.ascontiguousarray,
+    "batch_last": batch_last_copy,
+    "strided": lambda a: np.repeat(a, 2, axis=-1)[..., ::2],        # a view, not contiguous
+    "reversed": lambda a: np.ascontiguousarray(a[::-1])[::-1],      # negative batch stride
+}
+
+
+def a_net(rng):
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding="same", bias=False, rng=rng), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Dropout(0.3, rng=np.random.default_rng(9)), nn.MaxPool2d(2, padding=1),
+        nn.Conv2d(4, 3, (2, 3), stride=(1, 2), rng=rng), nn.Sigmoid(), nn.AvgPool2d(2),
+        nn.Tanh(), nn.Flatten(), nn.Linear(6, 5, rng=rng),
+    )
+
+
+def net_results(backend, x, dy):
+    net = a_net(np.random.default_rng(4)).to(np.float64).set_backend(backend)
+    out = net.forward(x)
+    dx = net.backward(dy)
+    return [out, dx] + [p.grad for p in net.parameters()]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_network_matches_the_loops_for_any_input_layout(backend, layout):
     data = np.random.default_rng(3)
     x = data.standard_normal((3, 2, 10, 9))
-    results = []
-    for layout in (np.ascontiguousarray, batch_last_copy):
-        rng = np.random.default_rng(4)
-        net = nn.Sequential(
-            nn.Conv2d(2, 4, 3, padding="same", rng=rng), nn.BatchNorm2d(4), nn.ReLU(),
-            nn.MaxPool2d(2, padding=1), nn.Conv2d(4, 3, (2, 3), stride=(1, 2), rng=rng),
-            nn.Sigmoid(), nn.AvgPool2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(6, 5, rng=rng),
-        ).set_backend(backend)
-        out = net.forward(layout(x))
-        dy = np.random.default_rng(5).standard_normal(out.shape)
-        dx = net.backward(dy)
-        results.append((out, dx, [p.grad.copy() for p in net.parameters()]))
-    (out_c, dx_c, grads_c), (out_t, dx_t, grads_t) = results
-    assert rel_err(out_t, out_c) < F64_TOL and rel_err(dx_t, dx_c) < F64_TOL
-    for g_t, g_c in zip(grads_t, grads_c):
-        assert rel_err(g_t, g_c) < F64_TOL
+    dy = data.standard_normal((3, 5))
+    want = net_results("reference", x, dy)
+    got = net_results(backend, LAYOUTS[layout](x), dy)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and rel_err(g, w) < F64_TOL
+
+
+@pytest.mark.parametrize("x_layout", list(LAYOUTS))
+@pytest.mark.parametrize("dy_layout", list(LAYOUTS))
+def test_every_layer_matches_the_loops_whatever_the_layouts_it_is_handed(x_layout, dy_layout):
+    # inside a network each layer gets what its neighbours hand it: any of these layouts
+    data = np.random.default_rng(5)
+    x = data.standard_normal((3, 4, 8, 6))
+    for make in (lambda: nn.Conv2d(4, 3, (3, 2), padding="same"),
+                 lambda: nn.Conv2d(4, 2, 3, stride=2, dilation=(1, 2), bias=False),
+                 lambda: nn.MaxPool2d(2, stride=1, padding=1), lambda: nn.AvgPool2d((2, 3)),
+                 lambda: nn.BatchNorm2d(4), nn.ReLU, nn.Tanh,
+                 nn.Sigmoid, lambda: nn.Dropout(0.5, rng=np.random.default_rng(1)), nn.Flatten):
+        results = []
+        for backend, lay_x, lay_dy in (("reference", "C", "C"), ("numpy", x_layout, dy_layout)):
+            layer = make().set_backend(backend)
+            for i, p in enumerate(layer.parameters()):              # the same for both
+                p.data[...] = np.random.default_rng(6 + i).standard_normal(p.shape)
+            y = layer.forward(LAYOUTS[lay_x](x))
+            dy = np.random.default_rng(7).standard_normal(y.shape)
+            if dy.ndim == 4:
+                dy = LAYOUTS[lay_dy](dy)
+            results.append([y, layer.backward(dy)] + [p.grad for p in layer.parameters()])
+        for got, want in zip(results[1], results[0]):
+            assert got.shape == want.shape and rel_err(got, want) < F64_TOL, make()
+
+
+def test_each_backend_names_its_own_layout():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+    assert reference.native(x) is x
+    assert numba_backend.native(x) is x and numba_backend.native(x.T).flags.c_contiguous
+    x_nat = numpy_backend.native(x)
+    np.testing.assert_array_equal(x_nat, x)
+    assert x_nat.transpose(1, 2, 3, 0).flags.c_contiguous
+    assert numpy_backend.native(x_nat) is not x_nat                       # a view ...
+    assert np.shares_memory(numpy_backend.native(x_nat), x_nat)          # ... of the same memory
+
+
+def test_max_pool_keeps_the_first_maximum_and_its_sign():
+    x = np.array([[[[-0.0, 0.0, 2.0, 2.0]]]])
+    for backend in BACKENDS:
+        layer = MaxPool2d((1, 2)).set_backend(backend)
+        y = layer.forward(x)[0, 0, 0]
+        np.testing.assert_array_equal(np.signbit(y), [True, False], err_msg=backend)
+        np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 1, 2)))[0, 0, 0],
+                                      [1.0, 0.0, 1.0, 0.0])
+
+
+def test_backward_uses_the_kernels_of_its_forward():
+    # a layer whose backend changes between forward and backward still pairs them correctly
+    data = np.random.default_rng(2)
+    x = data.standard_normal((2, 2, 4, 4))
+    for make in (lambda: MaxPool2d(2), lambda: AvgPool2d(2, stride=1),
+                 lambda: nn.Conv2d(2, 3, 3, rng=np.random.default_rng(0))):
+        want_layer = make().set_backend("reference")
+        y = want_layer.forward(x)
+        dy = data.standard_normal(y.shape)
+        want = want_layer.backward(dy)
+        for first, second in (("numpy", "numba"), ("numba", "reference"), ("reference", "numpy")):
+            layer = make().set_backend(first)
+            layer.forward(x)
+            layer.set_backend(second)
+            assert rel_err(layer.backward(dy), want) < F64_TOL, (first, second)
+
+
+def test_backward_before_forward_is_a_clear_error():
+    for layer in (nn.Conv2d(1, 2, 3), MaxPool2d(2), nn.BatchNorm2d(2)):
+        with pytest.raises(RuntimeError, match="backward\\(\\) called before forward\\(\\)"):
+            layer.backward(np.zeros((1, 2, 2, 2)))
+
+
+def test_numpy_conv_computes_in_the_input_dtype():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3))                               # float64
+    y, ctx = numpy_backend.conv2d_forward(x, w, (1, 1), (1, 1))
+    assert y.dtype == np.float32
+    dx = numpy_backend.conv2d_grad_input(y, w, (1, 1), (1, 1), x.shape[2:])
+    assert dx.dtype == np.float32
 
 
 @pytest.mark.parametrize("k, f, m", [

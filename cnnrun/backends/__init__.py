@@ -3,6 +3,12 @@
 ``numpy`` (the default) is vectorised; ``numba`` is compiled loops (imported, and compiled or
 loaded from Numba's cache, on first use); ``reference`` is the plain loops both are tested against.
 
+Every backend has the same functions over (N, C, H, W)-shaped arrays (see
+:mod:`cnnrun.backends.reference`). Each lays its results out in memory as its kernels like best
+(NumPy: batch-last; Numba: C order) and takes any layout in; ``native(a)`` puts an array in that
+layout once, for a layer that hands it to several kernels. The ``ctx`` a forward kernel returns
+is private to its backend: layers run backward on the kernels that ran their forward.
+
 The process around the kernels (what :func:`set_threads` sets up, and training calls it):
 
 * threads: BLAS and Numba share the cores. Once the numba backend is in use, BLAS keeps a single

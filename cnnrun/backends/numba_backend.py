@@ -38,6 +38,12 @@ NAME = "numba"
 _FAST = {"contract", "reassoc", "nsz", "arcp"}
 
 
+def native(a: np.ndarray) -> np.ndarray:
+    """An array laid out as these kernels want it, C order: ``a`` itself where it already is.
+    A layer that hands one array to several kernels converts it once."""
+    return np.ascontiguousarray(a)
+
+
 def _out_hw(padded_hw, kernel, stride, dilation):
     return tuple((p - d * (k - 1) - 1) // s + 1
                  for p, k, s, d in zip(padded_hw, kernel, stride, dilation))

@@ -54,6 +54,12 @@ def batch_first(a_t: np.ndarray) -> np.ndarray:
     return a_t.transpose(3, 0, 1, 2)
 
 
+def native(a: np.ndarray) -> np.ndarray:
+    """An (N, C, H, W) array laid out as these kernels want it, batch-last: ``a`` itself where
+    it already is. A layer that hands one array to several kernels converts it once."""
+    return batch_first(batch_last(a))
+
+
 def _out_hw(padded_hw, kernel, stride, dilation):
     return tuple((p - d * (k - 1) - 1) // s + 1
                  for p, k, s, d in zip(padded_hw, kernel, stride, dilation))
@@ -83,6 +89,7 @@ def conv2d_forward(x_pad, w, stride, dilation):
     n = x_pad.shape[0]
     ho, wo = _out_hw(x_pad.shape[2:], (kh, kw), stride, dilation)
     cols = im2col(batch_last(x_pad), (kh, kw), stride, dilation, (ho, wo))
+    w = w.astype(x_pad.dtype, copy=False)
     y_t = w.reshape(f, c * kh * kw) @ cols.reshape(c * kh * kw, ho * wo * n)
     return batch_first(y_t.reshape(f, ho, wo, n)), cols
 
@@ -119,6 +126,7 @@ def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
     summed over F: ``dcols = W.T @ dY``, then each tap's block added back where it was read."""
     f, c, kh, kw = w.shape
     n, _, ho, wo = dy.shape
+    w = w.astype(dy.dtype, copy=False)
     dcols = w.reshape(f, c * kh * kw).T @ batch_last(dy).reshape(f, ho * wo * n)
     dcols = dcols.reshape(c, kh, kw, ho, wo, n)
     dx_t = np.zeros((c, *padded_hw, n), dtype=dy.dtype)
@@ -158,19 +166,21 @@ def _spread(dy_t, route, kernel_size, stride, padded_hw):
 
 
 def maxpool2d_forward(x_pad, kernel_size, stride):
-    """y = max over each window; ctx = (C, Ho, Wo, N) index ``p * kw + q`` of the window's first
-    maximum (its first NaN if it holds one, as ``argmax``)."""
+    """y = max over each window, the value of its first maximum; ctx = (C, Ho, Wo, N) index
+    ``p * kw + q`` of that maximum (of the first NaN if the window holds one, as ``argmax``)."""
     out_hw = _out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
     x_t = batch_last(x_pad)
     taps = [tap(x_t, p, q, stride, (1, 1), out_hw) for p, q in _pool_taps(kernel_size)]
     y_t = taps[0].copy()
-    for v in taps[1:]:
-        np.maximum(y_t, v, out=y_t)                               # NaN propagates
     arg = np.zeros(y_t.shape, dtype=np.int32)
-    for t in range(len(taps) - 1, -1, -1):                        # last to first: the first wins
-        hit = taps[t] == y_t
-        hit |= taps[t] != taps[t]                                 # a NaN, where y is NaN
-        np.copyto(arg, t, where=hit)
+    for t, v in enumerate(taps[1:], start=1):
+        # a later tap wins only if it is larger, or a NaN where y is not one yet: ties and the
+        # sign of zero stay with the first
+        wins = np.less_equal(v, y_t)
+        np.logical_not(wins, out=wins)                             # v > y, or v or y is NaN
+        wins &= y_t == y_t                                         # ... but not where y is NaN
+        np.copyto(y_t, v, where=wins)
+        np.copyto(arg, t, where=wins)
     return batch_first(y_t), arg
 
 

@@ -109,17 +109,20 @@ class Conv2d(Module):
         pads = self.pads(x.shape[2:])
         x_pad = pad2d(x, pads)                                  # (N, C, Hp, Wp)
         w = self.weight.data.astype(x.dtype, copy=False)        # compute in the input's dtype
-        y, ctx = self.kernels.conv2d_forward(x_pad, w, self.stride, self.dilation)
+        kernels = self.kernels
+        y, ctx = kernels.conv2d_forward(x_pad, w, self.stride, self.dilation)
         if self.bias is not None:
             y += self.bias.data.astype(x.dtype, copy=False)[None, :, None, None]
-        self._cache = (x.shape, x_pad, pads, ctx)
+        # backward runs on the kernels that made ctx, even if the backend changes in between
+        self._cache = (x.shape, x_pad, pads, ctx, kernels)
         return y
 
     def backward_params(self, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """dW and db only (the full convolution for dX is skipped); returns them."""
-        _, x_pad, _, ctx = self._cache
-        dW = self.kernels.conv2d_grad_weight(x_pad, ctx, dy, self.kernel_size, self.stride,
-                                             self.dilation)
+        _, x_pad, _, ctx, kernels = self._forward_cache()
+        dy = kernels.native(dy)          # a no-op if backward already converted it
+        dW = kernels.conv2d_grad_weight(x_pad, ctx, dy, self.kernel_size, self.stride,
+                                        self.dilation)
         self.weight.grad += dW
         db = None
         if self.bias is not None:
@@ -128,11 +131,12 @@ class Conv2d(Module):
         return dW, db
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        x_shape, x_pad, pads, _ = self._cache
+        x_shape, x_pad, pads, _, kernels = self._forward_cache()
+        dy = kernels.native(dy)          # once, for both the dW and the dX kernels
         w = self.weight.data.astype(dy.dtype, copy=False)
         dW, db = self.backward_params(dy)
-        dx_pad = self.kernels.conv2d_grad_input(dy, w, self.stride, self.dilation,
-                                                x_pad.shape[2:])  # (N, C, Hp, Wp)
+        dx_pad = kernels.conv2d_grad_input(dy, w, self.stride, self.dilation,
+                                           x_pad.shape[2:])       # (N, C, Hp, Wp)
         dx = crop2d(dx_pad, pads, x_shape[2:])                    # (N, C, H, W)
         if self.tracing:
             self.products = self._products(x_pad, dy, dW, db, dx_pad, dx)

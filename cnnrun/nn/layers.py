@@ -98,9 +98,10 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p   # drawn in (N, C, H, W) order
         scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
-        self._mask = keep.astype(x.dtype) * x.dtype.type(scale)
+        self._mask = np.empty_like(x)       # laid out as x (batch-last on the NumPy backend)
+        np.multiply(keep, x.dtype.type(scale), out=self._mask)
         return x * self._mask
 
     def backward(self, dy):

@@ -102,6 +102,14 @@ class Module:
     def backward(self, dy: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _forward_cache(self):
+        """What forward kept for backward; a clear error where forward has not run."""
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            raise RuntimeError(f"{self.name or type(self).__name__}: backward() called before "
+                               "forward()")
+        return cache
+
     def backward_params(self, dy: np.ndarray) -> None:
         """Only the parameter gradients, for a layer whose input is data (no dX is needed).
         Layers where dX is costly (conv) override this to skip it."""

@@ -66,7 +66,7 @@ class BatchNorm2d(Module):
         return xhat * gamma[None, :, None, None] + self.bias.data.astype(dt)[None, :, None, None]
 
     def backward(self, dy):
-        xhat, inv_std, training = self._cache
+        xhat, inv_std, training = self._forward_cache()
         dgamma = (dy * xhat).sum(axis=(0, 2, 3))                  # (C,)
         dbeta = dy.sum(axis=(0, 2, 3))                            # (C,)
         self.weight.grad += dgamma

@@ -19,6 +19,7 @@ class _Pool2d(Module):
 
     pad_value = 0.0
     op = ""
+    kernel_names = ("", "")   # the backend's forward and backward kernels
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -46,13 +47,16 @@ class _Pool2d(Module):
         check_input(self, x)
         self.output_shape(x.shape)
         x_pad = pad2d(x, self.pads(), self.pad_value)         # (N, C, Hp, Wp)
-        y, ctx = self._forward_kernel(x_pad, self.kernel_size, self.stride)
-        self._cache = (x.shape, x_pad.shape, ctx)
+        kernels = self.kernels
+        y, ctx = getattr(kernels, self.kernel_names[0])(x_pad, self.kernel_size, self.stride)
+        # backward runs on the kernels that made ctx, even if the backend changes in between
+        self._cache = (x.shape, x_pad.shape, ctx, kernels)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        x_shape, padded_shape, ctx = self._cache
-        dx_pad = self._backward_kernel(dy, ctx, self.kernel_size, self.stride, padded_shape[2:])
+        x_shape, padded_shape, ctx, kernels = self._forward_cache()
+        dx_pad = getattr(kernels, self.kernel_names[1])(dy, ctx, self.kernel_size, self.stride,
+                                                        padded_shape[2:])
         dx = crop2d(dx_pad, self.pads(), x_shape[2:])          # (N, C, H, W)
         if self.tracing:
             self.products = [Product("dX", self.op, [("dY", dy.shape)], dx_pad.shape,
@@ -69,12 +73,7 @@ class MaxPool2d(_Pool2d):
 
     pad_value = -np.inf
     op = "route_to_argmax"
-
-    def _forward_kernel(self, *args):
-        return self.kernels.maxpool2d_forward(*args)
-
-    def _backward_kernel(self, *args):
-        return self.kernels.maxpool2d_backward(*args)
+    kernel_names = ("maxpool2d_forward", "maxpool2d_backward")
 
 
 class AvgPool2d(_Pool2d):
@@ -82,9 +81,4 @@ class AvgPool2d(_Pool2d):
     Backward shares each dY equally among the ``kh * kw`` pixels of its window."""
 
     op = "spread_mean"
-
-    def _forward_kernel(self, *args):
-        return self.kernels.avgpool2d_forward(*args)
-
-    def _backward_kernel(self, *args):
-        return self.kernels.avgpool2d_backward(*args)
+    kernel_names = ("avgpool2d_forward", "avgpool2d_backward")
