@@ -322,6 +322,9 @@ class Trainer:
                     epochs.update(1)
                     epochs.set_postfix(val_loss=f"{self.val[0]:.4f}", val_acc=f"{self.val[1]:.3f}")
                 epochs.close()
+                if guard.received is not None:  # after the last step: nothing left to stop
+                    log.warning("%s arrived after the last training step; the run completes",
+                                signal.Signals(guard.received).name)
             return self._finish(time.perf_counter() - started)
         finally:
             self.writer.close()

@@ -22,8 +22,11 @@ from cnnrun import checkpoint as ckpt
 from cnnrun.errors import CheckpointError, CnnrunError
 from cnnrun.train import NonFiniteError, train
 
-# long enough (3 epochs of 75 steps, a few seconds) that a signal lands in the middle of it
-LONG = ["data.num_samples=800", "data.batch_size=8", "trainer.max_epochs=3",
+# long enough that a signal 0.3 s into training lands in the middle of it: 3 epochs of
+# STEPS_PER_EPOCH steps (2400 training images of the synthetic 3200 at batch 8), over a second
+# of training even with the batch-last NumPy kernels
+STEPS_PER_EPOCH = 300
+LONG = ["data.num_samples=3200", "data.batch_size=8", "trainer.max_epochs=3",
         "trainer.histogram_every_n_steps=1000", "seed=5"]
 
 
@@ -73,7 +76,7 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, straight, sig):
     folder = tmp_path / "interrupted"
     proc = start_run(folder)
     wait_for_training(folder, proc)
-    time.sleep(0.4)
+    time.sleep(0.3)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
@@ -84,7 +87,7 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, straight, sig):
     assert f"trainer.resume={last}" in line
     meta = ckpt.load_checkpoint(last)["meta"]
     stopped_at = meta["step"]
-    assert 0 < stopped_at < 3 * 75
+    assert 0 < stopped_at < 3 * STEPS_PER_EPOCH
     # TensorBoard was flushed: the curve reaches the step where the run stopped
     steps = [e.step for e in event_accumulator(folder / "tb").Scalars("train/loss")]
     assert steps and max(steps) == stopped_at - 1
@@ -92,6 +95,24 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, straight, sig):
     resumed = tmp_path / "resumed"
     train(run_config(resumed, [*LONG, f"trainer.resume={last}"]))
     assert_same_arrays(arrays(resumed / "checkpoints" / "last.npz"), straight)
+
+
+def test_a_signal_after_the_last_step_lets_the_run_complete(tmp_path, monkeypatch):
+    from cnnrun.train import Trainer
+
+    real_end = Trainer._end_epoch
+
+    def end_then_signal(self):          # SIGTERM while the last epoch is being validated
+        if self.epoch == self.cfg.trainer.max_epochs - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_end(self)
+
+    monkeypatch.setattr(Trainer, "_end_epoch", end_then_signal)
+    out = tmp_path / "run"
+    metrics = train(run_config(out, ["trainer.max_epochs=2"]))
+    assert metrics is not None and (out / "checkpoints" / "last.npz").is_file()
+    assert ckpt.load_checkpoint(out / "checkpoints" / "last.npz")["meta"]["epoch"] == 2
+    assert "SIGTERM arrived after the last training step" in (out / "cnnrun.log").read_text()
 
 
 @pytest.mark.slow

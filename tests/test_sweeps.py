@@ -222,7 +222,8 @@ def test_submitit_preempted_job_is_requeued_and_resumes(tmp_path):
     import subprocess
     import sys
 
-    long = ["data.num_samples=1600", "data.batch_size=8", "trainer.max_epochs=3", "seed=5"]
+    # 3 epochs of 450 steps: a few seconds of training, so that the signal lands mid-run
+    long = ["data.num_samples=4800", "data.batch_size=8", "trainer.max_epochs=3", "seed=5"]
     straight = tmp_path / "straight"
     train(run_config(straight, ["data.image_size=16", *long]))
 
