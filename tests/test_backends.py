@@ -275,14 +275,28 @@ def test_each_backend_names_its_own_layout():
     assert np.shares_memory(numpy_backend.native(x_nat), x_nat)          # ... of the same memory
 
 
-def test_max_pool_keeps_the_first_maximum_and_its_sign():
-    x = np.array([[[[-0.0, 0.0, 2.0, 2.0]]]])
+def test_max_pool_routes_to_the_first_of_equal_maxima_signed_zeros_included():
+    # -0.0 == 0.0: the first of them is the maximum that gets the gradient, as with argmax
+    x = np.array([[[[-0.0, 0.0, 2.0, 2.0, 0.0, -0.0]]]])
     for backend in BACKENDS:
         layer = MaxPool2d((1, 2)).set_backend(backend)
-        y = layer.forward(x)[0, 0, 0]
-        np.testing.assert_array_equal(np.signbit(y), [True, False], err_msg=backend)
-        np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 1, 2)))[0, 0, 0],
-                                      [1.0, 0.0, 1.0, 0.0])
+        np.testing.assert_array_equal(layer.forward(x)[0, 0, 0], [0.0, 2.0, 0.0])
+        np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 1, 3)))[0, 0, 0],
+                                      [1.0, 0.0, 1.0, 0.0, 1.0, 0.0], err_msg=backend)
+
+
+def test_max_pool_routes_non_finite_gradients_like_the_loops():
+    data = np.random.default_rng(8)
+    x = data.standard_normal((2, 3, 6, 4))
+    dy = data.standard_normal((2, 3, 3, 2))
+    dy[0, 1, 1, 0], dy[1, 2, 0, 1] = np.inf, np.nan
+    results = {}
+    for backend in BACKENDS:
+        layer = MaxPool2d(2).set_backend(backend)
+        layer.forward(x)
+        results[backend] = layer.backward(dy)
+    for backend in ("numpy", "numba"):
+        np.testing.assert_array_equal(results[backend], results["reference"])
 
 
 def test_backward_uses_the_kernels_of_its_forward():

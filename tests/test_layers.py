@@ -64,6 +64,32 @@ def test_activation_backward_in_any_layout(cls, layouts, rng):
     assert rel_err(dx, want) < 1e-14
 
 
+def test_relu_passes_nan_forward_and_stops_non_finite_gradients_of_off_units():
+    # as PyTorch: relu(NaN) is NaN, and the gradient of a unit that was off is 0 even where dY
+    # is inf or NaN (a product with the mask would give NaN there)
+    x = np.array([[np.nan, -1.0, 2.0, 0.0, -3.0, 4.0]])
+    relu = ReLU()
+    np.testing.assert_array_equal(relu.forward(x), [[np.nan, 0.0, 2.0, 0.0, 0.0, 4.0]])
+    dy = np.array([[1.0, np.inf, 3.0, np.nan, -np.inf, np.inf]])
+    np.testing.assert_array_equal(relu.backward(dy), [[0.0, 0.0, 3.0, 0.0, 0.0, np.inf]])
+    np.testing.assert_array_equal(relu.backward(np.ones_like(x)), [[0, 0, 1, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("slope", [0.01, 0.2, 1.0, 1.5, -0.3, 0.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_leaky_relu_is_exact_for_any_slope(slope, dtype, rng):
+    x = rng.standard_normal((4, 3, 5, 6)).astype(dtype)
+    x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
+    layer = LeakyReLU(slope)
+    y = layer.forward(x)
+    a = dtype(slope)
+    np.testing.assert_array_equal(y, np.where(x > 0, x, x * a))    # NaN stays NaN
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dx = layer.backward(dy)
+    np.testing.assert_array_equal(dx, np.where(x > 0, dy, dy * a))  # 1 or a, no rounding
+    assert y.dtype == dx.dtype == dtype
+
+
 def test_padding_keeps_the_layout_and_the_values(rng):
     from cnnrun.nn.conv import crop2d, pad2d
 

@@ -165,31 +165,50 @@ def _spread(dy_t, route, kernel_size, stride, padded_hw):
     return batch_first(dx_t)
 
 
+def select(mask, a):
+    """``a`` where ``mask``, else 0, as ``np.where(mask, a, 0)``. A product with the mask gives
+    that about 8 times faster (a select on a random mask stalls on branches), and the same
+    numbers wherever ``a`` is finite; where it is not (inf * 0 is NaN), the select runs after
+    all."""
+    with np.errstate(invalid="ignore"):
+        out = a * mask
+    if not np.isfinite(out.sum()):
+        out = np.where(mask, a, 0).astype(a.dtype, copy=False)
+    return out
+
+
 def maxpool2d_forward(x_pad, kernel_size, stride):
-    """y = max over each window, the value of its first maximum; ctx = (C, Ho, Wo, N) index
-    ``p * kw + q`` of that maximum (of the first NaN if the window holds one, as ``argmax``)."""
+    """y = max over each window (NaN if it holds one); ctx = (C, Ho, Wo, N) index
+    ``p * kw + q`` of the window's first maximum, or first NaN, as ``argmax`` gives."""
     out_hw = _out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
     x_t = batch_last(x_pad)
     taps = [tap(x_t, p, q, stride, (1, 1), out_hw) for p, q in _pool_taps(kernel_size)]
     y_t = taps[0].copy()
+    for v in taps[1:]:
+        np.maximum(y_t, v, out=y_t)                               # NaN propagates
+    has_nan = bool(np.isnan(y_t).any())
+    # the first tap that holds the maximum: last to first, ``arg += hit * (t - arg)`` moves arg
+    # to t where tap t holds it (arithmetic: a select on a random mask stalls on branches)
     arg = np.zeros(y_t.shape, dtype=np.int32)
-    for t, v in enumerate(taps[1:], start=1):
-        # a later tap wins only if it is larger, or a NaN where y is not one yet: ties and the
-        # sign of zero stay with the first
-        wins = np.less_equal(v, y_t)
-        np.logical_not(wins, out=wins)                             # v > y, or v or y is NaN
-        wins &= y_t == y_t                                         # ... but not where y is NaN
-        np.copyto(y_t, v, where=wins)
-        np.copyto(arg, t, where=wins)
+    for t in range(len(taps) - 1, 0, -1):
+        hit = taps[t] == y_t
+        if has_nan:
+            hit |= np.isnan(taps[t])                              # only NaNs where y is NaN
+        step = np.subtract(t, arg, dtype=np.int32)
+        step *= hit
+        arg += step
+    # tap 0: where it holds the maximum, arg is 0
+    hit = taps[0] == y_t
+    if has_nan:
+        hit |= np.isnan(taps[0])
+    arg *= ~hit
     return batch_first(y_t), arg
 
 
 def maxpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
     """Route each dy to its window's first maximum: one strided write per kernel tap."""
     dy_t = batch_last(dy)
-    zero = dy_t.dtype.type(0)
-    return _spread(dy_t, lambda t: np.where(ctx == t, dy_t, zero), kernel_size, stride,
-                   padded_hw)
+    return _spread(dy_t, lambda t: select(ctx == t, dy_t), kernel_size, stride, padded_hw)
 
 
 def _sum(parts):

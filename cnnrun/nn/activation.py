@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backends.numpy_backend import select
 from ..errors import ConfigError
 from .module import Module
 
@@ -27,14 +28,14 @@ def _flat_blocks(*arrays) -> list[tuple[np.ndarray, ...]] | None:
 
 
 class ReLU(Module):
-    """``y = max(x, 0)``; ``dx = dy * [x > 0]``."""
+    """``y = max(x, 0)`` (NaN stays NaN, as in PyTorch); ``dx = dy * [x > 0]``."""
 
     def forward(self, x):
         self._mask = x > 0
-        return np.where(self._mask, x, 0).astype(x.dtype, copy=False)
+        return np.maximum(x, 0)
 
     def backward(self, dy):
-        return np.where(self._mask, dy, 0).astype(dy.dtype, copy=False)
+        return select(self._mask, dy)    # dy where x > 0, else 0
 
 
 class LeakyReLU(Module):
@@ -47,11 +48,20 @@ class LeakyReLU(Module):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        self._mask = x > 0
-        return np.where(self._mask, x, x * self.negative_slope)
+        a = self.negative_slope
+        # x * a lies below x for x > 0 exactly when a <= 1: then the larger of the two is y
+        y = np.maximum(x, x * a) if a <= 1 else np.minimum(x, x * a)
+        # dy/dx: 1 or a, exactly: with f = [x > 0] as 0.0 or 1.0, f + (1 - f) * a is 1 + 0 or
+        # 0 + a, with no rounding anywhere (a select would be 4 times slower)
+        f = (x > 0).astype(x.dtype)
+        slope = 1 - f
+        slope *= x.dtype.type(a)
+        slope += f
+        self._slope = slope
+        return y
 
     def backward(self, dy):
-        return np.where(self._mask, dy, dy * self.negative_slope)
+        return dy * self._slope
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"

@@ -18,6 +18,8 @@ class BatchNorm2d(Module):
 
         dxhat = dy * gamma
         dx    = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)
+
+    with the means over (N, H, W).
     """
 
     param_names = ("weight", "bias")
@@ -47,7 +49,8 @@ class BatchNorm2d(Module):
         dt = x.dtype
         if self.training:
             mean = x.mean(axis=(0, 2, 3))
-            var = x.var(axis=(0, 2, 3))                          # biased, to normalise
+            xhat = x - mean[None, :, None, None]                    # centred, normalised below
+            var = np.square(xhat).mean(axis=(0, 2, 3))              # biased, to normalise
             m = x.size // x.shape[1]
             mom = self.momentum
             self.running_mean = ((1 - mom) * self.running_mean + mom * mean).astype(
@@ -59,25 +62,29 @@ class BatchNorm2d(Module):
         else:
             mean = self.running_mean.astype(dt, copy=False)
             var = self.running_var.astype(dt, copy=False)
+            xhat = x - mean[None, :, None, None]
         inv_std = 1 / np.sqrt(var + dt.type(self.eps))              # (C,)
-        xhat = (x - mean[None, :, None, None]) * inv_std[None, :, None, None]
+        xhat *= inv_std[None, :, None, None]
         self._cache = (xhat, inv_std, self.training)
-        gamma = self.weight.data.astype(dt, copy=False)
-        return xhat * gamma[None, :, None, None] + self.bias.data.astype(dt)[None, :, None, None]
+        y = xhat * self.weight.data.astype(dt, copy=False)[None, :, None, None]
+        y += self.bias.data.astype(dt, copy=False)[None, :, None, None]
+        return y
 
     def backward(self, dy):
+        """With ``a = gamma / sqrt(var + eps)`` per channel, the training formula above is
+        ``dx = a * dy - a * mean(dy) - a * mean(dy * xhat) * xhat``, and the two means are
+        ``dbeta / m`` and ``dgamma / m``: two reductions and a few passes over the batch."""
         xhat, inv_std, training = self._forward_cache()
-        dgamma = (dy * xhat).sum(axis=(0, 2, 3))                  # (C,)
+        dgamma = np.einsum("nchw,nchw->c", dy, xhat)              # (C,): sum of dy * xhat
         dbeta = dy.sum(axis=(0, 2, 3))                            # (C,)
         self.weight.grad += dgamma
         self.bias.grad += dbeta
-        dxhat = dy * self.weight.data.astype(dy.dtype)[None, :, None, None]
-        if not training:
-            dx = dxhat * inv_std[None, :, None, None]
-        else:
-            mean_dxhat = dxhat.mean(axis=(0, 2, 3), keepdims=True)
-            mean_dxhat_xhat = (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
-            dx = (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std[None, :, None, None]
+        a = self.weight.data.astype(dy.dtype) * inv_std           # (C,)
+        dx = dy * a[None, :, None, None]
+        if training:
+            m = dy.size // dy.shape[1]
+            dx += xhat * (-a * dgamma / m)[None, :, None, None]
+            dx += (-a * dbeta / m)[None, :, None, None]
         if self.tracing:
             self.products = [
                 Product("dW", "sum_NHW", [("dY * xhat", dy.shape)], dgamma.shape),
