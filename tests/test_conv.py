@@ -132,6 +132,24 @@ def test_gradients_random_shapes(case, with_bias):
     assert max(errors.values()) < GRAD_TOL, (case, errors)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba", "reference"])
+def test_bias_gradient_is_the_nearest_float32_to_the_exact_sum(backend):
+    # dY values that cancel: a float32 running sum loses digits, in an order that depends on
+    # the layout a backend hands over; the bias gradient must not
+    rng = np.random.default_rng(11)
+    layer = Conv2d(3, 2, 1, rng=rng).set_backend(backend)
+    x = rng.standard_normal((64, 3, 9, 7)).astype(np.float32)
+    y = layer.forward(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy -= dy.mean(axis=(0, 2, 3), keepdims=True)               # sums near 0: all cancellation
+    exact = dy.astype(np.float64).sum(axis=(0, 2, 3))
+    for grad in (dy, np.ascontiguousarray(dy.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)):
+        layer.bias.grad[...] = 0
+        layer.forward(x)
+        layer.backward(grad)
+        np.testing.assert_array_equal(layer.bias.grad, exact.astype(np.float32))
+
+
 # --- vectorised (numpy) backend against the loops (reference) --------------------------------
 
 
