@@ -125,6 +125,45 @@ class ConvCase:
                       bias=bias, rng=rng, dtype=dtype)
 
 
+def run_conv(case: ConvCase, backend: str, dtype) -> dict[str, np.ndarray]:
+    """y, dX, dW and db of one forward and backward pass on one backend: the weights from
+    ``default_rng(1)``, x and then dY from ``default_rng(2)``, the same every time."""
+    layer = case.layer(np.random.default_rng(1), dtype=dtype).set_backend(backend)
+    data = np.random.default_rng(2)
+    x = data.standard_normal(case.x_shape).astype(dtype)
+    y = layer.forward(x)
+    dy = data.standard_normal(y.shape).astype(dtype)   # random: a uniform dY hides layout bugs
+    dx = layer.backward(dy)
+    return {"y": y, "dX": dx, "dW": layer.weight.grad, "db": layer.bias.grad}
+
+
+def conv_term_scales(case: ConvCase) -> dict[str, np.ndarray]:
+    """For the pass that the backend comparisons make (weights from ``default_rng(1)``, x and
+    then dY from ``default_rng(2)``), the sum of the absolute values of the terms behind each
+    y, dX, dW and db: the loops in float64 on |W|, |b|, |x| and |dY|.
+
+    Two float32 sums of the same terms in different orders differ by a few roundings of this
+    sum, not of the result, which terms that cancel can make as small as they like (a dW or
+    db of a single entry summed over the batch, say)."""
+    layer = case.layer(np.random.default_rng(1), dtype=np.float64).set_backend("reference")
+    for p in layer.parameters():
+        np.abs(p.data, out=p.data)
+    data = np.random.default_rng(2)
+    x = data.standard_normal(case.x_shape)
+    y = layer.forward(np.abs(x))
+    dx = layer.backward(np.abs(data.standard_normal(y.shape)))
+    return {"y": y, "dX": dx, "dW": layer.weight.grad, "db": layer.bias.grad}
+
+
+def term_err(a, b, scale) -> float:
+    """``max |a - b| / scale``, element by element, with ``scale`` from :func:`conv_term_scales`;
+    where the scale is 0 (no terms), a and b must both be exactly 0."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape == np.shape(scale), (a.shape, b.shape, np.shape(scale))
+    diff = np.abs(a - b)
+    return float(np.max(diff / np.maximum(scale, np.finfo(np.float64).tiny), initial=0.0))
+
+
 def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
