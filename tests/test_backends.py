@@ -301,6 +301,30 @@ def test_max_pool_routes_non_finite_gradients_like_the_loops():
         np.testing.assert_array_equal(results[backend], results["reference"])
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("shape", [(5, 3, 7, 4), (2, 1, 1, 9), (33, 4, 2, 2)])
+def test_batch_norm_kernels_match_the_definition(backend, shape):
+    for dtype, tol in ((np.float64, F64_TOL), (np.float32, F32_TOL)):
+        results = {}
+        for name in ("reference", backend):
+            layer = nn.BatchNorm2d(shape[1], momentum=0.3).to(dtype).set_backend(name)
+            layer.weight.data[...] = np.random.default_rng(1).standard_normal(shape[1])
+            layer.bias.data[...] = np.random.default_rng(2).standard_normal(shape[1])
+            x = (np.random.default_rng(3).standard_normal(shape) * 2 + 1).astype(dtype)
+            dy = np.random.default_rng(4).standard_normal(shape).astype(dtype)
+            out = []
+            for training in (True, True, False):      # two training steps, then eval
+                layer.train(training)
+                layer.zero_grad()
+                out += [layer.forward(x), layer.backward(dy), layer.weight.grad.copy(),
+                        layer.bias.grad.copy(), layer.running_mean.copy(),
+                        layer.running_var.copy()]
+            results[name] = out
+        for got, want in zip(results[backend], results["reference"]):
+            assert got.dtype == want.dtype == dtype
+            assert rel_err(got, want) < tol, (backend, shape, dtype)
+
+
 def test_backward_uses_the_kernels_of_its_forward():
     # a layer whose backend changes between forward and backward still pairs them correctly
     data = np.random.default_rng(2)

@@ -157,3 +157,32 @@ def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
                         dy[b, ch, i, j] / (kh * kw)
                     )
     return dx_pad
+
+
+def batchnorm2d_forward(x, gamma, beta, eps, mean=None, var=None):
+    """``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel of (N, C, H, W); with the
+    batch's mean and biased variance over (N, H, W) when ``mean`` is None (training), the given
+    ones otherwise. Returns (y, xhat, mean, var, inv_std), the last three (C,)."""
+    if mean is None:
+        mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
+    xhat = (x - mean[None, :, None, None]) * inv_std[None, :, None, None]
+    y = xhat * gamma[None, :, None, None] + beta[None, :, None, None]
+    return y, xhat, mean, var, inv_std
+
+
+def batchnorm2d_backward(dy, xhat, gamma, inv_std, training):
+    """(dx, dgamma, dbeta). In training, with the means over (N, H, W)::
+
+        dxhat = dy * gamma
+        dx    = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) * inv_std
+
+    (the batch's mean and variance depend on x too); in eval, ``dx = dxhat * inv_std``."""
+    dgamma = (dy * xhat).sum(axis=(0, 2, 3))
+    dbeta = dy.sum(axis=(0, 2, 3))
+    dxhat = dy * gamma[None, :, None, None]
+    if training:
+        dxhat = (dxhat - dxhat.mean(axis=(0, 2, 3), keepdims=True)
+                 - xhat * (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True))
+    return dxhat * inv_std[None, :, None, None], dgamma, dbeta
+

@@ -19,7 +19,8 @@ class BatchNorm2d(Module):
         dxhat = dy * gamma
         dx    = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)
 
-    with the means over (N, H, W).
+    with the means over (N, H, W). The passes over the batch are the backend's kernels
+    (``batchnorm2d_forward`` and ``batchnorm2d_backward``); the running estimates are kept here.
     """
 
     param_names = ("weight", "bias")
@@ -47,10 +48,11 @@ class BatchNorm2d(Module):
     def forward(self, x):
         check_input(self, x, self.num_features)
         dt = x.dtype
+        kernels = self.kernels
+        gamma = self.weight.data.astype(dt, copy=False)
+        beta = self.bias.data.astype(dt, copy=False)
         if self.training:
-            mean = x.mean(axis=(0, 2, 3))
-            xhat = x - mean[None, :, None, None]                    # centred, normalised below
-            var = np.square(xhat).mean(axis=(0, 2, 3))              # biased, to normalise
+            y, xhat, mean, var, inv_std = kernels.batchnorm2d_forward(x, gamma, beta, self.eps)
             m = x.size // x.shape[1]
             mom = self.momentum
             self.running_mean = ((1 - mom) * self.running_mean + mom * mean).astype(
@@ -60,31 +62,19 @@ class BatchNorm2d(Module):
                 self.running_var.dtype)
             self.num_batches_tracked = self.num_batches_tracked + 1
         else:
-            mean = self.running_mean.astype(dt, copy=False)
-            var = self.running_var.astype(dt, copy=False)
-            xhat = x - mean[None, :, None, None]
-        inv_std = 1 / np.sqrt(var + dt.type(self.eps))              # (C,)
-        xhat *= inv_std[None, :, None, None]
-        self._cache = (xhat, inv_std, self.training)
-        y = xhat * self.weight.data.astype(dt, copy=False)[None, :, None, None]
-        y += self.bias.data.astype(dt, copy=False)[None, :, None, None]
+            y, xhat, _, _, inv_std = kernels.batchnorm2d_forward(
+                x, gamma, beta, self.eps, self.running_mean.astype(dt, copy=False),
+                self.running_var.astype(dt, copy=False))
+        # backward runs on the kernels of this forward, even if the backend changes in between
+        self._cache = (xhat, inv_std, self.training, kernels)
         return y
 
     def backward(self, dy):
-        """With ``a = gamma / sqrt(var + eps)`` per channel, the training formula above is
-        ``dx = a * dy - a * mean(dy) - a * mean(dy * xhat) * xhat``, and the two means are
-        ``dbeta / m`` and ``dgamma / m``: two reductions and a few passes over the batch."""
-        xhat, inv_std, training = self._forward_cache()
-        dgamma = np.einsum("nchw,nchw->c", dy, xhat)              # (C,): sum of dy * xhat
-        dbeta = dy.sum(axis=(0, 2, 3))                            # (C,)
+        xhat, inv_std, training, kernels = self._forward_cache()
+        gamma = self.weight.data.astype(dy.dtype, copy=False)
+        dx, dgamma, dbeta = kernels.batchnorm2d_backward(dy, xhat, gamma, inv_std, training)
         self.weight.grad += dgamma
         self.bias.grad += dbeta
-        a = self.weight.data.astype(dy.dtype) * inv_std           # (C,)
-        dx = dy * a[None, :, None, None]
-        if training:
-            m = dy.size // dy.shape[1]
-            dx += xhat * (-a * dgamma / m)[None, :, None, None]
-            dx += (-a * dbeta / m)[None, :, None, None]
         if self.tracing:
             self.products = [
                 Product("dW", "sum_NHW", [("dY * xhat", dy.shape)], dgamma.shape),
