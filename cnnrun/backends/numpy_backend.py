@@ -55,8 +55,9 @@ def batch_first(a_t: np.ndarray) -> np.ndarray:
 
 
 def native(a: np.ndarray) -> np.ndarray:
-    """An (N, C, H, W) array laid out as these kernels want it, batch-last: ``a`` itself where
-    it already is. A layer that hands one array to several kernels converts it once."""
+    """An (N, C, H, W) array laid out as these kernels want it, batch-last: a view of ``a``'s
+    memory where it already is, one copy otherwise. A layer that hands one array to several
+    kernels converts it once."""
     return batch_first(batch_last(a))
 
 
