@@ -191,18 +191,13 @@ def maxpool2d_forward(x_pad, kernel_size, stride):
     # the first tap that holds the maximum: last to first, ``arg += hit * (t - arg)`` moves arg
     # to t where tap t holds it (arithmetic: a select on a random mask stalls on branches)
     arg = np.zeros(y_t.shape, dtype=np.int32)
-    for t in range(len(taps) - 1, 0, -1):
+    for t in range(len(taps) - 1, -1, -1):
         hit = taps[t] == y_t
         if has_nan:
             hit |= np.isnan(taps[t])                              # only NaNs where y is NaN
         step = np.subtract(t, arg, dtype=np.int32)
         step *= hit
         arg += step
-    # tap 0: where it holds the maximum, arg is 0
-    hit = taps[0] == y_t
-    if has_nan:
-        hit |= np.isnan(taps[0])
-    arg *= ~hit
     return batch_first(y_t), arg
 
 

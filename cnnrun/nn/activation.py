@@ -27,6 +27,20 @@ def _flat_blocks(*arrays) -> list[tuple[np.ndarray, ...]] | None:
     return [tuple(f[i: i + BLOCK] for f in flat) for i in range(0, first.size, BLOCK)]
 
 
+def _backward_in_blocks(dy, y, into):
+    """``dx`` from ``into(dy, y, out)``, which writes one element-wise formula into ``out``:
+    block by block where dy and y lie alike in memory (see :func:`_flat_blocks`), over whole
+    arrays otherwise (dy of another layout, or one that broadcasts). dy is never written."""
+    dx = np.empty_like(y)               # y's shape, dtype and layout
+    blocks = _flat_blocks(dy, y, dx)
+    if blocks is None:
+        dx = np.empty(np.broadcast_shapes(np.shape(dy), y.shape), np.result_type(dy, y))
+        blocks = [(dy, y, dx)]
+    for dy_b, y_b, out in blocks:
+        into(dy_b, y_b, out)
+    return dx
+
+
 class ReLU(Module):
     """``y = max(x, 0)`` (NaN stays NaN, as in PyTorch); ``dx = dy * [x > 0]``."""
 
@@ -75,16 +89,13 @@ class Tanh(Module):
         return self._y
 
     def backward(self, dy):
-        y = self._y
-        dx = np.empty_like(y)               # y's shape, dtype and layout; dy is never written
-        blocks = _flat_blocks(dy, y, dx)
-        if blocks is None:
-            return dy * (1 - y * y)
-        for dy_b, y_b, d in blocks:
-            np.multiply(y_b, y_b, out=d)
-            np.subtract(1, d, out=d)
-            np.multiply(dy_b, d, out=d)
-        return dx
+        return _backward_in_blocks(dy, self._y, self._dx)
+
+    @staticmethod
+    def _dx(dy, y, out):
+        np.multiply(y, y, out=out)
+        np.subtract(1, out, out=out)
+        np.multiply(dy, out, out=out)
 
 
 class Sigmoid(Module):
@@ -96,12 +107,9 @@ class Sigmoid(Module):
         return self._y
 
     def backward(self, dy):
-        y = self._y
-        dx = np.empty_like(y)               # y's shape, dtype and layout; dy is never written
-        blocks = _flat_blocks(dy, y, dx)
-        if blocks is None:
-            return dy * y * (1 - y)
-        for dy_b, y_b, d in blocks:
-            np.multiply(dy_b, y_b, out=d)
-            d *= 1 - y_b
-        return dx
+        return _backward_in_blocks(dy, self._y, self._dx)
+
+    @staticmethod
+    def _dx(dy, y, out):
+        np.multiply(dy, y, out=out)
+        out *= 1 - y
