@@ -44,7 +44,7 @@ def _sweep_job(cfg: DictConfig, train) -> float:
         loss = train(cfg)
     except Exception as err:
         reason = describe(err)
-        if reason is None:   # a bug, not a bad value: keep its traceback in the job's log
+        if reason is None:  # a bug, not a bad value: keep its traceback in the job's log
             reason = f"{type(err).__name__}: {err}"
             logging.getLogger("cnnrun").exception("job failed: %s", reason)
         else:
@@ -60,7 +60,7 @@ def main() -> None:
 
     run_cli(_task)
     message = pending_failure()
-    if message is not None:   # a sweep ran and some of its jobs failed
+    if message is not None:  # a sweep ran and some of its jobs failed
         fail(message, 1)
 
 

@@ -54,6 +54,7 @@ SETTLE_S = 0.5  # pause between two workers' turns
 
 # -- what a worker runs -------------------------------------------------------------------------
 
+
 def conv_flops(name: str, batch: int = LAYER_BATCH) -> tuple[float, float]:
     """(forward, forward+backward) floating-point operations of a conv layer, bias left out:
     ``2 N F Ho Wo C kh kw`` per product; the backward has dW and, unless the input is data, dX."""
@@ -65,8 +66,7 @@ def conv_flops(name: str, batch: int = LAYER_BATCH) -> tuple[float, float]:
 
 def _data(shape, classes: int = 10, seed: int = 0):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape).astype(np.float32),
-            rng.integers(0, classes, shape[0]))
+    return (rng.standard_normal(shape).astype(np.float32), rng.integers(0, classes, shape[0]))
 
 
 def _cnnrun_cases(backend: str) -> dict:
@@ -76,16 +76,22 @@ def _cnnrun_cases(backend: str) -> dict:
     cases = {}
     for batch in STEP_BATCHES:
         rng = np.random.default_rng(0)
-        model = nn.Sequential([
-            ("conv1", nn.Conv2d(1, 6, 5, rng=rng)), ("tanh1", nn.Tanh()),
-            ("pool1", nn.AvgPool2d(2)),
-            ("conv2", nn.Conv2d(6, 16, 5, rng=rng)), ("tanh2", nn.Tanh()),
-            ("pool2", nn.AvgPool2d(2)),
-            ("flatten", nn.Flatten()),
-            ("fc1", nn.Linear(400, 120, rng=rng)), ("tanh3", nn.Tanh()),
-            ("fc2", nn.Linear(120, 84, rng=rng)), ("tanh4", nn.Tanh()),
-            ("fc3", nn.Linear(84, 10, rng=rng)),
-        ]).set_backend(backend)
+        model = nn.Sequential(
+            [
+                ("conv1", nn.Conv2d(1, 6, 5, rng=rng)),
+                ("tanh1", nn.Tanh()),
+                ("pool1", nn.AvgPool2d(2)),
+                ("conv2", nn.Conv2d(6, 16, 5, rng=rng)),
+                ("tanh2", nn.Tanh()),
+                ("pool2", nn.AvgPool2d(2)),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(400, 120, rng=rng)),
+                ("tanh3", nn.Tanh()),
+                ("fc2", nn.Linear(120, 84, rng=rng)),
+                ("tanh4", nn.Tanh()),
+                ("fc3", nn.Linear(84, 10, rng=rng)),
+            ]
+        ).set_backend(backend)
         opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
         loss_fn = nn.CrossEntropyLoss()
         x, y = _data((batch, 1, 32, 32))
@@ -129,9 +135,19 @@ def _torch_cases() -> dict:
     for batch in STEP_BATCHES:
         torch.manual_seed(0)
         model = tnn.Sequential(
-            tnn.Conv2d(1, 6, 5), tnn.Tanh(), tnn.AvgPool2d(2),
-            tnn.Conv2d(6, 16, 5), tnn.Tanh(), tnn.AvgPool2d(2), tnn.Flatten(),
-            tnn.Linear(400, 120), tnn.Tanh(), tnn.Linear(120, 84), tnn.Tanh(), tnn.Linear(84, 10))
+            tnn.Conv2d(1, 6, 5),
+            tnn.Tanh(),
+            tnn.AvgPool2d(2),
+            tnn.Conv2d(6, 16, 5),
+            tnn.Tanh(),
+            tnn.AvgPool2d(2),
+            tnn.Flatten(),
+            tnn.Linear(400, 120),
+            tnn.Tanh(),
+            tnn.Linear(120, 84),
+            tnn.Tanh(),
+            tnn.Linear(84, 10),
+        )
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
         loss_fn = tnn.CrossEntropyLoss()
         x, y = (torch.from_numpy(a) for a in _data((batch, 1, 32, 32)))
@@ -185,7 +201,7 @@ def worker(impl: str, threads: int, block_s: float) -> None:
         versions = {}
     calls = {}
     for name, fn in cases.items():
-        fn()                                            # first call: compiles, allocates
+        fn()  # first call: compiles, allocates
         start = time.perf_counter()
         fn()
         once = max(time.perf_counter() - start, 1e-6)
@@ -225,19 +241,40 @@ def compile_probe() -> None:
         if stats is not None and hasattr(stats, "cache_hits"):
             hits += sum(stats.cache_hits.values())
             misses += sum(stats.cache_misses.values())
-    _say({"import_s": imported, "first_step_s": first, "steady_step_s": steady,
-          "cache_hits": hits, "cache_misses": misses})
+    _say(
+        {
+            "import_s": imported,
+            "first_step_s": first,
+            "steady_step_s": steady,
+            "cache_hits": hits,
+            "cache_misses": misses,
+        }
+    )
 
 
 # -- the parent ----------------------------------------------------------------------------------
+
 
 def _start(impl: str, threads: int, block_s: float) -> subprocess.Popen:
     # stderr goes to a file: a worker's warnings cannot fill a pipe nobody reads and stall it
     errors = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cnnrun.bench", "--worker", impl, "--threads", str(threads),
-         "--block", str(block_s)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
+        [
+            sys.executable,
+            "-m",
+            "cnnrun.bench",
+            "--worker",
+            impl,
+            "--threads",
+            str(threads),
+            "--block",
+            str(block_s),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
+    )
     proc.errors_file = errors
     return proc
 
@@ -259,13 +296,13 @@ def measure(impls, threads: int, rounds: int, block_s: float) -> tuple[dict, dic
     try:
         for impl, proc in procs.items():
             versions.update(_read(proc, impl)["versions"])
-        names = ([f"step/{b}" for b in STEP_BATCHES]
-                 + [f"{kind}/{name}" for name in LAYERS
-                    for kind in ("forward", "forward_backward")])
+        names = [f"step/{b}" for b in STEP_BATCHES] + [
+            f"{kind}/{name}" for name in LAYERS for kind in ("forward", "forward_backward")
+        ]
         best = {impl: {name: math.inf for name in names} for impl in impls}
         order = list(impls)
         for r in range(rounds):
-            for impl in order[r % len(order):] + order[:r % len(order)]:
+            for impl in order[r % len(order) :] + order[: r % len(order)]:
                 # the previous worker's idle BLAS and OpenMP threads spin for a while before
                 # they sleep, on the cores this one needs: let them settle first
                 time.sleep(SETTLE_S)
@@ -290,8 +327,13 @@ def measure_compile() -> dict:
         runs = {}
         for label in ("cold", "warm"):
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "cnnrun.bench", "--compile-probe"],
-                                  env=env, capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                [sys.executable, "-m", "cnnrun.bench", "--compile-probe"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             wall = time.perf_counter() - start
             if done.returncode != 0:
                 raise RuntimeError(f"the numba compile probe failed: {done.stderr[-2000:]}")
@@ -299,10 +341,13 @@ def measure_compile() -> dict:
             probe["compile_s"] = max(0.0, probe["first_step_s"] - probe["steady_step_s"])
             probe["process_s"] = wall
             runs[label] = probe
-    return {"cold_compile_s": runs["cold"]["compile_s"],
-            "warm_compile_s": runs["warm"]["compile_s"],
-            "warm_cache_misses": runs["warm"]["cache_misses"],
-            "cold": runs["cold"], "warm": runs["warm"]}
+    return {
+        "cold_compile_s": runs["cold"]["compile_s"],
+        "warm_compile_s": runs["warm"]["compile_s"],
+        "warm_cache_misses": runs["warm"]["cache_misses"],
+        "cold": runs["cold"],
+        "warm": runs["warm"],
+    }
 
 
 def report(best: dict, threads: int) -> dict:
@@ -339,31 +384,40 @@ def format_table(result: dict) -> str:
     """The report as text: the LeNet step, the conv layers, Numba's compile times."""
     step, layers = result["step"], result["layers"]
     impls = list(step)
-    lines = [f"LeNet-5 training step, float32, {result['threads']} threads: images/s "
-             "(ratio to PyTorch)"]
+    lines = [
+        f"LeNet-5 training step, float32, {result['threads']} threads: images/s (ratio to PyTorch)"
+    ]
     lines.append(f"{'':8}" + "".join(f"{'batch ' + str(b):>22}" for b in STEP_BATCHES))
     for impl in impls:
-        cells = [f"{row['images_per_s']:,.0f}{_ratio(row, 'ratio_to_torch')}"
-                 for row in (step[impl][str(b)] for b in STEP_BATCHES)]
+        cells = [
+            f"{row['images_per_s']:,.0f}{_ratio(row, 'ratio_to_torch')}"
+            for row in (step[impl][str(b)] for b in STEP_BATCHES)
+        ]
         lines.append(f"{impl:8}" + "".join(f"{cell:>22}" for cell in cells))
     lines.append("")
-    lines.append(f"Conv layers, batch {LAYER_BATCH}: ms, GFLOP/s (ratio to PyTorch); conv1's "
-                 "backward is dW and db only")
+    lines.append(
+        f"Conv layers, batch {LAYER_BATCH}: ms, GFLOP/s (ratio to PyTorch); conv1's "
+        "backward is dW and db only"
+    )
     for kind, label in (("forward", "forward"), ("forward_backward", "forward+backward")):
         lines.append(f"{label:24}" + "".join(f"{impl:>28}" for impl in impls))
         for name in LAYERS:
             cells = []
             for impl in impls:
                 row = layers[impl][name]
-                cells.append(f"{row[f'{kind}_ms']:.3f} ms {row[f'{kind}_gflops']:5.1f}"
-                             f"{_ratio(row, f'{kind}_ratio_to_torch')}")
+                cells.append(
+                    f"{row[f'{kind}_ms']:.3f} ms {row[f'{kind}_gflops']:5.1f}"
+                    f"{_ratio(row, f'{kind}_ratio_to_torch')}"
+                )
             lines.append(f"  {name:22}" + "".join(f"{cell:>28}" for cell in cells))
     compile_ = result.get("numba_compile")
     if compile_:
         lines.append("")
-        lines.append(f"Numba first LeNet step, compile time: {compile_['cold_compile_s']:.1f} s "
-                     f"with an empty cache, {compile_['warm_compile_s']:.2f} s with the cache "
-                     f"({compile_['warm_cache_misses']} cache misses)")
+        lines.append(
+            f"Numba first LeNet step, compile time: {compile_['cold_compile_s']:.1f} s "
+            f"with an empty cache, {compile_['warm_compile_s']:.2f} s with the cache "
+            f"({compile_['warm_cache_misses']} cache misses)"
+        )
     return "\n".join(lines)
 
 
@@ -380,23 +434,37 @@ def machine(threads: int, versions: dict) -> dict:
         pass
     from .backends import machine_cores
 
-    return {"cpu": cpu, "cores": machine_cores(), "threads": threads,
-            "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "torch": versions.get("torch")}
+    return {
+        "cpu": cpu,
+        "cores": machine_cores(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch": versions.get("torch"),
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cnnrun.bench",
         description="Time the cnnrun backends against PyTorch on the CPU: a LeNet-5 training step "
-                    "and four conv layers, each implementation in its own process; prints a "
-                    "table and writes it as JSON.")
+        "and four conv layers, each implementation in its own process; prints a "
+        "table and writes it as JSON.",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for every implementation (default: the machine's cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for every implementation (default: the machine's cores)",
+    )
     parser.add_argument("--json", default="bench.json", help="where to write the results")
-    parser.add_argument("--impls", default=",".join(IMPLS),
-                        help="comma-separated, from numpy, numba, torch (default: all)")
+    parser.add_argument(
+        "--impls",
+        default=",".join(IMPLS),
+        help="comma-separated, from numpy, numba, torch (default: all)",
+    )
     parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--block", type=float, default=0.2, help=argparse.SUPPRESS)
     parser.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
@@ -426,12 +494,19 @@ def main(argv=None) -> int:
     result = report(best, threads)
     result["numba_compile"] = measure_compile() if "numba" in impls else None
     result["machine"] = machine(threads, versions)
-    result["settings"] = {"quick": args.quick, "rounds": rounds, "block_s": block_s,
-                          "dtype": "float32", "step_batches": list(STEP_BATCHES),
-                          "layer_batch": LAYER_BATCH, "impls": impls,
-                          "layers": {name: dict(zip(("in", "out", "kernel", "size", "padding",
-                                                     "input_is_data"), spec))
-                                     for name, spec in LAYERS.items()}}
+    result["settings"] = {
+        "quick": args.quick,
+        "rounds": rounds,
+        "block_s": block_s,
+        "dtype": "float32",
+        "step_batches": list(STEP_BATCHES),
+        "layer_batch": LAYER_BATCH,
+        "impls": impls,
+        "layers": {
+            name: dict(zip(("in", "out", "kernel", "size", "padding", "input_is_data"), spec))
+            for name, spec in LAYERS.items()
+        },
+    }
     print(format_table(result))
     path = Path(args.json)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -31,8 +31,12 @@ def save_checkpoint(path: str | Path, model, optimizer, meta: dict) -> Path:
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     for i, state in enumerate(opt_state["state"]):
         arrays.update({f"optim/{i}/{k}": v for k, v in state.items()})
-    info = {**meta, "format": FORMAT, "version": VERSION,
-            "optimizer": {k: opt_state[k] for k in ("type", "hyper", "steps", "param_names")}}
+    info = {
+        **meta,
+        "format": FORMAT,
+        "version": VERSION,
+        "optimizer": {k: opt_state[k] for k in ("type", "hyper", "steps", "param_names")},
+    }
     arrays["meta"] = np.array(json.dumps(info))
     return atomic_write(path, lambda f: np.savez(f, **arrays), what="checkpoint")
 
@@ -87,14 +91,18 @@ def load_checkpoint(path: str | Path) -> dict:
     reason if it is missing, truncated, not a cnnrun checkpoint or of another version."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} not found: expected a .npz file "
-                              "written by cnnrun (runs/.../checkpoints/last.npz)")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} not found: expected a .npz file "
+            "written by cnnrun (runs/.../checkpoints/last.npz)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError):
-        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable: truncated, or not an "
-                              ".npz file written by cnnrun") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is unreadable: truncated, or not an "
+            ".npz file written by cnnrun"
+        ) from None
     if "meta" not in arrays:
         raise CheckpointError(f"{str(path)!r} is not a cnnrun checkpoint (no 'meta' entry)")
     try:
@@ -104,9 +112,11 @@ def load_checkpoint(path: str | Path) -> dict:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a cnnrun checkpoint")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {str(path)!r} has format version "
-                              f"{meta.get('version')!r}; this cnnrun reads version {VERSION}")
-    model = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version "
+            f"{meta.get('version')!r}; this cnnrun reads version {VERSION}"
+        )
+    model = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
     optim: dict[int, dict[str, np.ndarray]] = {}
     for k, v in arrays.items():
         if k.startswith("optim/"):
@@ -121,8 +131,10 @@ def restore(checkpoint: dict, model, optimizer, path: str | Path = "checkpoint")
     try:
         model.load_state_dict(checkpoint["model"])
     except CheckpointError as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} (model {meta.get('model_name')!r}) "
-                              f"does not fit this model: {str(err).split('; ', 1)[-1]}") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} (model {meta.get('model_name')!r}) "
+            f"does not fit this model: {str(err).split('; ', 1)[-1]}"
+        ) from None
     opt = meta["optimizer"]
     state = [checkpoint["optim"].get(i, {}) for i in range(len(opt["param_names"]))]
     try:

@@ -94,7 +94,7 @@ def run_cli(entry: Callable[[], object]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         entry()
-    except KeyboardInterrupt:   # Ctrl-C before training started: nothing to save
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
         if wants_trace:
             raise
         fail("interrupted before training started; nothing was written but the run folder", 130)
@@ -124,8 +124,10 @@ def compose_from_argv(argv: list[str], prog: str, options: dict[str, int] | None
         name, _, inline = arg.partition("=")
         if arg in ("-h", "--help"):
             own = "".join(f" [--{k.replace('_', '-')} N]" for k in values)
-            print(f"usage: python -m {prog} [--config-dir DIR]{own} [key=value ...]\n"
-                  "  the same overrides as `python -m cnnrun`, e.g. model=lenet conv.padding=same")
+            print(
+                f"usage: python -m {prog} [--config-dir DIR]{own} [key=value ...]\n"
+                "  the same overrides as `python -m cnnrun`, e.g. model=lenet conv.padding=same"
+            )
             sys.exit(0)
         if name in ("--config-dir", "-cd"):
             user_dir = inline or next(args, None)
@@ -135,8 +137,9 @@ def compose_from_argv(argv: list[str], prog: str, options: dict[str, int] | None
                 fail(f"invalid {name} {text!r}: expected an int >= 0")
             values[name[2:].replace("-", "_")] = int(text)
         elif arg.startswith("-"):
-            accepted = ", ".join(["--config-dir DIR", *(f"--{k.replace('_', '-')} N"
-                                                        for k in values)])
+            accepted = ", ".join(
+                ["--config-dir DIR", *(f"--{k.replace('_', '-')} N" for k in values)]
+            )
             fail(f"unknown option {arg!r} for {prog}: expected {accepted} or key=value overrides")
         else:
             overrides.append(arg)

@@ -69,12 +69,12 @@ class ModelConfig:
 class DataConfig:
     name: DataName = DataName.digits
     root: str = "data"
-    image_size: Any = 32            # an int, or [H, W]
+    image_size: Any = 32  # an int, or [H, W]
     channels: int | None = None
     num_classes: int = 10
     batch_size: int = 32
     val_fraction: float = 0.2
-    num_samples: int = 1000         # synthetic only
+    num_samples: int = 1000  # synthetic only
     verify_checksums: bool = True
 
 
@@ -89,9 +89,9 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     schedule: Schedule = Schedule.none
-    step_size: int = 10             # schedule=step: epochs between decays
-    gamma: float = 0.1              # schedule=step: decay factor
-    min_lr: float = 0.0             # schedule=cosine: the floor
+    step_size: int = 10  # schedule=step: epochs between decays
+    gamma: float = 0.1  # schedule=step: decay factor
+    min_lr: float = 0.0  # schedule=cosine: the floor
 
 
 @dataclass
@@ -165,36 +165,58 @@ def validate(cfg: DictConfig) -> None:
     o, d, t = cfg.optim, cfg.data, cfg.trainer
     _check(_number(o.lr) and o.lr > 0, "optim.lr", o.lr, "a float > 0")
     _check(_number(o.momentum) and o.momentum >= 0, "optim.momentum", o.momentum, "a float >= 0")
-    _check(_number(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay",
-           o.weight_decay, "a float >= 0")
-    _check(len(o.betas) == 2 and all(_number(b) and 0 <= b < 1 for b in o.betas), "optim.betas",
-           list(o.betas), "two floats in [0, 1)")
+    _check(
+        _number(o.weight_decay) and o.weight_decay >= 0,
+        "optim.weight_decay",
+        o.weight_decay,
+        "a float >= 0",
+    )
+    _check(
+        len(o.betas) == 2 and all(_number(b) and 0 <= b < 1 for b in o.betas),
+        "optim.betas",
+        list(o.betas),
+        "two floats in [0, 1)",
+    )
     _check(o.step_size >= 1, "optim.step_size", o.step_size, "an int >= 1")
     _check(_number(o.gamma) and o.gamma > 0, "optim.gamma", o.gamma, "a float > 0")
-    _check(_number(o.min_lr) and 0 <= o.min_lr <= o.lr, "optim.min_lr", o.min_lr,
-           f"a float in [0, optim.lr={o.lr}]")
+    _check(
+        _number(o.min_lr) and 0 <= o.min_lr <= o.lr,
+        "optim.min_lr",
+        o.min_lr,
+        f"a float in [0, optim.lr={o.lr}]",
+    )
     _check(_number(o.eps) and o.eps >= 0, "optim.eps", o.eps, "a float >= 0")
     _check(_number(o.dampening), "optim.dampening", o.dampening, "a finite float")
     _check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an int >= 0")
     _check(d.num_samples >= 2, "data.num_samples", d.num_samples, "an int >= 2")
-    _check(d.channels is None or d.channels >= 1, "data.channels", d.channels,
-           "null or an int >= 1")
+    _check(
+        d.channels is None or d.channels >= 1, "data.channels", d.channels, "null or an int >= 1"
+    )
     _check(d.num_classes >= 2, "data.num_classes", d.num_classes, "an int >= 2")
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an int >= 1")
     _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "a float in (0, 1)")
     image_hw(cfg)
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "an int >= 1")
-    _check(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", t.log_every_n_steps,
-           "an int >= 1")
-    _check(t.histogram_every_n_steps >= 1, "trainer.histogram_every_n_steps",
-           t.histogram_every_n_steps, "an int >= 1")
+    _check(
+        t.log_every_n_steps >= 1, "trainer.log_every_n_steps", t.log_every_n_steps, "an int >= 1"
+    )
+    _check(
+        t.histogram_every_n_steps >= 1,
+        "trainer.histogram_every_n_steps",
+        t.histogram_every_n_steps,
+        "an int >= 1",
+    )
     for key in ("limit_train_batches", "limit_val_batches"):
         v = t[key]
         _check(v is None or v >= 1, f"trainer.{key}", v, "null or an int >= 1")
     th = cfg.backend.threads
     _check(th is None or th >= 1, "backend.threads", th, "null or an int >= 1")
-    _check(OmegaConf.is_list(cfg.model.layers) and len(cfg.model.layers) > 0,
-           "model.layers", cfg.model.layers, "a non-empty list of layers")
+    _check(
+        OmegaConf.is_list(cfg.model.layers) and len(cfg.model.layers) > 0,
+        "model.layers",
+        cfg.model.layers,
+        "a non-empty list of layers",
+    )
 
 
 def image_hw(cfg: DictConfig) -> tuple[int, int]:
@@ -206,5 +228,6 @@ def image_hw(cfg: DictConfig) -> tuple[int, int]:
     try:
         return parse_image_size(list(size) if OmegaConf.is_list(size) else size)
     except DataError:
-        raise ConfigError(f"invalid data.image_size {size!r}: expected an int >= 1 or a pair "
-                          "[H, W] of them") from None
+        raise ConfigError(
+            f"invalid data.image_size {size!r}: expected an int >= 1 or a pair [H, W] of them"
+        ) from None

@@ -23,10 +23,10 @@ from .nn import CrossEntropyLoss, Module, Sequential
 
 @dataclass
 class GradcheckResult:
-    errors: dict[str, float] = field(default_factory=dict)       # "<layer>.<param>" -> error
-    layers: dict[str, float] = field(default_factory=dict)       # layer -> largest error
-    checked: dict[str, int] = field(default_factory=dict)        # "<layer>.<param>" -> count
-    skipped: dict[str, int] = field(default_factory=dict)        # elements at a kink (skip_kinks)
+    errors: dict[str, float] = field(default_factory=dict)  # "<layer>.<param>" -> error
+    layers: dict[str, float] = field(default_factory=dict)  # layer -> largest error
+    checked: dict[str, int] = field(default_factory=dict)  # "<layer>.<param>" -> count
+    skipped: dict[str, int] = field(default_factory=dict)  # elements at a kink (skip_kinks)
 
     @property
     def max_error(self) -> float:
@@ -39,8 +39,9 @@ class GradcheckResult:
 def relative_error(analytic: np.ndarray, numeric: np.ndarray, scale: float | None = None) -> float:
     """``max |analytic - numeric| / scale``; ``scale`` defaults to the largest entry of either."""
     if scale is None:
-        scale = max(float(np.max(np.abs(analytic), initial=0)),
-                    float(np.max(np.abs(numeric), initial=0)))
+        scale = max(
+            float(np.max(np.abs(analytic), initial=0)), float(np.max(np.abs(numeric), initial=0))
+        )
     diff = float(np.max(np.abs(analytic - numeric), initial=0))
     return 0.0 if diff == 0 else diff / max(scale, np.finfo(np.float64).tiny)
 
@@ -62,9 +63,17 @@ def _rng_layers(model: Module) -> list[Module]:
     return [layer for layer in layers if hasattr(layer, "rng")]
 
 
-def gradcheck(model: Module, x: np.ndarray, targets, loss=None, *, eps: float = 1e-5,
-              max_checks: int | None = None, rng: np.random.Generator | None = None,
-              skip_kinks: bool = False) -> GradcheckResult:
+def gradcheck(
+    model: Module,
+    x: np.ndarray,
+    targets,
+    loss=None,
+    *,
+    eps: float = 1e-5,
+    max_checks: int | None = None,
+    rng: np.random.Generator | None = None,
+    skip_kinks: bool = False,
+) -> GradcheckResult:
     """Check every parameter of ``model`` (a float64 copy; the model is not touched) and the
     input. ``max_checks`` samples that many elements per tensor (all when None or larger).
 
@@ -77,8 +86,9 @@ def gradcheck(model: Module, x: np.ndarray, targets, loss=None, *, eps: float = 
     loss = CrossEntropyLoss() if loss is None else loss
     rng = np.random.default_rng(0) if rng is None else rng
     # dropout masks must be the same in every evaluation: rewind their generators each time
-    rng_states = [(layer, copy.deepcopy(layer.rng.bit_generator.state))
-                  for layer in _rng_layers(model)]
+    rng_states = [
+        (layer, copy.deepcopy(layer.rng.bit_generator.state)) for layer in _rng_layers(model)
+    ]
 
     def evaluate(inp: np.ndarray) -> float:
         for layer, state in rng_states:
@@ -96,8 +106,12 @@ def gradcheck(model: Module, x: np.ndarray, targets, loss=None, *, eps: float = 
     for name, array, analytic in tensors:
         flat, grad = array.reshape(-1), analytic.reshape(-1)
         count = flat.size if max_checks is None else min(max_checks, flat.size)
-        picks = np.arange(flat.size) if count == flat.size else rng.choice(flat.size, count,
-                                                                          replace=False)
+        picks = (
+            np.arange(flat.size)
+            if count == flat.size
+            else rng.choice(flat.size, count, replace=False)
+        )
+
         def difference(i, h, flat=flat):
             return central_difference(evaluate, x, flat, i, h)
 
@@ -139,16 +153,19 @@ def main(argv: list[str] | None = None) -> None:
     from .trace import padding_summary
 
     def entry():
-        cfg, opts = compose_from_argv(sys.argv[1:] if argv is None else argv,
-                                      "cnnrun.gradcheck", CLI_OPTIONS)
+        cfg, opts = compose_from_argv(
+            sys.argv[1:] if argv is None else argv, "cnnrun.gradcheck", CLI_OPTIONS
+        )
         validate(cfg)
         rng = np.random.default_rng(cfg.seed)
         model = model_for(cfg, rng)
         x, y = example_batch(cfg, rng, batch=max(opts["batch"], 1), dtype=np.float64)
         max_checks = opts["max_checks"] or None
         result = gradcheck(model, x, y, max_checks=max_checks, rng=rng, skip_kinks=True)
-        print(f"# {cfg.model.name}, padding {padding_summary(model)}, batch {tuple(x.shape)}, "
-              f"float64, eps 1e-5, {max_checks or 'all'} elements per tensor")
+        print(
+            f"# {cfg.model.name}, padding {padding_summary(model)}, batch {tuple(x.shape)}, "
+            f"float64, eps 1e-5, {max_checks or 'all'} elements per tensor"
+        )
         print(f"{'layer':<12} {'max rel. error':>15} {'checked':>8} {'at kinks':>9}")
         unchecked = [n for n, c in result.checked.items() if c == 0]
         for layer, err in result.layers.items():
@@ -156,13 +173,18 @@ def main(argv: list[str] | None = None) -> None:
             checked = sum(result.checked[n] for n in names)
             skipped = sum(result.skipped[n] for n in names)
             flag = "" if err < CLI_TOL else "  FAIL"
-            flag += "  NOT CHECKED: " + ", ".join(set(names) & set(unchecked)) if any(
-                n in unchecked for n in names) else ""
+            flag += (
+                "  NOT CHECKED: " + ", ".join(set(names) & set(unchecked))
+                if any(n in unchecked for n in names)
+                else ""
+            )
             print(f"{layer:<12} {err:>15.3e} {checked:>8} {skipped:>9}{flag}")
         ok = result.passed(CLI_TOL) and not unchecked
-        print(f"{'ok' if ok else 'FAILED'}: largest relative error {result.max_error:.3e} "
-              f"(tolerance {CLI_TOL:g})" + (f"; not checked: {', '.join(unchecked)}"
-                                            if unchecked else ""))
+        print(
+            f"{'ok' if ok else 'FAILED'}: largest relative error {result.max_error:.3e} "
+            f"(tolerance {CLI_TOL:g})"
+            + (f"; not checked: {', '.join(unchecked)}" if unchecked else "")
+        )
         if not ok:
             sys.exit(1)
 

@@ -20,8 +20,19 @@ from .errors import CnnrunError, ConfigError
 
 LAYERS: dict[str, type[nn.Module]] = {
     cls.__name__.lower(): cls
-    for cls in (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.ReLU, nn.LeakyReLU, nn.Tanh,
-                nn.Sigmoid, nn.Flatten, nn.Linear, nn.Dropout, nn.BatchNorm2d)
+    for cls in (
+        nn.Conv2d,
+        nn.MaxPool2d,
+        nn.AvgPool2d,
+        nn.ReLU,
+        nn.LeakyReLU,
+        nn.Tanh,
+        nn.Sigmoid,
+        nn.Flatten,
+        nn.Linear,
+        nn.Dropout,
+        nn.BatchNorm2d,
+    )
 }
 # the argument each layer type takes from the shape of its input
 INFERRED = {"conv2d": "in_channels", "batchnorm2d": "num_features", "linear": "in_features"}
@@ -39,8 +50,16 @@ def _plain(spec) -> dict:
     raise ConfigError(f"invalid layer {spec!r}: expected a mapping with a 'type' key")
 
 
-def build_layer(spec: Mapping, index: int, in_shape: tuple[int, ...], *, default_padding: str,
-                rng: np.random.Generator, init: str, model_name: str) -> tuple[str, nn.Module]:
+def build_layer(
+    spec: Mapping,
+    index: int,
+    in_shape: tuple[int, ...],
+    *,
+    default_padding: str,
+    rng: np.random.Generator,
+    init: str,
+    model_name: str,
+) -> tuple[str, nn.Module]:
     """One layer from its config, its inferred sizes taken from ``in_shape`` (N, C, H, W) or
     (N, F)."""
     spec = _plain(spec)
@@ -48,27 +67,36 @@ def build_layer(spec: Mapping, index: int, in_shape: tuple[int, ...], *, default
     name = str(spec.pop("name", index))
     where = f"layer {name} of model {model_name}"
     if kind not in LAYERS:
-        raise ConfigError(f"unknown layer type {kind!r} ({where}): expected one of "
-                          f"{', '.join(LAYERS)}")
+        raise ConfigError(
+            f"unknown layer type {kind!r} ({where}): expected one of {', '.join(LAYERS)}"
+        )
     cls = LAYERS[kind]
     accepted = _arguments(cls)
     unknown = [k for k in spec if k not in accepted or k in ("rng", "dtype", "init")]
     if unknown:
-        raise ConfigError(f"unknown argument {unknown[0]!r} for {kind} ({where}): expected "
-                          f"{', '.join(a for a in accepted if a not in ('rng', 'dtype', 'init'))}")
+        raise ConfigError(
+            f"unknown argument {unknown[0]!r} for {kind} ({where}): expected "
+            f"{', '.join(a for a in accepted if a not in ('rng', 'dtype', 'init'))}"
+        )
     if kind in INFERRED:
         inferred = int(np.prod(in_shape[1:])) if kind == "linear" else in_shape[1]
         given = spec.get(INFERRED[kind])
         if given is not None and given != inferred:
-            raise ConfigError(f"{INFERRED[kind]} {given!r} ({where}) does not match its input "
-                              f"{tuple(in_shape)}: leave it out and it is inferred ({inferred})")
+            raise ConfigError(
+                f"{INFERRED[kind]} {given!r} ({where}) does not match its input "
+                f"{tuple(in_shape)}: leave it out and it is inferred ({inferred})"
+            )
         spec[INFERRED[kind]] = inferred
         if kind != "linear" and len(in_shape) != 4:
-            raise ConfigError(f"{kind} ({where}) needs an (N, C, H, W) input, got {in_shape}: "
-                              "put it before the flatten layer")
+            raise ConfigError(
+                f"{kind} ({where}) needs an (N, C, H, W) input, got {in_shape}: "
+                "put it before the flatten layer"
+            )
         if kind == "linear" and len(in_shape) != 2:
-            raise ConfigError(f"linear ({where}) needs an (N, F) input, got {in_shape}: "
-                              "put a flatten layer before it")
+            raise ConfigError(
+                f"linear ({where}) needs an (N, F) input, got {in_shape}: "
+                "put a flatten layer before it"
+            )
     if kind == "conv2d":
         spec.setdefault("padding", default_padding)
     if "rng" in accepted:
@@ -79,19 +107,26 @@ def build_layer(spec: Mapping, index: int, in_shape: tuple[int, ...], *, default
         layer = cls(**spec)
     except CnnrunError as err:
         raise type(err)(f"{where}: {err}") from None
-    except (TypeError, ValueError) as err:   # e.g. p: "abc" for a dropout layer
+    except (TypeError, ValueError) as err:  # e.g. p: "abc" for a dropout layer
         raise ConfigError(f"{where}: {err}") from None
     return name, layer
 
 
 def takes_default_padding(model_cfg) -> bool:
     """Whether some conv layer of the config leaves ``padding`` to ``conv.padding``."""
-    return any(str(spec.get("type", "")).lower() == "conv2d" and "padding" not in spec
-               for spec in model_cfg["layers"])
+    return any(
+        str(spec.get("type", "")).lower() == "conv2d" and "padding" not in spec
+        for spec in model_cfg["layers"]
+    )
 
 
-def build_model(model_cfg, input_shape: Sequence[int], *, default_padding: str = "valid",
-                rng: np.random.Generator | None = None) -> nn.Sequential:
+def build_model(
+    model_cfg,
+    input_shape: Sequence[int],
+    *,
+    default_padding: str = "valid",
+    rng: np.random.Generator | None = None,
+) -> nn.Sequential:
     """The model of ``model_cfg`` (``name``, ``init``, ``layers``) for inputs of shape (C, H, W).
 
     Raises a :class:`~cnnrun.errors.ShapeError` naming the layer and the shapes when the data
@@ -100,15 +135,22 @@ def build_model(model_cfg, input_shape: Sequence[int], *, default_padding: str =
     rng = np.random.default_rng() if rng is None else rng
     model_name = str(model_cfg.get("name", "model"))
     init = str(model_cfg.get("init", "default") or "default")
-    probe = np.zeros((1, *input_shape), dtype=np.float32)   # a one-image shape pass
+    probe = np.zeros((1, *input_shape), dtype=np.float32)  # a one-image shape pass
     named: list[tuple[str, nn.Module]] = []
     for index, spec in enumerate(model_cfg["layers"]):
-        name, layer = build_layer(spec, index, probe.shape, default_padding=default_padding,
-                                  rng=rng, init=init, model_name=model_name)
+        name, layer = build_layer(
+            spec,
+            index,
+            probe.shape,
+            default_padding=default_padding,
+            rng=rng,
+            init=init,
+            model_name=model_name,
+        )
         layer.name = name
         if any(name == n for n, _ in named):
             raise ConfigError(f"duplicate layer name {name!r} in model {model_name}")
-        layer.eval()                # the probe must not move batch-norm statistics
+        layer.eval()  # the probe must not move batch-norm statistics
         try:
             probe = layer.forward(probe)
         except CnnrunError as err:

@@ -73,17 +73,22 @@ class Optimizer:
         if state.get("type") != type(self).__name__ or list(state.get("param_names", [])) != names:
             raise CheckpointError(
                 f"optimizer state is for {state.get('type')} over "
-                f"{list(state.get('param_names', []))}, not {type(self).__name__} over {names}")
+                f"{list(state.get('param_names', []))}, not {type(self).__name__} over {names}"
+            )
         for s, p in zip(state["state"], self.params):
             for k, v in s.items():
                 if np.shape(v) != p.data.shape:
-                    raise CheckpointError(f"optimizer state {k} of {p.name} has shape "
-                                          f"{np.shape(v)}, expected {p.data.shape}")
+                    raise CheckpointError(
+                        f"optimizer state {k} of {p.name} has shape "
+                        f"{np.shape(v)}, expected {p.data.shape}"
+                    )
         for k, v in state["hyper"].items():
             setattr(self, k, tuple(v) if isinstance(v, (list, tuple)) else v)
         self.steps = int(state["steps"])
-        self.state = [{k: np.array(v, dtype=p.data.dtype) for k, v in s.items()}
-                      for s, p in zip(state["state"], self.params)]
+        self.state = [
+            {k: np.array(v, dtype=p.data.dtype) for k, v in s.items()}
+            for s, p in zip(state["state"], self.params)
+        ]
 
 
 class SGD(Optimizer):
@@ -93,11 +98,16 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
-        self.momentum = _check("momentum", momentum, _finite(momentum) and momentum >= 0,
-                               "a float >= 0")
+        self.momentum = _check(
+            "momentum", momentum, _finite(momentum) and momentum >= 0, "a float >= 0"
+        )
         self.dampening = _check("dampening", dampening, _finite(dampening), "a finite float")
-        self.weight_decay = _check("weight_decay", weight_decay,
-                                   _finite(weight_decay) and weight_decay >= 0, "a float >= 0")
+        self.weight_decay = _check(
+            "weight_decay",
+            weight_decay,
+            _finite(weight_decay) and weight_decay >= 0,
+            "a float >= 0",
+        )
         if nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ConfigError("invalid nesterov=True: needs momentum > 0 and dampening = 0")
         self.nesterov = bool(nesterov)
@@ -129,8 +139,12 @@ class Adam(Optimizer):
             _check(f"beta{i + 1}", b, _finite(b) and 0 <= b < 1, "a float in [0, 1)")
         self.betas = (float(b1), float(b2))
         self.eps = _check("eps", eps, _finite(eps) and eps >= 0, "a float >= 0")
-        self.weight_decay = _check("weight_decay", weight_decay,
-                                   _finite(weight_decay) and weight_decay >= 0, "a float >= 0")
+        self.weight_decay = _check(
+            "weight_decay",
+            weight_decay,
+            _finite(weight_decay) and weight_decay >= 0,
+            "a float >= 0",
+        )
 
     def _update(self, p, state) -> None:
         b1, b2 = self.betas
@@ -146,6 +160,6 @@ class Adam(Optimizer):
         v *= b2
         v += (1 - b2) * g * g
         t = self.steps
-        step_size = self.lr / (1 - b1 ** t)
-        denom = np.sqrt(v) / math.sqrt(1 - b2 ** t) + self.eps
+        step_size = self.lr / (1 - b1**t)
+        denom = np.sqrt(v) / math.sqrt(1 - b2**t) + self.eps
         p.data -= step_size * (m / denom)

@@ -27,8 +27,9 @@ def example_batch(cfg, rng: np.random.Generator, batch: int | None = None, dtype
 
 def model_for(cfg, rng: np.random.Generator):
     channels = cfg.data.channels or 1
-    model = build_model(cfg.model, (channels, *image_hw(cfg)),
-                        default_padding=value(cfg.conv.padding), rng=rng)
+    model = build_model(
+        cfg.model, (channels, *image_hw(cfg)), default_padding=value(cfg.conv.padding), rng=rng
+    )
     return model.set_backend(value(cfg.backend.name))
 
 

@@ -44,7 +44,7 @@ def job_threads(launcher: DictConfig | None) -> int | None:
     n = cores()
     if "Joblib" in target:
         jobs = int(launcher.get("n_jobs", -1) or -1)
-        workers = jobs if jobs > 0 else max(n + 1 + jobs, 1)   # joblib: -1 all, -2 all but one
+        workers = jobs if jobs > 0 else max(n + 1 + jobs, 1)  # joblib: -1 all, -2 all but one
         return max(n // min(workers, n), 1)
     if "Local" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
@@ -52,8 +52,9 @@ def job_threads(launcher: DictConfig | None) -> int | None:
 
 
 def write_status(folder: Path, status: str, reason: str = "") -> None:
-    atomic_write_text(Path(folder) / STATUS_FILE,
-                      json.dumps({"status": status, "reason": reason}) + "\n")
+    atomic_write_text(
+        Path(folder) / STATUS_FILE, json.dumps({"status": status, "reason": reason}) + "\n"
+    )
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -67,10 +68,15 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
         metrics_file = job / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        rows.append({"job": str(job.relative_to(sweep_dir)), "status": status["status"],
-                     "reason": status["reason"],
-                     "overrides": " ".join(str(o) for o in overrides),
-                     **{m: metrics.get(m, "") for m in METRICS}})
+        rows.append(
+            {
+                "job": str(job.relative_to(sweep_dir)),
+                "status": status["status"],
+                "reason": status["reason"],
+                "overrides": " ".join(str(o) for o in overrides),
+                **{m: metrics.get(m, "") for m in METRICS},
+            }
+        )
     return sorted(rows, key=_rank)
 
 
@@ -82,8 +88,9 @@ def _rank(row: dict) -> tuple:
 
 def to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["job", "status", "reason", "overrides", *METRICS],
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=["job", "status", "reason", "overrides", *METRICS], lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -91,6 +98,7 @@ def to_csv(rows: list[dict]) -> str:
 
 def to_table(rows: list[dict]) -> str:
     """The jobs as a text table; the overrides column shows only what differs between jobs."""
+
     def cell(v):
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -100,9 +108,17 @@ def to_table(rows: list[dict]) -> str:
         return " ".join(o for o in r["overrides"].split() if o not in shared)
 
     head = ["#", "status", "val/loss", "val/acc", "seconds", "overrides"]
-    body = [[str(i + 1), r["status"], cell(r["val/loss"]), cell(r["val/acc"]),
-             cell(r["seconds"]), differing(r) + (f"  ({r['reason']})" if r["reason"] else "")]
-            for i, r in enumerate(rows)]
+    body = [
+        [
+            str(i + 1),
+            r["status"],
+            cell(r["val/loss"]),
+            cell(r["val/acc"]),
+            cell(r["seconds"]),
+            differing(r) + (f"  ({r['reason']})" if r["reason"] else ""),
+        ]
+        for i, r in enumerate(rows)
+    ]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body]]
     return "\n".join(lines)
@@ -126,12 +142,16 @@ class SweepSummary(Callback):
         if not rows:
             return
         atomic_write_text(sweep_dir / "summary.csv", to_csv(rows))
-        print(f"\nsweep {sweep_dir}: {len(rows)} jobs, best first (summary.csv)\n"
-              + to_table(rows), flush=True)
+        print(
+            f"\nsweep {sweep_dir}: {len(rows)} jobs, best first (summary.csv)\n" + to_table(rows),
+            flush=True,
+        )
         global _failure
         failed = [r for r in rows if r["status"] != "ok"]
         if failed:
             first = failed[0]
-            _failure = (f"{len(failed)} of {len(rows)} jobs failed (first: job "
-                        f"{first['job'].split('_', 1)[0]}: {first['reason']}); see "
-                        f"{sweep_dir / 'summary.csv'}")
+            _failure = (
+                f"{len(failed)} of {len(rows)} jobs failed (first: job "
+                f"{first['job'].split('_', 1)[0]}: {first['reason']}); see "
+                f"{sweep_dir / 'summary.csv'}"
+            )

@@ -17,8 +17,12 @@ def open_writer(logdir, purge_step: int | None = None):
     same second would truncate the first run's file, so the name gets a nanosecond suffix."""
     from tensorboardX import SummaryWriter
 
-    return SummaryWriter(logdir=str(logdir), purge_step=purge_step, flush_secs=10,
-                         filename_suffix=f".{time.time_ns()}")
+    return SummaryWriter(
+        logdir=str(logdir),
+        purge_step=purge_step,
+        flush_secs=10,
+        filename_suffix=f".{time.time_ns()}",
+    )
 
 
 def add_histogram(writer, tag: str, values: np.ndarray, step: int) -> bool:
@@ -44,7 +48,7 @@ def filter_grid(weight: np.ndarray, scale: int = 8, gap: int = 1) -> np.ndarray:
     lo = tiles.min(axis=(1, 2, 3), keepdims=True)
     hi = tiles.max(axis=(1, 2, 3), keepdims=True)
     tiles = (tiles - lo) / np.where(hi > lo, hi - lo, 1)
-    tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)      # (F, 3, kh*s, kw*s)
+    tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)  # (F, 3, kh*s, kw*s)
     cols = int(np.ceil(np.sqrt(f)))
     rows = int(np.ceil(f / cols))
     th, tw = kh * scale, kw * scale
@@ -52,7 +56,7 @@ def filter_grid(weight: np.ndarray, scale: int = 8, gap: int = 1) -> np.ndarray:
     for i in range(f):
         r, q = divmod(i, cols)
         top, left = gap + r * (th + gap), gap + q * (tw + gap)
-        grid[:, top: top + th, left: left + tw] = tiles[i]
+        grid[:, top : top + th, left : left + tw] = tiles[i]
     return grid
 
 
@@ -63,8 +67,11 @@ def add_text(writer, tag: str, text: str, step: int) -> None:
     from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
 
     plugin = SummaryMetadata.PluginData(plugin_name="text")
-    tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")],
-                         tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+    tensor = TensorProto(
+        dtype="DT_STRING",
+        string_val=[text.encode("utf-8")],
+        tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]),
+    )
     value = Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin), tensor=tensor)
     writer.file_writer.add_summary(Summary(value=[value]), step)
 
@@ -75,7 +82,8 @@ def write_hparams(writer, hparam_dict: dict, metric_dict: dict) -> None:
     the dashboard reads their final values from the same run."""
     from tensorboardX.summary import hparams
 
-    clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-             for k, v in hparam_dict.items()}
+    clean = {
+        k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparam_dict.items()
+    }
     for summary in hparams(clean, metric_dict):
         writer.file_writer.add_summary(summary)

@@ -31,7 +31,7 @@ class TraceRow:
     input: tuple[int, ...]
     output: tuple[int, ...]
     params: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    padding: tuple[int, int, int, int] | None = None   # (top, bottom, left, right)
+    padding: tuple[int, int, int, int] | None = None  # (top, bottom, left, right)
     padding_mode: str | None = None
     padded_input: tuple[int, ...] | None = None
     products: list[Product] = field(default_factory=list)
@@ -54,20 +54,29 @@ def shape_trace(model: Sequential, x: np.ndarray, targets: np.ndarray, loss=None
         for name, layer in model.layers:
             inputs.append(x)
             y = layer.forward(x)
-            row = TraceRow(name, type(layer).__name__, _shape(x), _shape(y),
-                           {pn: _shape(p.data) for pn, p in layer.named_parameters()})
+            row = TraceRow(
+                name,
+                type(layer).__name__,
+                _shape(x),
+                _shape(y),
+                {pn: _shape(p.data) for pn, p in layer.named_parameters()},
+            )
             if hasattr(layer, "pads"):
                 row.padding = tuple(int(p) for p in layer.pads(x.shape[2:]))
                 row.padding_mode = layer.padding if isinstance(layer.padding, str) else None
                 top, bottom, left, right = row.padding
-                row.padded_input = (*row.input[:2], row.input[2] + top + bottom,
-                                    row.input[3] + left + right)
+                row.padded_input = (
+                    *row.input[:2],
+                    row.input[2] + top + bottom,
+                    row.input[3] + left + right,
+                )
             rows.append(row)
             x = y
         loss.forward(x, targets)
         dy = loss.backward()
-        for (name, layer), row, x_in in zip(reversed(model.layers), reversed(rows),
-                                            reversed(inputs)):
+        for (name, layer), row, x_in in zip(
+            reversed(model.layers), reversed(rows), reversed(inputs)
+        ):
             dy = layer.backward(dy)
             if _shape(dy) != _shape(x_in):
                 raise TraceError(f"{name}: dX has shape {_shape(dy)}, its input {_shape(x_in)}")
@@ -87,14 +96,17 @@ def _check_products(name: str, layer, products: list[Product]) -> None:
     for prod in products:
         target = {"dW": "weight", "db": "bias"}.get(prod.grad)
         if target is not None and tuple(prod.shape) != _shape(params[target].data):
-            raise TraceError(f"{name}: {prod.grad} has shape {tuple(prod.shape)}, "
-                             f"{target} {_shape(params[target].data)}")
+            raise TraceError(
+                f"{name}: {prod.grad} has shape {tuple(prod.shape)}, "
+                f"{target} {_shape(params[target].data)}"
+            )
 
 
 def padding_summary(model: Sequential) -> str:
     """The padding the conv layers actually use: ``same``, or ``mixed (conv1 same, ...)``."""
-    modes = [(name, layer.padding) for name, layer in model.layers
-             if type(layer).__name__ == "Conv2d"]
+    modes = [
+        (name, layer.padding) for name, layer in model.layers if type(layer).__name__ == "Conv2d"
+    ]
     kinds = {str(m) for _, m in modes}
     if not modes:
         return "none (no conv layer)"
@@ -112,13 +124,17 @@ def _padding_text(row: TraceRow) -> str:
 
 def format_markdown(rows: list[TraceRow]) -> str:
     """The trace as a Markdown table (``shape_trace.md``, TensorBoard's ``shapes/trace``)."""
-    lines = ["| layer | type | input | output | parameters | padding (t, b, l, r) | backward |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| layer | type | input | output | parameters | padding (t, b, l, r) | backward |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         params = ", ".join(f"{k} {fmt_shape(v)}" for k, v in r.params.items())
         backward = "<br>".join(f"`{p}`" for p in r.products)
-        lines.append(f"| {r.name} | {r.type} | {fmt_shape(r.input)} | {fmt_shape(r.output)} | "
-                     f"{params} | {_padding_text(r)} | {backward} |")
+        lines.append(
+            f"| {r.name} | {r.type} | {fmt_shape(r.input)} | {fmt_shape(r.output)} | "
+            f"{params} | {_padding_text(r)} | {backward} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -128,8 +144,10 @@ def format_text(rows: list[TraceRow]) -> str:
     out = []
     for r in rows:
         params = "  ".join(f"{k} {fmt_shape(v)}" for k, v in r.params.items())
-        out.append(f"{r.name:<{width}}  {r.type:<11} {fmt_shape(r.input)} -> {fmt_shape(r.output)}"
-                   + (f"   {params}" if params else ""))
+        out.append(
+            f"{r.name:<{width}}  {r.type:<11} {fmt_shape(r.input)} -> {fmt_shape(r.output)}"
+            + (f"   {params}" if params else "")
+        )
         pad = " " * (width + 2)
         if r.padding is not None:
             out.append(f"{pad}padding {_padding_text(r)}")

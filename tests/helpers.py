@@ -59,8 +59,14 @@ def finite_diff(f, array: np.ndarray, G: np.ndarray | None = None, eps: float = 
     return grad.reshape(array.shape)
 
 
-def layer_grad_errors(layer, x: np.ndarray, rng: np.random.Generator, before=None,
-                      eps: float = EPS, allow_zero: bool = False) -> dict[str, float]:
+def layer_grad_errors(
+    layer,
+    x: np.ndarray,
+    rng: np.random.Generator,
+    before=None,
+    eps: float = EPS,
+    allow_zero: bool = False,
+) -> dict[str, float]:
     """Relative errors of ``layer``'s input gradient and every parameter gradient against
     central finite differences of ``loss = sum(G * layer(x))``, G random (never all ones).
 
@@ -81,8 +87,9 @@ def layer_grad_errors(layer, x: np.ndarray, rng: np.random.Generator, before=Non
     analytic = {"input": layer.backward(G)}
     analytic.update({name: p.grad.copy() for name, p in layer.named_parameters()})
     numeric = {"input": finite_diff(forward, x, G, eps)}
-    numeric.update({name: finite_diff(forward, p.data, G, eps)
-                    for name, p in layer.named_parameters()})
+    numeric.update(
+        {name: finite_diff(forward, p.data, G, eps) for name, p in layer.named_parameters()}
+    )
     for name in analytic:
         assert allow_zero or np.abs(numeric[name]).max() > 1e-3, f"{name}: gradient is ~0"
     return {name: rel_err(analytic[name], numeric[name]) for name in analytic}
@@ -121,8 +128,17 @@ class ConvCase:
         return (self.n, self.c, self.h, self.w)
 
     def layer(self, rng, dtype=np.float64, bias=True):
-        return Conv2d(self.c, self.f, self.kernel, self.stride, self.padding, self.dilation,
-                      bias=bias, rng=rng, dtype=dtype)
+        return Conv2d(
+            self.c,
+            self.f,
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+            bias=bias,
+            rng=rng,
+            dtype=dtype,
+        )
 
 
 def run_conv(case: ConvCase, backend: str, dtype) -> dict[str, np.ndarray]:
@@ -132,7 +148,7 @@ def run_conv(case: ConvCase, backend: str, dtype) -> dict[str, np.ndarray]:
     data = np.random.default_rng(2)
     x = data.standard_normal(case.x_shape).astype(dtype)
     y = layer.forward(x)
-    dy = data.standard_normal(y.shape).astype(dtype)   # random: a uniform dY hides layout bugs
+    dy = data.standard_normal(y.shape).astype(dtype)  # random: a uniform dY hides layout bugs
     dx = layer.backward(dy)
     return {"y": y, "dX": dx, "dW": layer.weight.grad, "db": layer.bias.grad}
 
@@ -201,12 +217,14 @@ def conv_cases(draw, max_extra: int = 6) -> ConvCase:
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     stride = draw(st.sampled_from([1, 2, 3, (1, 2), (2, 1), (2, 3), (3, 1)]))
     dilation = draw(st.sampled_from([1, 1, 2, (1, 2), (2, 1)]))
-    padding = draw(st.one_of(
-        st.sampled_from(["valid", "same", "full"]),
-        st.integers(0, 2),
-        st.tuples(st.integers(0, 2), st.integers(0, 2)),
-        st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2)),
-    ))
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["valid", "same", "full"]),
+            st.integers(0, 2),
+            st.tuples(st.integers(0, 2), st.integers(0, 2)),
+            st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2)),
+        )
+    )
     if padding in ("same", "full"):
         pad_hw = (10**6, 10**6)  # any size fits
     elif padding == "valid":
@@ -223,8 +241,15 @@ def conv_cases(draw, max_extra: int = 6) -> ConvCase:
         smallest = max(1, d * (k - 1) + 1 - p)  # the padded input must hold the dilated kernel
         sizes.append(draw(st.integers(smallest, smallest + max_extra)))
     return ConvCase(
-        n=draw(st.integers(1, 2)), c=draw(st.integers(1, 3)), f=draw(st.integers(1, 3)),
-        h=sizes[0], w=sizes[1], kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+        n=draw(st.integers(1, 2)),
+        c=draw(st.integers(1, 3)),
+        f=draw(st.integers(1, 3)),
+        h=sizes[0],
+        w=sizes[1],
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
     )
 
 
@@ -242,21 +267,23 @@ def pool_cases(draw):
 
 def small_net(rng, dtype=np.float64, dropout_rng=None):
     """Every layer type in one net, for (2, 7, 9) inputs and 3 classes."""
-    return Sequential([
-        ("conv1", Conv2d(2, 3, (2, 3), padding="same", bias=False, rng=rng, dtype=dtype)),
-        ("bn1", BatchNorm2d(3, dtype=dtype)),
-        ("relu1", ReLU()),
-        ("pool1", MaxPool2d(2, padding=1)),
-        ("conv2", Conv2d(3, 4, 3, stride=2, padding="same", rng=rng, dtype=dtype)),
-        ("act2", LeakyReLU(0.1)),
-        ("pool2", AvgPool2d(2, stride=1)),
-        ("flat", Flatten()),
-        ("drop", Dropout(0.25, rng=dropout_rng or np.random.default_rng(0))),
-        ("fc1", Linear(8, 5, rng=rng, dtype=dtype)),
-        ("act3", Sigmoid()),
-        ("fc2", Linear(5, 3, rng=rng, dtype=dtype)),
-        ("act4", Tanh()),
-    ])
+    return Sequential(
+        [
+            ("conv1", Conv2d(2, 3, (2, 3), padding="same", bias=False, rng=rng, dtype=dtype)),
+            ("bn1", BatchNorm2d(3, dtype=dtype)),
+            ("relu1", ReLU()),
+            ("pool1", MaxPool2d(2, padding=1)),
+            ("conv2", Conv2d(3, 4, 3, stride=2, padding="same", rng=rng, dtype=dtype)),
+            ("act2", LeakyReLU(0.1)),
+            ("pool2", AvgPool2d(2, stride=1)),
+            ("flat", Flatten()),
+            ("drop", Dropout(0.25, rng=dropout_rng or np.random.default_rng(0))),
+            ("fc1", Linear(8, 5, rng=rng, dtype=dtype)),
+            ("act3", Sigmoid()),
+            ("fc2", Linear(5, 3, rng=rng, dtype=dtype)),
+            ("act4", Tanh()),
+        ]
+    )
 
 
 def fc1_inputs(padding: str, size: int = 32) -> int:
@@ -270,16 +297,22 @@ def lenet(padding: str, seed: int = 0, dtype=np.float64) -> Sequential:
     """LeNet-5 for 1x32x32 inputs; under 'same' the convs keep the size, so fc1 grows."""
     rng = np.random.default_rng(seed)
     kw = {"rng": rng, "dtype": dtype}
-    return Sequential([
-        ("conv1", Conv2d(1, 6, 5, padding=padding, **kw)), ("tanh1", Tanh()),
-        ("pool1", AvgPool2d(2)),
-        ("conv2", Conv2d(6, 16, 5, padding=padding, **kw)), ("tanh2", Tanh()),
-        ("pool2", AvgPool2d(2)),
-        ("flatten", Flatten()),
-        ("fc1", Linear(fc1_inputs(padding), 120, **kw)), ("tanh3", Tanh()),
-        ("fc2", Linear(120, 84, **kw)), ("tanh4", Tanh()),
-        ("fc3", Linear(84, 10, **kw)),
-    ])
+    return Sequential(
+        [
+            ("conv1", Conv2d(1, 6, 5, padding=padding, **kw)),
+            ("tanh1", Tanh()),
+            ("pool1", AvgPool2d(2)),
+            ("conv2", Conv2d(6, 16, 5, padding=padding, **kw)),
+            ("tanh2", Tanh()),
+            ("pool2", AvgPool2d(2)),
+            ("flatten", Flatten()),
+            ("fc1", Linear(fc1_inputs(padding), 120, **kw)),
+            ("tanh3", Tanh()),
+            ("fc2", Linear(120, 84, **kw)),
+            ("tanh4", Tanh()),
+            ("fc3", Linear(84, 10, **kw)),
+        ]
+    )
 
 
 def spaced_values(shape, rng: np.random.Generator) -> np.ndarray:

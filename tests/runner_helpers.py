@@ -32,8 +32,11 @@ TINY = [
 
 # the scalar tags of DESIGN.md that every run writes, besides one grad_norm/<param> per parameter
 SCALAR_TAGS = ["train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm/global"]
-LENET_PARAMS = [f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2", "fc3")
-                for kind in ("weight", "bias")]
+LENET_PARAMS = [
+    f"{layer}.{kind}"
+    for layer in ("conv1", "conv2", "fc1", "fc2", "fc3")
+    for kind in ("weight", "bias")
+]
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -47,13 +50,25 @@ def run_config(out: Path, overrides: list[str] | tuple[str, ...] = ()) -> DictCo
     return compose_config([*TINY, *overrides, f"paths.output_dir={out}"])
 
 
-def run_cnnrun(args: list[str], cwd: Path, *, module: str = "cnnrun", env: dict | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cnnrun(
+    args: list[str],
+    cwd: Path,
+    *,
+    module: str = "cnnrun",
+    env: dict | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
     """``python -m <module> <args>`` as a user types it, started in ``cwd``."""
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def last_line(text: str) -> str:
@@ -67,8 +82,11 @@ def sha256(path: Path) -> str:
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with its hash: to show that a failed run damaged nothing."""
-    return {str(p.relative_to(folder)): sha256(p) for p in sorted(Path(folder).rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(folder)): sha256(p)
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 def event_accumulator(logdir: Path):

@@ -33,7 +33,7 @@ BACKENDS = ("numba", "numpy", "reference")
 
 
 def check_numba_conv(case: ConvCase):
-    scales = conv_term_scales(case)       # float32: errors relative to the sums of |terms|
+    scales = conv_term_scales(case)  # float32: errors relative to the sums of |terms|
     for dtype, tol in ((np.float64, F64_TOL), (np.float32, F32_TOL)):
         got = run_conv(case, "numba", dtype)
         for other in ("reference", "numpy"):
@@ -41,8 +41,11 @@ def check_numba_conv(case: ConvCase):
             for key in got:
                 assert got[key].dtype == dtype, (key, got[key].dtype)
                 assert got[key].shape == want[key].shape, key
-                err = (rel_err(got[key], want[key]) if dtype == np.float64
-                       else term_err(got[key], want[key], scales[key]))
+                err = (
+                    rel_err(got[key], want[key])
+                    if dtype == np.float64
+                    else term_err(got[key], want[key], scales[key])
+                )
                 assert err < tol, (case, key, dtype, other)
 
 
@@ -57,11 +60,14 @@ def test_numba_conv_matches_loops_and_numpy_random_shapes(case):
     check_numba_conv(case)
 
 
-@pytest.mark.parametrize("case", [
-    ConvCase(3, 4, 6, 12, 9, (3, 2)),                        # a batch that is not a chunk
-    ConvCase(9, 2, 5, 7, 11, 3, padding="same"),             # 9 images: chunks of 4, 4 and 1
-    ConvCase(5, 3, 7, 8, 8, 3, stride=2, dilation=2, padding="full"),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ConvCase(3, 4, 6, 12, 9, (3, 2)),  # a batch that is not a chunk
+        ConvCase(9, 2, 5, 7, 11, 3, padding="same"),  # 9 images: chunks of 4, 4 and 1
+        ConvCase(5, 3, 7, 8, 8, 3, stride=2, dilation=2, padding="full"),
+    ],
+)
 def test_numba_conv_odd_filter_counts_and_batches(case):
     # 5, 6 and 7 filters: the blocks of four, two and one filters all run
     check_numba_conv(case)
@@ -75,8 +81,9 @@ def test_numba_pools_match_loops(case):
         for integer_valued in (False, True):  # integers: ties inside the windows
             for dtype, tol in ((np.float64, F64_TOL), (np.float32, F32_TOL)):
                 data = np.random.default_rng(3)
-                x = (data.integers(-2, 3, shape) if integer_valued
-                     else data.standard_normal(shape)).astype(dtype)
+                x = (
+                    data.integers(-2, 3, shape) if integer_valued else data.standard_normal(shape)
+                ).astype(dtype)
                 results = {}
                 for backend in BACKENDS:
                     layer = cls(kernel, stride, padding).set_backend(backend)
@@ -93,12 +100,15 @@ def test_numba_pools_match_loops(case):
                 assert rel_err(dx, results["numpy"][1]) < tol
 
 
-@pytest.mark.parametrize("shape, kernel, padding", [
-    ((2, 3, 8, 6), 2, 0),            # LeNet's pools: 2x2 windows every 2 tile the image
-    ((1, 2, 9, 4), (3, 2), 0),       # non-square tiles
-    ((2, 1, 6, 6), 2, 1),            # tiles of the padded image
-    ((1, 1, 7, 6), 2, 0),            # one row left over: no tiling
-])
+@pytest.mark.parametrize(
+    "shape, kernel, padding",
+    [
+        ((2, 3, 8, 6), 2, 0),  # LeNet's pools: 2x2 windows every 2 tile the image
+        ((1, 2, 9, 4), (3, 2), 0),  # non-square tiles
+        ((2, 1, 6, 6), 2, 1),  # tiles of the padded image
+        ((1, 1, 7, 6), 2, 0),  # one row left over: no tiling
+    ],
+)
 def test_pools_that_tile_the_image(shape, kernel, padding):
     data = np.random.default_rng(5)
     x = data.standard_normal(shape)
@@ -107,8 +117,10 @@ def test_pools_that_tile_the_image(shape, kernel, padding):
         for backend in BACKENDS:
             layer = cls(kernel, padding=padding).set_backend(backend)
             y = layer.forward(x)
-            results[backend] = (y, layer.backward(np.random.default_rng(6).standard_normal(
-                y.shape)))
+            results[backend] = (
+                y,
+                layer.backward(np.random.default_rng(6).standard_normal(y.shape)),
+            )
         for backend in ("numba", "numpy"):
             for got, want in zip(results[backend], results["reference"]):
                 assert got.shape == want.shape
@@ -116,16 +128,16 @@ def test_pools_that_tile_the_image(shape, kernel, padding):
 
 
 def test_max_pool_routes_each_gradient_once_on_ties():
-    x = np.zeros((1, 1, 4, 4))                 # every window is a tie
+    x = np.zeros((1, 1, 4, 4))  # every window is a tie
     x[0, 0, 3, 3] = -1.0
     dy = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
     for backend in BACKENDS:
         layer = MaxPool2d(2, stride=1).set_backend(backend)
         layer.forward(x)
         dx = layer.backward(dy)
-        assert dx.sum() == dy.sum(), backend            # nothing lost, nothing doubled
+        assert dx.sum() == dy.sum(), backend  # nothing lost, nothing doubled
         expected = np.zeros((4, 4))
-        expected[:3, :3] = dy[0, 0]                     # each to its window's first pixel
+        expected[:3, :3] = dy[0, 0]  # each to its window's first pixel
         np.testing.assert_array_equal(dx[0, 0], expected)
 
 
@@ -134,8 +146,9 @@ def test_max_pool_nan_wins_as_in_argmax():
     for backend in BACKENDS:
         layer = MaxPool2d(2).set_backend(backend)
         assert np.isnan(layer.forward(x)).all(), backend
-        np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 1, 1)))[0, 0],
-                                      [[0.0, 1.0], [0.0, 0.0]])
+        np.testing.assert_array_equal(
+            layer.backward(np.ones((1, 1, 1, 1)))[0, 0], [[0.0, 1.0], [0.0, 0.0]]
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -150,8 +163,10 @@ def test_numba_kernels_keep_the_dtype(dtype, stride):
     dx = numba_backend.conv2d_grad_input(dy, w, stride, (1, 1), x.shape[2:])
     assert y.dtype == dW.dtype == dx.dtype == dtype
     assert dW.shape == w.shape and dx.shape == x.shape
-    for fwd, bwd in ((numba_backend.maxpool2d_forward, numba_backend.maxpool2d_backward),
-                     (numba_backend.avgpool2d_forward, numba_backend.avgpool2d_backward)):
+    for fwd, bwd in (
+        (numba_backend.maxpool2d_forward, numba_backend.maxpool2d_backward),
+        (numba_backend.avgpool2d_forward, numba_backend.avgpool2d_backward),
+    ):
         y, ctx = fwd(x, (2, 3), stride)
         assert y.dtype == dtype
         assert bwd(np.ones_like(y), ctx, (2, 3), stride, x.shape[2:]).dtype == dtype
@@ -161,23 +176,33 @@ def test_numba_kernels_keep_the_dtype(dtype, stride):
 def test_kernels_accept_views(module):
     # strided and transposed arrays, as a caller may pass them
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 2, 10, 12))[:, :, ::2, 1:]       # (3, 2, 5, 11), a view
+    x = rng.standard_normal((3, 2, 10, 12))[:, :, ::2, 1:]  # (3, 2, 5, 11), a view
     w = rng.standard_normal((2, 4, 3, 3)).transpose(1, 0, 2, 3)  # (4, 2, 3, 3), a view
     assert not x.flags.c_contiguous and not w.flags.c_contiguous
     y, ctx = module.conv2d_forward(x, w, (1, 1), (1, 1))
     y_ref, _ = reference.conv2d_forward(x, w, (1, 1), (1, 1))
     assert rel_err(y, y_ref) < F64_TOL
     dy = rng.standard_normal(y.shape)[..., ::-1]
-    assert rel_err(module.conv2d_grad_weight(x, ctx, dy, (3, 3), (1, 1), (1, 1)),
-                   reference.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1))) < F64_TOL
-    assert rel_err(module.conv2d_grad_input(dy, w, (1, 1), (1, 1), x.shape[2:]),
-                   reference.conv2d_grad_input(dy, w, (1, 1), (1, 1), x.shape[2:])) < F64_TOL
+    assert (
+        rel_err(
+            module.conv2d_grad_weight(x, ctx, dy, (3, 3), (1, 1), (1, 1)),
+            reference.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1)),
+        )
+        < F64_TOL
+    )
+    assert (
+        rel_err(
+            module.conv2d_grad_input(dy, w, (1, 1), (1, 1), x.shape[2:]),
+            reference.conv2d_grad_input(dy, w, (1, 1), (1, 1), x.shape[2:]),
+        )
+        < F64_TOL
+    )
 
 
 def test_max_pool_routes_to_the_first_nan_of_a_window():
     x = np.array([[[[1.0, np.nan, 0.0], [np.nan, 2.0, 7.0], [np.nan, 4.0, 6.0]]]])
     for backend in BACKENDS:
-        layer = MaxPool2d(2, stride=1).set_backend(backend)   # overlapping windows
+        layer = MaxPool2d(2, stride=1).set_backend(backend)  # overlapping windows
         y = layer.forward(x)[0, 0]
         assert np.isnan(y[0]).all() and np.isnan(y[1, 0]) and y[1, 1] == 7.0, backend
         dx = layer.backward(np.array([[[[1.0, 2.0], [4.0, 8.0]]]]))[0, 0]
@@ -186,6 +211,7 @@ def test_max_pool_routes_to_the_first_nan_of_a_window():
 
 
 # -- the NumPy backend's batch-last layout ------------------------------------------------------
+
 
 def batch_last_copy(x):
     """The same (N, C, H, W) values, laid out (C, H, W, N) in memory."""
@@ -198,7 +224,7 @@ def test_numpy_kernels_hand_back_batch_last_views():
     y, cols = numpy_backend.conv2d_forward(x, rng.standard_normal((4, 3, 3, 2)), (1, 1), (1, 1))
     assert y.shape == (5, 4, 7, 6) and not y.flags.c_contiguous
     y_t = numpy_backend.batch_last(y)
-    assert y_t.shape == (4, 7, 6, 5) and np.shares_memory(y_t, y)   # no copy on the way in
+    assert y_t.shape == (4, 7, 6, 5) and np.shares_memory(y_t, y)  # no copy on the way in
     assert cols.shape == (3, 3, 2, 7, 6, 5)
     for kernel in (numpy_backend.avgpool2d_forward, numpy_backend.maxpool2d_forward):
         pooled, _ = kernel(y, (2, 2), (2, 2))
@@ -208,17 +234,24 @@ def test_numpy_kernels_hand_back_batch_last_views():
 LAYOUTS = {
     "C": np.ascontiguousarray,
     "batch_last": batch_last_copy,
-    "strided": lambda a: np.repeat(a, 2, axis=-1)[..., ::2],        # a view, not contiguous
-    "reversed": lambda a: np.ascontiguousarray(a[::-1])[::-1],      # negative batch stride
+    "strided": lambda a: np.repeat(a, 2, axis=-1)[..., ::2],  # a view, not contiguous
+    "reversed": lambda a: np.ascontiguousarray(a[::-1])[::-1],  # negative batch stride
 }
 
 
 def a_net(rng):
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding="same", bias=False, rng=rng), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Dropout(0.3, rng=np.random.default_rng(9)), nn.MaxPool2d(2, padding=1),
-        nn.Conv2d(4, 3, (2, 3), stride=(1, 2), rng=rng), nn.Sigmoid(), nn.AvgPool2d(2),
-        nn.Tanh(), nn.Flatten(), nn.Linear(6, 5, rng=rng),
+        nn.Conv2d(2, 4, 3, padding="same", bias=False, rng=rng),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.3, rng=np.random.default_rng(9)),
+        nn.MaxPool2d(2, padding=1),
+        nn.Conv2d(4, 3, (2, 3), stride=(1, 2), rng=rng),
+        nn.Sigmoid(),
+        nn.AvgPool2d(2),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(6, 5, rng=rng),
     )
 
 
@@ -247,15 +280,22 @@ def test_every_layer_matches_the_loops_whatever_the_layouts_it_is_handed(x_layou
     # inside a network each layer gets what its neighbours hand it: any of these layouts
     data = np.random.default_rng(5)
     x = data.standard_normal((3, 4, 8, 6))
-    for make in (lambda: nn.Conv2d(4, 3, (3, 2), padding="same"),
-                 lambda: nn.Conv2d(4, 2, 3, stride=2, dilation=(1, 2), bias=False),
-                 lambda: nn.MaxPool2d(2, stride=1, padding=1), lambda: nn.AvgPool2d((2, 3)),
-                 lambda: nn.BatchNorm2d(4), nn.ReLU, nn.Tanh,
-                 nn.Sigmoid, lambda: nn.Dropout(0.5, rng=np.random.default_rng(1)), nn.Flatten):
+    for make in (
+        lambda: nn.Conv2d(4, 3, (3, 2), padding="same"),
+        lambda: nn.Conv2d(4, 2, 3, stride=2, dilation=(1, 2), bias=False),
+        lambda: nn.MaxPool2d(2, stride=1, padding=1),
+        lambda: nn.AvgPool2d((2, 3)),
+        lambda: nn.BatchNorm2d(4),
+        nn.ReLU,
+        nn.Tanh,
+        nn.Sigmoid,
+        lambda: nn.Dropout(0.5, rng=np.random.default_rng(1)),
+        nn.Flatten,
+    ):
         results = []
         for backend, lay_x, lay_dy in (("reference", "C", "C"), ("numpy", x_layout, dy_layout)):
             layer = make().set_backend(backend)
-            for i, p in enumerate(layer.parameters()):              # the same for both
+            for i, p in enumerate(layer.parameters()):  # the same for both
                 p.data[...] = np.random.default_rng(6 + i).standard_normal(p.shape)
             y = layer.forward(LAYOUTS[lay_x](x))
             dy = np.random.default_rng(7).standard_normal(y.shape)
@@ -273,8 +313,8 @@ def test_each_backend_names_its_own_layout():
     x_nat = numpy_backend.native(x)
     np.testing.assert_array_equal(x_nat, x)
     assert x_nat.transpose(1, 2, 3, 0).flags.c_contiguous
-    assert numpy_backend.native(x_nat) is not x_nat                       # a view ...
-    assert np.shares_memory(numpy_backend.native(x_nat), x_nat)          # ... of the same memory
+    assert numpy_backend.native(x_nat) is not x_nat  # a view ...
+    assert np.shares_memory(numpy_backend.native(x_nat), x_nat)  # ... of the same memory
 
 
 def test_max_pool_routes_to_the_first_of_equal_maxima_signed_zeros_included():
@@ -283,8 +323,11 @@ def test_max_pool_routes_to_the_first_of_equal_maxima_signed_zeros_included():
     for backend in BACKENDS:
         layer = MaxPool2d((1, 2)).set_backend(backend)
         np.testing.assert_array_equal(layer.forward(x)[0, 0, 0], [0.0, 2.0, 0.0])
-        np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 1, 3)))[0, 0, 0],
-                                      [1.0, 0.0, 1.0, 0.0, 1.0, 0.0], err_msg=backend)
+        np.testing.assert_array_equal(
+            layer.backward(np.ones((1, 1, 1, 3)))[0, 0, 0],
+            [1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+            err_msg=backend,
+        )
 
 
 def test_max_pool_routes_non_finite_gradients_like_the_loops():
@@ -313,12 +356,17 @@ def test_batch_norm_kernels_match_the_definition(backend, shape):
             x = (np.random.default_rng(3).standard_normal(shape) * 2 + 1).astype(dtype)
             dy = np.random.default_rng(4).standard_normal(shape).astype(dtype)
             out = []
-            for training in (True, True, False):      # two training steps, then eval
+            for training in (True, True, False):  # two training steps, then eval
                 layer.train(training)
                 layer.zero_grad()
-                out += [layer.forward(x), layer.backward(dy), layer.weight.grad.copy(),
-                        layer.bias.grad.copy(), layer.running_mean.copy(),
-                        layer.running_var.copy()]
+                out += [
+                    layer.forward(x),
+                    layer.backward(dy),
+                    layer.weight.grad.copy(),
+                    layer.bias.grad.copy(),
+                    layer.running_mean.copy(),
+                    layer.running_var.copy(),
+                ]
             results[name] = out
         for got, want in zip(results[backend], results["reference"]):
             assert got.dtype == want.dtype == dtype
@@ -329,8 +377,11 @@ def test_backward_uses_the_kernels_of_its_forward():
     # a layer whose backend changes between forward and backward still pairs them correctly
     data = np.random.default_rng(2)
     x = data.standard_normal((2, 2, 4, 4))
-    for make in (lambda: MaxPool2d(2), lambda: AvgPool2d(2, stride=1),
-                 lambda: nn.Conv2d(2, 3, 3, rng=np.random.default_rng(0))):
+    for make in (
+        lambda: MaxPool2d(2),
+        lambda: AvgPool2d(2, stride=1),
+        lambda: nn.Conv2d(2, 3, 3, rng=np.random.default_rng(0)),
+    ):
         want_layer = make().set_backend("reference")
         y = want_layer.forward(x)
         dy = data.standard_normal(y.shape)
@@ -351,19 +402,22 @@ def test_backward_before_forward_is_a_clear_error():
 def test_numpy_conv_computes_in_the_input_dtype():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 3, 3))                               # float64
+    w = rng.standard_normal((4, 3, 3, 3))  # float64
     y, ctx = numpy_backend.conv2d_forward(x, w, (1, 1), (1, 1))
     assert y.dtype == np.float32
     dx = numpy_backend.conv2d_grad_input(y, w, (1, 1), (1, 1), x.shape[2:])
     assert dx.dtype == np.float32
 
 
-@pytest.mark.parametrize("k, f, m", [
-    (25, 6, 4 * 512),          # whole blocks
-    (25, 6, 3 * 512 + 77),     # and a remainder
-    (3, 2, 700),               # fewer than two blocks: one product
-    (40, 6, 4 * 512),          # a long kernel axis: one product
-])
+@pytest.mark.parametrize(
+    "k, f, m",
+    [
+        (25, 6, 4 * 512),  # whole blocks
+        (25, 6, 3 * 512 + 77),  # and a remainder
+        (3, 2, 700),  # fewer than two blocks: one product
+        (40, 6, 4 * 512),  # a long kernel axis: one product
+    ],
+)
 def test_dw_reduction_in_blocks_is_the_whole_product(k, f, m):
     rng = np.random.default_rng(k + m)
     cols, dy = rng.standard_normal((k, m)), rng.standard_normal((f, m))
@@ -401,13 +455,16 @@ def test_a_lenet_step_gives_the_same_loss_and_grads_on_numpy_and_numba(dtype, to
         opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
         losses = []
-        for _ in range(2):                 # the second step runs on updated weights
+        for _ in range(2):  # the second step runs on updated weights
             model.zero_grad()
             losses.append(loss_fn.forward(model.forward(x), y))
             model.backward(loss_fn.backward(), input_grad=False)
             opt.step()
-        results[backend] = (losses, {p.name: p.grad.copy() for p in model.parameters()},
-                            {p.name: p.data.copy() for p in model.parameters()})
+        results[backend] = (
+            losses,
+            {p.name: p.grad.copy() for p in model.parameters()},
+            {p.name: p.data.copy() for p in model.parameters()},
+        )
     (loss_np, grads_np, params_np), (loss_nb, grads_nb, params_nb) = results.values()
     np.testing.assert_allclose(loss_nb, loss_np, rtol=tol)
     for name in grads_np:
@@ -434,8 +491,9 @@ def test_set_threads_shares_the_cores():
         assert set_threads(None) >= 1
         assert numba.get_num_threads() == min(set_threads(None), numba.config.NUMBA_NUM_THREADS)
         # the numba backend is loaded in this process: BLAS keeps one thread
-        assert all(lib["num_threads"] == 1 for lib in threadpool_info()
-                   if lib["user_api"] == "blas")
+        assert all(
+            lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas"
+        )
         with pytest.raises(ConfigError, match="backend.threads"):
             set_threads(-2)
     finally:
@@ -447,13 +505,15 @@ def test_set_threads_shares_the_cores():
 
 def fake_best(scale: float) -> dict:
     names = [f"step/{b}" for b in bench.STEP_BATCHES] + [
-        f"{kind}/{name}" for name in bench.LAYERS for kind in ("forward", "forward_backward")]
+        f"{kind}/{name}" for name in bench.LAYERS for kind in ("forward", "forward_backward")
+    ]
     return {name: scale * 1e-3 for name in names}
 
 
 def test_bench_report_ratios_and_table():
-    result = bench.report({"numpy": fake_best(4.0), "numba": fake_best(1.25),
-                           "torch": fake_best(1.0)}, threads=2)
+    result = bench.report(
+        {"numpy": fake_best(4.0), "numba": fake_best(1.25), "torch": fake_best(1.0)}, threads=2
+    )
     assert result["step"]["numba"]["64"]["ratio_to_torch"] == pytest.approx(0.8)
     assert result["step"]["torch"]["256"]["images_per_s"] == pytest.approx(256 / 1e-3)
     forward, both = bench.conv_flops("lenet_conv1")
@@ -464,7 +524,7 @@ def test_bench_report_ratios_and_table():
     assert row["forward_backward_ratio_to_torch"] == pytest.approx(0.25)
     table = bench.format_table(result)
     assert "(0.80x)" in table and "lenet_conv2" in table
-    alone = bench.report({"numpy": fake_best(4.0)}, threads=1)   # no PyTorch: no ratios
+    alone = bench.report({"numpy": fake_best(4.0)}, threads=1)  # no PyTorch: no ratios
     assert "ratio_to_torch" not in alone["step"]["numpy"]["64"]
     bench.format_table(alone)
 
@@ -472,8 +532,13 @@ def test_bench_report_ratios_and_table():
 @pytest.mark.slow
 def test_bench_quick_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "cnnrun.bench", "--quick", "--json", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnrun.bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert {"step", "layers", "numba_compile", "machine", "settings"} <= set(result)

@@ -33,9 +33,9 @@ class Command:
 
 @dataclass
 class Ran:
-    folder: Path            # the command's working folder, all it was given inside it
-    before: dict            # every file in it, hashed, before the command ran
-    result: object          # subprocess.CompletedProcess
+    folder: Path  # the command's working folder, all it was given inside it
+    before: dict  # every file in it, hashed, before the command ran
+    result: object  # subprocess.CompletedProcess
 
 
 def fixed(*args: str) -> Callable[[Path, Path], list[str]]:
@@ -49,6 +49,7 @@ def bad_root(folder, checkpoint):
 
 def resume_from(kind: str, model: str = "lenet"):
     """Resume the tiny run from a bad checkpoint in ``folder/given``."""
+
     def prepare(folder, checkpoint):
         given = folder / "given"
         given.mkdir()
@@ -62,6 +63,7 @@ def resume_from(kind: str, model: str = "lenet"):
         elif kind == "other-model":
             shutil.copyfile(checkpoint, path)
         return [*TINY, f"model={model}", f"trainer.resume={path}"]
+
     return prepare
 
 
@@ -71,37 +73,49 @@ BAD_CONFIGS = {
     "backend": (["backend=tpu"], ["backend", "'tpu'", "numba, numpy"]),
     "negative-lr": (["optim.lr=-0.1"], ["optim.lr", "-0.1", "> 0"]),
     "zero-batch": (["data.batch_size=0"], ["data.batch_size", "0", ">= 1"]),
-    "optim-schedule": (["optim.schedule=linear"], ["optim.schedule", "'linear'",
-                                                   "none, step, cosine"]),
+    "optim-schedule": (
+        ["optim.schedule=linear"],
+        ["optim.schedule", "'linear'", "none, step, cosine"],
+    ),
     # lenet under the default 'valid' padding: 8 -> conv1 -> 4 -> pool -> 2, below conv2's 5x5
-    "image-below-kernel": (["data=synthetic", "data.image_size=8"],
-                           ["lenet", "conv2", "1x8x8", "2x2", "5x5"]),
+    "image-below-kernel": (
+        ["data=synthetic", "data.image_size=8"],
+        ["lenet", "conv2", "1x8x8", "2x2", "5x5"],
+    ),
 }
 BAD_CHECKPOINTS = {
-    "missing": resume_from("missing"),          # no file at that path
-    "text": resume_from("text"),                # a text file, not an .npz
-    "truncated": resume_from("truncated"),      # the first half of a real checkpoint
-    "other-model": resume_from("other-model", model="mlp"),   # lenet's, resumed by the mlp
+    "missing": resume_from("missing"),  # no file at that path
+    "text": resume_from("text"),  # a text file, not an .npz
+    "truncated": resume_from("truncated"),  # the first half of a real checkpoint
+    "other-model": resume_from("other-model", model="mlp"),  # lenet's, resumed by the mlp
 }
 FULL_ERROR = {
-    "composing": ["conv.padding=smae"],         # refused by the schema, before any run
-    "train": ["optim.lr=-0.1"],                 # refused by train(cfg), inside the Hydra task
+    "composing": ["conv.padding=smae"],  # refused by the schema, before any run
+    "train": ["optim.lr=-0.1"],  # refused by train(cfg), inside the Hydra task
 }
 
 COMMANDS: dict[str, Command] = {
-    **{f"bad-{name}": Command(fixed(*args, "trainer.max_epochs=1"))
-       for name, (args, _) in BAD_CONFIGS.items()},
+    **{
+        f"bad-{name}": Command(fixed(*args, "trainer.max_epochs=1"))
+        for name, (args, _) in BAD_CONFIGS.items()
+    },
     "bad-data-root": Command(bad_root),
     **{f"resume-{name}": Command(prepare) for name, prepare in BAD_CHECKPOINTS.items()},
-    **{f"full-error-{name}": Command(fixed(*args, "trainer.max_epochs=1"),
-                                     env={"HYDRA_FULL_ERROR": "1"})
-       for name, args in FULL_ERROR.items()},
-    "shapes-same": Command(fixed("model=lenet", "conv.padding=same", "data.batch_size=64"),
-                           module="cnnrun.shapes"),
-    "shapes-valid": Command(fixed("model=lenet", "conv.padding=valid", "data.batch_size=8"),
-                            module="cnnrun.shapes"),
-    "shapes-bad": Command(fixed("model=lenet", "data=synthetic", "data.image_size=8"),
-                          module="cnnrun.shapes"),
+    **{
+        f"full-error-{name}": Command(
+            fixed(*args, "trainer.max_epochs=1"), env={"HYDRA_FULL_ERROR": "1"}
+        )
+        for name, args in FULL_ERROR.items()
+    },
+    "shapes-same": Command(
+        fixed("model=lenet", "conv.padding=same", "data.batch_size=64"), module="cnnrun.shapes"
+    ),
+    "shapes-valid": Command(
+        fixed("model=lenet", "conv.padding=valid", "data.batch_size=8"), module="cnnrun.shapes"
+    ),
+    "shapes-bad": Command(
+        fixed("model=lenet", "data=synthetic", "data.image_size=8"), module="cnnrun.shapes"
+    ),
     "gradcheck-lenet": Command(fixed("model=lenet"), module="cnnrun.gradcheck"),
 }
 
@@ -124,11 +138,16 @@ def ran(tmp_path_factory, lenet_checkpoint) -> dict[str, Ran]:
         args = command.prepare(folder, lenet_checkpoint)
         prepared[name] = (folder, args, snapshot(folder))
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(run_cnnrun, args, cwd=folder,
-                                     module=COMMANDS[name].module, env=COMMANDS[name].env)
-                   for name, (folder, args, _) in prepared.items()}
-        return {name: Ran(prepared[name][0], prepared[name][2], future.result())
-                for name, future in futures.items()}
+        futures = {
+            name: pool.submit(
+                run_cnnrun, args, cwd=folder, module=COMMANDS[name].module, env=COMMANDS[name].env
+            )
+            for name, (folder, args, _) in prepared.items()
+        }
+        return {
+            name: Ran(prepared[name][0], prepared[name][2], future.result())
+            for name, future in futures.items()
+        }
 
 
 def assert_one_line_error(result, *names: str) -> str:
@@ -151,19 +170,26 @@ def assert_untouched(run: Ran) -> None:
 
 # -- bad input ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
 def test_bad_config_is_one_line(ran, case):
     run = ran[f"bad-{case}"]
     assert_one_line_error(run.result, *BAD_CONFIGS[case][1])
     assert_untouched(run)
-    assert not list(run.folder.rglob("*.npz"))          # no checkpoint came of it
+    assert not list(run.folder.rglob("*.npz"))  # no checkpoint came of it
 
 
 def test_missing_data_files_named_with_folder(ran):
     run = ran["bad-data-root"]
     empty = run.folder / "no_data"
-    assert_one_line_error(run.result, "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", str(empty))
+    assert_one_line_error(
+        run.result,
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        str(empty),
+    )
     assert_untouched(run)
     assert list(empty.iterdir()) == []
 
@@ -177,11 +203,17 @@ def test_bad_checkpoint_is_one_line_and_untouched(ran, lenet_checkpoint, kind):
         assert "not found" in line
     elif kind in ("text", "truncated"):
         assert "unreadable" in line or "not a cnnrun checkpoint" in line
-    else:   # names the parameters and shapes that do not fit
-        for name in ("'lenet'", "conv1.weight", "conv2.weight", "fc1.weight", "(120, 144)",
-                     "(256, 144)"):
+    else:  # names the parameters and shapes that do not fit
+        for name in (
+            "'lenet'",
+            "conv1.weight",
+            "conv2.weight",
+            "fc1.weight",
+            "(120, 144)",
+            "(256, 144)",
+        ):
             assert name in line, (name, line)
-    assert_untouched(run)                                # the bad checkpoint byte for byte
+    assert_untouched(run)  # the bad checkpoint byte for byte
     if kind == "other-model":
         assert sha256(path) == sha256(lenet_checkpoint)
     # the failed run did not train: no checkpoint written next to the bad one or anywhere else
@@ -199,20 +231,22 @@ def test_hydra_full_error_shows_the_traceback(ran, where):
 
 # -- python -m cnnrun.shapes and python -m cnnrun.gradcheck ---------------------------------
 
+
 def test_shapes_prints_the_design_example(ran):
     run = ran["shapes-same"]
     assert run.result.returncode == 0, run.result.stderr
     stdout = run.result.stdout
     lines = [ln.strip() for ln in stdout.splitlines()]
     assert "dW = corr_valid(x_pad (64,1,36,36), dY (64,6,32,32)) -> (6,1,5,5)" in lines
-    assert ("dX = conv_full(dY (64,6,32,32), W (6,1,5,5)) -> (64,1,36,36), "
-            "cropped to (64,1,32,32)") in lines
+    assert (
+        "dX = conv_full(dY (64,6,32,32), W (6,1,5,5)) -> (64,1,36,36), cropped to (64,1,32,32)"
+    ) in lines
     # conv2 after the first 2x2 pool: 16x16 maps padded to 20x20
     assert "dW = corr_valid(x_pad (64,6,20,20), dY (64,16,16,16)) -> (16,6,5,5)" in lines
     # a row per layer, in order
     names = [ln.split()[0] for ln in stdout.splitlines() if ln and not ln.startswith((" ", "#"))]
     assert names == ["conv1", "1", "2", "conv2", "4", "5", "6", "fc1", "8", "fc2", "10", "fc3"]
-    assert not (run.folder / "runs").exists()           # it only looks: no run folder
+    assert not (run.folder / "runs").exists()  # it only looks: no run folder
 
 
 def test_shapes_valid_padding_changes_the_shapes(ran):
@@ -220,8 +254,9 @@ def test_shapes_valid_padding_changes_the_shapes(ran):
     assert result.returncode == 0, result.stderr
     lines = [ln.strip() for ln in result.stdout.splitlines()]
     assert "dW = corr_valid(x_pad (8,1,32,32), dY (8,6,28,28)) -> (6,1,5,5)" in lines
-    assert any(ln.startswith("dX = conv_full(dY (8,6,28,28), W (6,1,5,5)) -> (8,1,32,32)")
-               for ln in lines), result.stdout
+    assert any(
+        ln.startswith("dX = conv_full(dY (8,6,28,28), W (6,1,5,5)) -> (8,1,32,32)") for ln in lines
+    ), result.stdout
 
 
 def test_shapes_bad_input_is_one_line(ran):
@@ -236,5 +271,5 @@ def test_gradcheck_lenet_passes_with_a_row_per_layer(ran):
         assert layer in rows, result.stdout
         error = float(rows[layer][1])
         assert 0 <= error < 1e-6, rows[layer]
-        assert int(rows[layer][2]) > 0                 # elements checked
+        assert int(rows[layer][2]) > 0  # elements checked
     assert last_line(result.stdout).startswith("ok: largest relative error")

@@ -26,8 +26,13 @@ OPTIMS = ["sgd", "adam"]
 BACKENDS = ["numpy", "numba"]
 
 # what each data config says: (channels, image_size, num_classes)
-DATA_SHAPES = {"digits": (1, 32, 10), "synthetic": (1, 16, 4), "mnist": (1, 28, 10),
-               "fashion_mnist": (1, 28, 10), "cifar10": (3, 32, 10)}
+DATA_SHAPES = {
+    "digits": (1, 32, 10),
+    "synthetic": (1, 16, 4),
+    "mnist": (1, 28, 10),
+    "fashion_mnist": (1, 28, 10),
+    "cifar10": (3, 32, 10),
+}
 
 
 def conv_size(n: int, k: int, padding: str) -> int:
@@ -39,10 +44,10 @@ def flat_features(model: str, padding: str, channels: int, size: int) -> int:
     """The input size of the first Linear layer, by hand from the model's YAML."""
     if model == "mlp":
         return channels * size * size
-    if model == "vgg_small":   # every conv sets padding: same itself; two 2x2 max pools
+    if model == "vgg_small":  # every conv sets padding: same itself; two 2x2 max pools
         return 32 * (size // 2 // 2) ** 2
-    h = conv_size(size, 5, padding) // 2      # lenet: conv1 5x5, avgpool 2
-    h = conv_size(h, 5, padding) // 2         # conv2 5x5, avgpool 2
+    h = conv_size(size, 5, padding) // 2  # lenet: conv1 5x5, avgpool 2
+    h = conv_size(h, 5, padding) // 2  # conv2 5x5, avgpool 2
     return 16 * h * h
 
 
@@ -52,16 +57,20 @@ def check_model(cfg, model_name: str, padding: str, data: str) -> None:
     assert cfg.model.name == model_name
     assert value(cfg.conv.padding) == padding
     assert value(cfg.data.name) == data
-    assert (cfg.data.channels, image_hw(cfg), cfg.data.num_classes) == (channels, (size, size),
-                                                                        classes)
-    model = build_model(cfg.model, (channels, size, size), default_padding=padding,
-                        rng=np.random.default_rng(0))
+    assert (cfg.data.channels, image_hw(cfg), cfg.data.num_classes) == (
+        channels,
+        (size, size),
+        classes,
+    )
+    model = build_model(
+        cfg.model, (channels, size, size), default_padding=padding, rng=np.random.default_rng(0)
+    )
     linears = [layer for layer in model if isinstance(layer, Linear)]
     convs = [layer for layer in model if isinstance(layer, Conv2d)]
     assert linears[0].in_features == flat_features(model_name, padding, channels, size)
     for before, after in zip(linears, linears[1:]):
         assert after.in_features == before.out_features
-    assert linears[-1].out_features == classes        # ${data.num_classes} resolved
+    assert linears[-1].out_features == classes  # ${data.num_classes} resolved
     if convs:
         assert convs[0].in_channels == channels
         expected = "same" if model_name == "vgg_small" else padding
@@ -79,13 +88,19 @@ def check_model(cfg, model_name: str, padding: str, data: str) -> None:
 CASES = list(itertools.product(MODELS, PADDINGS, DATA))
 
 
-@pytest.mark.parametrize("index", range(len(CASES)),
-                         ids=["-".join(case) for case in CASES])
+@pytest.mark.parametrize("index", range(len(CASES)), ids=["-".join(case) for case in CASES])
 def test_config_composes_and_builds(index):
     model_name, padding, data = CASES[index]
     optim, backend = list(itertools.product(OPTIMS, BACKENDS))[index % 4]
-    cfg = compose_config([f"model={model_name}", f"conv.padding={padding}", f"data={data}",
-                          f"optim={optim}", f"backend={backend}"])
+    cfg = compose_config(
+        [
+            f"model={model_name}",
+            f"conv.padding={padding}",
+            f"data={data}",
+            f"optim={optim}",
+            f"backend={backend}",
+        ]
+    )
     assert value(cfg.optim.name) == optim and value(cfg.backend.name) == backend
     check_model(cfg, model_name, padding, data)
 
@@ -97,9 +112,16 @@ def test_every_combination_composes():
     checked = {}
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         for model_name, padding, data, optim, backend in combos:
-            cfg = compose("config", overrides=[f"model={model_name}", f"conv.padding={padding}",
-                                               f"data={data}", f"optim={optim}",
-                                               f"backend={backend}"])
+            cfg = compose(
+                "config",
+                overrides=[
+                    f"model={model_name}",
+                    f"conv.padding={padding}",
+                    f"data={data}",
+                    f"optim={optim}",
+                    f"backend={backend}",
+                ],
+            )
             assert value(cfg.optim.name) == optim and value(cfg.backend.name) == backend
             # optim and backend leave the model and data alone: build each triple once
             rest = OmegaConf.to_container(cfg, resolve=False)
@@ -114,29 +136,46 @@ def test_every_combination_composes():
 def test_every_group_option_is_tested():
     """The lists above are every file in conf/: a new config is composed by these tests too."""
     root = config_dir()
-    for group, names in (("model", MODELS), ("data", DATA), ("optim", OPTIMS),
-                         ("backend", BACKENDS)):
+    for group, names in (
+        ("model", MODELS),
+        ("data", DATA),
+        ("optim", OPTIMS),
+        ("backend", BACKENDS),
+    ):
         assert sorted(p.stem for p in (root / group).glob("*.yaml")) == sorted(names), group
 
 
 def test_defaults_compose_and_resolve():
     cfg = compose_config()
-    assert (cfg.model.name, value(cfg.data.name), value(cfg.optim.name),
-            value(cfg.backend.name), value(cfg.conv.padding)) == ("lenet", "digits", "sgd",
-                                                                  "numpy", "valid")
+    assert (
+        cfg.model.name,
+        value(cfg.data.name),
+        value(cfg.optim.name),
+        value(cfg.backend.name),
+        value(cfg.conv.padding),
+    ) == ("lenet", "digits", "sgd", "numpy", "valid")
     # everything but the Hydra-only run folder resolves
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain["paths"]["output_dir"] = "x"
     assert OmegaConf.create(plain).model.layers[-1].out_features == 10
 
 
-@pytest.mark.parametrize("model_name, padding, size, layer", [
-    ("lenet", "valid", 8, "conv2"),      # 8 -> 4 -> 2: smaller than conv2's 5x5 kernel
-    ("lenet", "valid", 4, "conv1"),      # smaller than conv1's kernel at once
-])
+@pytest.mark.parametrize(
+    "model_name, padding, size, layer",
+    [
+        ("lenet", "valid", 8, "conv2"),  # 8 -> 4 -> 2: smaller than conv2's 5x5 kernel
+        ("lenet", "valid", 4, "conv1"),  # smaller than conv1's kernel at once
+    ],
+)
 def test_image_too_small_for_valid_convs(model_name, padding, size, layer):
-    cfg = compose_config([f"model={model_name}", f"conv.padding={padding}", "data=synthetic",
-                          f"data.image_size={size}"])
+    cfg = compose_config(
+        [
+            f"model={model_name}",
+            f"conv.padding={padding}",
+            "data=synthetic",
+            f"data.image_size={size}",
+        ]
+    )
     with pytest.raises(ShapeError) as err:
         build_model(cfg.model, (1, *image_hw(cfg)), default_padding=padding)
     message = str(err.value)
@@ -147,8 +186,9 @@ def test_image_too_small_for_valid_convs(model_name, padding, size, layer):
 @pytest.mark.parametrize("size, fits", [(15, False), (16, True)])
 def test_lenet_valid_smallest_image(size, fits):
     """16x16 is the smallest square image lenet fits under 'valid': 16 -> 12 -> 6 -> 2 -> 1."""
-    cfg = compose_config(["model=lenet", "conv.padding=valid", "data=synthetic",
-                          f"data.image_size={size}"])
+    cfg = compose_config(
+        ["model=lenet", "conv.padding=valid", "data=synthetic", f"data.image_size={size}"]
+    )
     if fits:
         model = build_model(cfg.model, (1, size, size), default_padding="valid")
         assert model["fc1"].in_features == 16
@@ -158,8 +198,9 @@ def test_lenet_valid_smallest_image(size, fits):
 
 
 def test_non_square_image_sizes_infer_linear_size():
-    cfg = compose_config(["model=lenet", "conv.padding=full", "data=synthetic",
-                          "data.image_size=[20,28]"])
+    cfg = compose_config(
+        ["model=lenet", "conv.padding=full", "data=synthetic", "data.image_size=[20,28]"]
+    )
     assert image_hw(cfg) == (20, 28)
     model = build_model(cfg.model, (1, 20, 28), default_padding="full")
     # H: 20 -> 24 -> 12 -> 16 -> 8; W: 28 -> 32 -> 16 -> 20 -> 10
@@ -168,14 +209,18 @@ def test_non_square_image_sizes_infer_linear_size():
 
 # -- the schema: every enum and every config group refuses a value it does not know -----------
 
-@pytest.mark.parametrize("override, key, accepted", [
-    ("conv.padding=smae", "conv.padding", "same, valid, full"),
-    ("backend.name=tpu", "backend.name", "numpy, numba"),
-    ("data.name=imagenet", "data.name", "digits, mnist, fashion_mnist, cifar10, synthetic"),
-    ("optim.name=rmsprop", "optim.name", "sgd, adam"),
-    ("optim.schedule=linear", "optim.schedule", "none, step, cosine"),
-    ("trainer.on_nan=ignore", "trainer.on_nan", "stop, skip"),
-])
+
+@pytest.mark.parametrize(
+    "override, key, accepted",
+    [
+        ("conv.padding=smae", "conv.padding", "same, valid, full"),
+        ("backend.name=tpu", "backend.name", "numpy, numba"),
+        ("data.name=imagenet", "data.name", "digits, mnist, fashion_mnist, cifar10, synthetic"),
+        ("optim.name=rmsprop", "optim.name", "sgd, adam"),
+        ("optim.schedule=linear", "optim.schedule", "none, step, cosine"),
+        ("trainer.on_nan=ignore", "trainer.on_nan", "stop, skip"),
+    ],
+)
 def test_schema_enum_rejects_bad_value(override, key, accepted):
     with pytest.raises(ConfigCompositionException) as err:
         compose_config([override])
@@ -183,12 +228,15 @@ def test_schema_enum_rejects_bad_value(override, key, accepted):
     assert describe(err.value) == f"invalid {key} '{bad}': expected one of {accepted}"
 
 
-@pytest.mark.parametrize("override, group, accepted", [
-    ("model=resnet", "model", "lenet, mlp, vgg_small"),
-    ("backend=tpu", "backend", "numba, numpy"),
-    ("data=imagenet", "data", "cifar10, digits, fashion_mnist, mnist, synthetic"),
-    ("optim=rmsprop", "optim", "adam, sgd"),
-])
+@pytest.mark.parametrize(
+    "override, group, accepted",
+    [
+        ("model=resnet", "model", "lenet, mlp, vgg_small"),
+        ("backend=tpu", "backend", "numba, numpy"),
+        ("data=imagenet", "data", "cifar10, digits, fashion_mnist, mnist, synthetic"),
+        ("optim=rmsprop", "optim", "adam, sgd"),
+    ],
+)
 def test_unknown_group_option_is_refused(override, group, accepted):
     with pytest.raises(MissingConfigException) as err:
         compose_config([override])
@@ -196,11 +244,14 @@ def test_unknown_group_option_is_refused(override, group, accepted):
     assert describe(err.value) == f"unknown {group} '{bad}': expected one of {accepted}"
 
 
-@pytest.mark.parametrize("override, key", [
-    ("seed=abc", "seed"),
-    ("data.batch_size=big", "data.batch_size"),
-    ("optim.lr=fast", "optim.lr"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("seed=abc", "seed"),
+        ("data.batch_size=big", "data.batch_size"),
+        ("optim.lr=fast", "optim.lr"),
+    ],
+)
 def test_schema_types_reject_bad_value(override, key):
     with pytest.raises(ConfigCompositionException) as err:
         compose_config([override])
@@ -230,9 +281,13 @@ def user_conf(tmp_path):
 
 
 def test_user_model_through_searchpath(user_conf):
-    overrides = [f"hydra.searchpath=[file://{user_conf}]", "model=mynet", "data=synthetic",
-                 "data.image_size=12"]
-    for padding, side in (("valid", 5), ("same", 6), ("full", 7)):   # 12 +- 2, then // 2
+    overrides = [
+        f"hydra.searchpath=[file://{user_conf}]",
+        "model=mynet",
+        "data=synthetic",
+        "data.image_size=12",
+    ]
+    for padding, side in (("valid", 5), ("same", 6), ("full", 7)):  # 12 +- 2, then // 2
         cfg = compose_config([*overrides, f"conv.padding={padding}"])
         assert cfg.model.name == "mynet"
         model = build_model(cfg.model, (1, 12, 12), default_padding=padding)
@@ -245,9 +300,19 @@ def test_user_model_through_searchpath(user_conf):
 
 def test_user_model_through_config_dir_command_line(user_conf, tmp_path):
     before = sorted(p.name for p in (config_dir() / "model").iterdir())
-    result = run_cnnrun(["--config-dir", str(user_conf), "model=mynet", "data=synthetic",
-                         "data.image_size=12", "data.num_samples=64", "data.batch_size=16",
-                         "trainer.max_epochs=1"], cwd=tmp_path)
+    result = run_cnnrun(
+        [
+            "--config-dir",
+            str(user_conf),
+            "model=mynet",
+            "data=synthetic",
+            "data.image_size=12",
+            "data.num_samples=64",
+            "data.batch_size=16",
+            "trainer.max_epochs=1",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     (run,) = [p for p in (tmp_path / "runs").glob("*/*") if p.is_dir()]
     saved = OmegaConf.load(run / ".hydra" / "config.yaml")
@@ -260,20 +325,34 @@ def test_user_model_through_config_dir_command_line(user_conf, tmp_path):
 
 
 def test_user_model_shape_trace_through_config_dir(user_conf, tmp_path):
-    result = run_cnnrun(["--config-dir", str(user_conf), "model=mynet", "data=synthetic",
-                         "data.image_size=12", "data.batch_size=8", "conv.padding=same"],
-                        cwd=tmp_path, module="cnnrun.shapes")
+    result = run_cnnrun(
+        [
+            "--config-dir",
+            str(user_conf),
+            "model=mynet",
+            "data=synthetic",
+            "data.image_size=12",
+            "data.batch_size=8",
+            "conv.padding=same",
+        ],
+        cwd=tmp_path,
+        module="cnnrun.shapes",
+    )
     assert result.returncode == 0, result.stderr
     lines = [ln.strip() for ln in result.stdout.splitlines()]
     assert "dW = corr_valid(x_pad (8,1,14,14), dY (8,4,12,12)) -> (4,1,3,3)" in lines
-    assert ("dX = conv_full(dY (8,4,12,12), W (4,1,3,3)) -> (8,1,14,14), "
-            "cropped to (8,1,12,12)") in lines
+    assert (
+        "dX = conv_full(dY (8,4,12,12), W (4,1,3,3)) -> (8,1,14,14), cropped to (8,1,12,12)"
+    ) in lines
     assert any(ln.startswith("head") and "(8,144) -> (8,4)" in ln for ln in lines), lines
 
 
 def test_missing_config_dir_is_one_line(tmp_path):
-    result = run_cnnrun(["--config-dir", str(tmp_path / "nowhere"), "model=lenet"],
-                        cwd=tmp_path, module="cnnrun.shapes")
+    result = run_cnnrun(
+        ["--config-dir", str(tmp_path / "nowhere"), "model=lenet"],
+        cwd=tmp_path,
+        module="cnnrun.shapes",
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("cnnrun: error: --config-dir")
     assert "nowhere" in result.stderr and "Traceback" not in result.stderr

@@ -55,8 +55,10 @@ def check_output_shape(case: ConvCase):
     layer = case.layer(np.random.default_rng(0))
     y = layer.forward(np.zeros(case.x_shape))
     k, s, d = pair(case.kernel), pair(case.stride), pair(case.dilation)
-    expected = tuple(expected_out_size(size, k[i], s[i], d[i], case.padding, i)
-                     for i, size in enumerate((case.h, case.w)))
+    expected = tuple(
+        expected_out_size(size, k[i], s[i], d[i], case.padding, i)
+        for i, size in enumerate((case.h, case.w))
+    )
     assert y.shape == (case.n, case.f, *expected)
     assert layer.output_shape(case.x_shape) == y.shape
 
@@ -66,7 +68,7 @@ def check_output_shape(case: ConvCase):
 
 def test_forward_is_a_cross_correlation_with_bias():
     # y[i, j] = x[i, j] - x[i+1, j+1] + b: the kernel is *not* flipped (as in every DL library)
-    x = np.arange(12, dtype=np.float64).reshape(1, 1, 3, 4)   # rows differ by 4, columns by 1
+    x = np.arange(12, dtype=np.float64).reshape(1, 1, 3, 4)  # rows differ by 4, columns by 1
     layer = Conv2d(1, 1, 2, dtype=np.float64)
     layer.weight.data[...] = [[[[1.0, 0.0], [0.0, -1.0]]]]
     layer.bias.data[...] = 0.5
@@ -75,11 +77,11 @@ def test_forward_is_a_cross_correlation_with_bias():
 
 
 def test_forward_sums_over_channels_and_keeps_filters_apart():
-    x = np.stack([np.ones((3, 3)), 2 * np.ones((3, 3))])[None]          # (1, 2, 3, 3)
+    x = np.stack([np.ones((3, 3)), 2 * np.ones((3, 3))])[None]  # (1, 2, 3, 3)
     layer = Conv2d(2, 2, 3, bias=False, dtype=np.float64)
     layer.weight.data[...] = 0
-    layer.weight.data[0, 0, 0, 0] = 1.0     # filter 0 reads channel 0 once: 1
-    layer.weight.data[1, 1] = 1.0           # filter 1 sums channel 1 over 3x3: 18
+    layer.weight.data[0, 0, 0, 0] = 1.0  # filter 0 reads channel 0 once: 1
+    layer.weight.data[1, 1] = 1.0  # filter 1 sums channel 1 over 3x3: 18
     np.testing.assert_array_equal(layer.forward(x).ravel(), [1.0, 18.0])
 
 
@@ -144,7 +146,7 @@ def test_bias_gradient_is_the_nearest_float32_to_the_exact_sum(backend):
     x = rng.standard_normal((64, 3, 9, 7)).astype(np.float32)
     y = layer.forward(x)
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    dy -= dy.mean(axis=(0, 2, 3), keepdims=True)               # sums near 0: all cancellation
+    dy -= dy.mean(axis=(0, 2, 3), keepdims=True)  # sums near 0: all cancellation
     exact = dy.astype(np.float64).sum(axis=(0, 2, 3))
     for grad in (dy, np.ascontiguousarray(dy.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)):
         layer.bias.grad[...] = 0
@@ -163,8 +165,11 @@ def check_conv_backends(case: ConvCase):
         for key in fast:
             assert fast[key].dtype == loops[key].dtype == dtype
             assert fast[key].shape == loops[key].shape, key
-            err = (rel_err(fast[key], loops[key]) if dtype == np.float64
-                   else term_err(fast[key], loops[key], scales[key]))
+            err = (
+                rel_err(fast[key], loops[key])
+                if dtype == np.float64
+                else term_err(fast[key], loops[key], scales[key])
+            )
             assert err < tol, (case, key, dtype)
 
 
@@ -181,7 +186,7 @@ def test_numpy_backend_matches_loops_random_shapes(case):
 
 def run_pool(cls, shape, kernel, stride, padding, backend, dtype, integer_valued):
     data = np.random.default_rng(3)
-    x = (data.integers(-2, 3, shape) if integer_valued else data.standard_normal(shape))
+    x = data.integers(-2, 3, shape) if integer_valued else data.standard_normal(shape)
     layer = cls(kernel, stride, padding).set_backend(backend)
     y = layer.forward(x.astype(dtype))
     dy = data.standard_normal(y.shape).astype(dtype)

@@ -26,8 +26,13 @@ from cnnrun.train import NonFiniteError, train
 # STEPS_PER_EPOCH steps (2400 training images of the synthetic 3200 at batch 8), over a second
 # of training even with the batch-last NumPy kernels
 STEPS_PER_EPOCH = 300
-LONG = ["data.num_samples=3200", "data.batch_size=8", "trainer.max_epochs=3",
-        "trainer.histogram_every_n_steps=1000", "seed=5"]
+LONG = [
+    "data.num_samples=3200",
+    "data.batch_size=8",
+    "trainer.max_epochs=3",
+    "trainer.histogram_every_n_steps=1000",
+    "seed=5",
+]
 
 
 def arrays(path) -> dict[str, np.ndarray]:
@@ -44,10 +49,17 @@ def assert_same_arrays(a: dict, b: dict) -> None:
 def start_run(folder, extra=()) -> subprocess.Popen:
     """``python -m cnnrun`` on the tiny model with LONG's schedule, writing into ``folder``."""
     from runner_helpers import TINY
+
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     args = [*TINY, *LONG, *extra, f"hydra.run.dir={folder}"]
-    return subprocess.Popen([sys.executable, "-m", "cnnrun", *args], cwd=folder.parent, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnrun", *args],
+        cwd=folder.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_training(folder, proc, timeout=60.0) -> None:
@@ -102,7 +114,7 @@ def test_a_signal_after_the_last_step_lets_the_run_complete(tmp_path, monkeypatc
 
     real_end = Trainer._end_epoch
 
-    def end_then_signal(self):          # SIGTERM while the last epoch is being validated
+    def end_then_signal(self):  # SIGTERM while the last epoch is being validated
         if self.epoch == self.cfg.trainer.max_epochs - 1:
             os.kill(os.getpid(), signal.SIGTERM)
         real_end(self)
@@ -145,7 +157,7 @@ def test_resume_last_continues_the_same_folder_without_duplicate_steps(tmp_path)
     train(run_config(out, ["trainer.max_epochs=1"]))
     train(run_config(out, ["trainer.max_epochs=2", "trainer.resume=last"]))
     steps = [e.step for e in event_accumulator(out / "tb").Scalars("train/loss")]
-    assert steps == list(range(6))                      # 3 steps an epoch, none twice
+    assert steps == list(range(6))  # 3 steps an epoch, none twice
     assert "resumed from" in (out / "cnnrun.log").read_text()
     assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
 
@@ -162,8 +174,11 @@ def test_nan_stops_with_step_and_layer_and_keeps_the_checkpoint(tmp_path):
     last = out / "checkpoints" / "last.npz"
     digest = sha256(last)
     with pytest.raises(NonFiniteError) as info:
-        train(run_config(out, ["model=mlp", "optim.lr=1e6", "trainer.max_epochs=3",
-                               "trainer.resume=last"]))
+        train(
+            run_config(
+                out, ["model=mlp", "optim.lr=1e6", "trainer.max_epochs=3", "trainer.resume=last"]
+            )
+        )
     message = str(info.value)
     assert "non-finite" in message and "at step" in message and "first in" in message
     assert "intact" in message
@@ -173,8 +188,11 @@ def test_nan_stops_with_step_and_layer_and_keeps_the_checkpoint(tmp_path):
 
 def test_nan_skip_drops_batches_and_counts_them(tmp_path):
     out = tmp_path / "run"
-    train(run_config(out, ["model=mlp", "optim.lr=1e6", "trainer.max_epochs=2",
-                           "trainer.on_nan=skip"]))
+    train(
+        run_config(
+            out, ["model=mlp", "optim.lr=1e6", "trainer.max_epochs=2", "trainer.on_nan=skip"]
+        )
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train/skipped_batches"] > 0
     skipped = event_accumulator(out / "tb").Scalars("train/skipped_batches")
@@ -184,6 +202,7 @@ def test_nan_skip_drops_batches_and_counts_them(tmp_path):
 
 def test_nan_from_the_command_line_is_one_line(tmp_path):
     from runner_helpers import TINY
+
     result = run_cnnrun([*TINY, "model=mlp", "optim.lr=1e6", "hydra.run.dir=run"], tmp_path)
     assert result.returncode != 0
     assert "Traceback" not in result.stdout + result.stderr
@@ -223,7 +242,7 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch)
     real_savez = np.savez
 
     def savez_then_fail(f, **arrays):
-        real_savez(f, **arrays)   # a partly written temporary file, then the disk is full
+        real_savez(f, **arrays)  # a partly written temporary file, then the disk is full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(ckpt.np, "savez", savez_then_fail)
@@ -249,8 +268,9 @@ def small_mount(tmp_path):
     """A 1.5 MiB tmpfs of our own (root only; skipped where mounting is not allowed)."""
     point = tmp_path / "mnt"
     point.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(point)],
-                          capture_output=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(point)], capture_output=True
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     try:
@@ -261,7 +281,7 @@ def small_mount(tmp_path):
 
 def test_read_only_and_full_disks_for_real(small_mount):
     out = small_mount / "run"
-    train(run_config(out))                                 # fits: one small run
+    train(run_config(out))  # fits: one small run
     last = out / "checkpoints" / "last.npz"
     digest = sha256(last)
     # a bigger model on the same small disk: the checkpoint write fails for want of space

@@ -10,15 +10,17 @@ from cnnrun.nn import Conv2d, Flatten, Linear, MaxPool2d, Sequential, Tanh
 
 def conv_net(seed=0):
     rng = np.random.default_rng(seed)
-    return Sequential([
-        ("conv1", Conv2d(2, 3, (2, 3), padding="same", rng=rng)),
-        ("tanh1", Tanh()),
-        ("pool1", MaxPool2d(2)),
-        ("conv2", Conv2d(3, 4, 3, stride=2, padding=1, rng=rng)),
-        ("tanh2", Tanh()),
-        ("flat", Flatten()),
-        ("fc", Linear(4 * 2 * 2, 5, rng=rng)),
-    ])
+    return Sequential(
+        [
+            ("conv1", Conv2d(2, 3, (2, 3), padding="same", rng=rng)),
+            ("tanh1", Tanh()),
+            ("pool1", MaxPool2d(2)),
+            ("conv2", Conv2d(3, 4, 3, stride=2, padding=1, rng=rng)),
+            ("tanh2", Tanh()),
+            ("flat", Flatten()),
+            ("fc", Linear(4 * 2 * 2, 5, rng=rng)),
+        ]
+    )
 
 
 def data(seed=1):
@@ -28,10 +30,12 @@ def data(seed=1):
 
 def test_relative_error_known_values():
     assert relative_error(np.array([1.0, -2.0]), np.array([1.0, -2.02])) == pytest.approx(
-        0.02 / 2.02, rel=1e-12)
+        0.02 / 2.02, rel=1e-12
+    )
     assert relative_error(np.zeros(3), np.zeros(3)) == 0.0
     assert relative_error(np.array([0.0, 1e-3]), np.array([0.0, 2e-3]), scale=1.0) == (
-        pytest.approx(1e-3, rel=1e-12))
+        pytest.approx(1e-3, rel=1e-12)
+    )
 
 
 def test_small_conv_net_passes_with_max_checks():
@@ -40,8 +44,15 @@ def test_small_conv_net_passes_with_max_checks():
     before = [p.data.copy() for p in net.parameters()]
     result = gradcheck(net, x, labels, max_checks=15)
     assert set(result.layers) == {"conv1", "conv2", "fc", "input"}
-    assert result.checked == {"conv1.weight": 15, "conv1.bias": 3, "conv2.weight": 15,
-                              "conv2.bias": 4, "fc.weight": 15, "fc.bias": 5, "input": 15}
+    assert result.checked == {
+        "conv1.weight": 15,
+        "conv1.bias": 3,
+        "conv2.weight": 15,
+        "conv2.bias": 4,
+        "fc.weight": 15,
+        "fc.bias": 5,
+        "input": 15,
+    }
     assert result.max_error < 1e-6, result.errors
     assert result.passed()
     # the model checked is a float64 copy: the user's float32 model is untouched
@@ -55,9 +66,9 @@ def test_every_layer_type_with_a_random_projection_and_dropout():
     net = small_net(np.random.default_rng(2))
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 2, 7, 9))
-    G = rng.standard_normal((3, 3))               # random upstream gradient, not a sum
+    G = rng.standard_normal((3, 3))  # random upstream gradient, not a sum
     result = gradcheck(net, x, G, loss=Projection())
-    assert result.checked["conv1.weight"] == 3 * 2 * 2 * 3   # every element (no max_checks)
+    assert result.checked["conv1.weight"] == 3 * 2 * 2 * 3  # every element (no max_checks)
     assert result.max_error < 1e-6, result.errors
 
 
@@ -75,7 +86,7 @@ def test_a_one_percent_error_in_dw_is_reported(monkeypatch):
     result = gradcheck(conv_net(), x, labels, max_checks=15)
     assert not result.passed()
     for name in ("conv1.weight", "conv2.weight"):
-        assert result.errors[name] > 1e-3, result.errors       # ~1e-2 relative
+        assert result.errors[name] > 1e-3, result.errors  # ~1e-2 relative
     for name in ("conv1.bias", "conv2.bias", "fc.weight", "fc.bias", "input"):
-        assert result.errors[name] < 1e-6, result.errors       # only dW is wrong
+        assert result.errors[name] < 1e-6, result.errors  # only dW is wrong
     assert result.layers["conv1"] > 1e-3 and result.layers["fc"] < 1e-6

@@ -36,8 +36,11 @@ def assert_grads_ok(errors):
 # --- activations and reshapes ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layer", [ReLU(), LeakyReLU(0.2), LeakyReLU(), Tanh(), Sigmoid()],
-                         ids=["relu", "leaky_relu_0.2", "leaky_relu_default", "tanh", "sigmoid"])
+@pytest.mark.parametrize(
+    "layer",
+    [ReLU(), LeakyReLU(0.2), LeakyReLU(), Tanh(), Sigmoid()],
+    ids=["relu", "leaky_relu_0.2", "leaky_relu_default", "tanh", "sigmoid"],
+)
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 7)])
 def test_activation_gradients(layer, shape, rng):
     x = away_from_zero(rng.standard_normal(shape) * 2)
@@ -45,14 +48,20 @@ def test_activation_gradients(layer, shape, rng):
 
 
 @pytest.mark.parametrize("cls", [Tanh, Sigmoid])
-@pytest.mark.parametrize("layouts", [("C", "C"), ("batch_last", "batch_last"), ("C", "batch_last"),
-                                     ("batch_last", "C")], ids=lambda v: "-".join(v))
+@pytest.mark.parametrize(
+    "layouts",
+    [("C", "C"), ("batch_last", "batch_last"), ("C", "batch_last"), ("batch_last", "C")],
+    ids=lambda v: "-".join(v),
+)
 def test_activation_backward_in_any_layout(cls, layouts, rng):
     # more than one block of elements, so the blocked in-place path runs over several blocks;
     # x and dY laid out the same way or not
     def lay(a, layout):
-        return a if layout == "C" else np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(
-            3, 0, 1, 2)
+        return (
+            a
+            if layout == "C"
+            else np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+        )
 
     shape = (7, 3, 61, 59)
     x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
@@ -83,7 +92,7 @@ def test_leaky_relu_is_exact_for_any_slope(slope, dtype, rng):
     layer = LeakyReLU(slope)
     y = layer.forward(x)
     a = dtype(slope)
-    np.testing.assert_array_equal(y, np.where(x > 0, x, x * a))    # NaN stays NaN
+    np.testing.assert_array_equal(y, np.where(x > 0, x, x * a))  # NaN stays NaN
     dy = rng.standard_normal(x.shape).astype(dtype)
     dx = layer.backward(dy)
     np.testing.assert_array_equal(dx, np.where(x > 0, dy, dy * a))  # 1 or a, no rounding
@@ -100,7 +109,7 @@ def test_padding_keeps_the_layout_and_the_values(rng):
     for layout, order in ((x, (0, 1, 2, 3)), (batch_last, (1, 2, 3, 0))):
         padded = pad2d(layout, pads, -np.inf)
         np.testing.assert_array_equal(padded, want)
-        assert padded.transpose(order).flags.c_contiguous       # laid out as its input
+        assert padded.transpose(order).flags.c_contiguous  # laid out as its input
         np.testing.assert_array_equal(crop2d(padded, pads, x.shape[2:]), x)
     assert pad2d(x, (0, 0, 0, 0)) is x
 
@@ -150,10 +159,10 @@ def test_linear_forward_values():
 
 POOLS = [
     ((2, 2), None, (0, 0)),
-    ((3, 3), (2, 2), (1, 1)),     # overlapping windows, padding
-    ((2, 3), (3, 2), (1, 1)),     # non-square, strides that do not divide
+    ((3, 3), (2, 2), (1, 1)),  # overlapping windows, padding
+    ((2, 3), (3, 2), (1, 1)),  # non-square, strides that do not divide
     ((3, 2), (1, 2), (1, 0)),
-    ((4, 4), (3, 3), (2, 2)),     # padding of half the kernel
+    ((4, 4), (3, 3), (2, 2)),  # padding of half the kernel
 ]
 
 
@@ -166,8 +175,15 @@ def test_pool_gradients(cls, kernel, stride, padding, rng):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.sampled_from([MaxPool2d, AvgPool2d]), st.integers(1, 4), st.integers(1, 4),
-       st.integers(1, 3), st.integers(1, 3), st.integers(5, 9), st.integers(5, 9))
+@given(
+    st.sampled_from([MaxPool2d, AvgPool2d]),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(5, 9),
+    st.integers(5, 9),
+)
 def test_pool_gradients_random(cls, kh, kw, sh, sw, h, w):
     rng = np.random.default_rng(h * 10 + w)
     padding = (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)))
@@ -209,7 +225,7 @@ def test_dropout_gradients_with_a_fixed_mask(rng):
     rewind()
     y = layer.forward(x)
     dropped = y == 0
-    assert 0.15 < dropped.mean() < 0.45                         # about p of them, not 0 or all
+    assert 0.15 < dropped.mean() < 0.45  # about p of them, not 0 or all
     np.testing.assert_allclose(y[~dropped], x[~dropped] / 0.7, rtol=1e-15)  # inverted scaling
     assert_grads_ok(layer_grad_errors(layer, x, rng, before=rewind))
 
@@ -257,13 +273,16 @@ def test_batchnorm_train_statistics(rng):
     y = layer.forward(x)
     xhat = (y - layer.bias.data[None, :, None, None]) / layer.weight.data[None, :, None, None]
     np.testing.assert_allclose(xhat.mean(axis=(0, 2, 3)), 0, atol=1e-12)
-    np.testing.assert_allclose(xhat.var(axis=(0, 2, 3)), 1 / (1 + 1e-5 / x.var(axis=(0, 2, 3))),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        xhat.var(axis=(0, 2, 3)), 1 / (1 + 1e-5 / x.var(axis=(0, 2, 3))), rtol=1e-12
+    )
     # running estimates move 10% towards the batch mean and the *unbiased* variance
-    np.testing.assert_allclose(layer.running_mean, 0.9 * mean0 + 0.1 * x.mean(axis=(0, 2, 3)),
-                               rtol=1e-12)
-    np.testing.assert_allclose(layer.running_var,
-                               0.9 * var0 + 0.1 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        layer.running_mean, 0.9 * mean0 + 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        layer.running_var, 0.9 * var0 + 0.1 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-12
+    )
     assert int(layer.num_batches_tracked) == 1
     layer.eval()
     mean1 = layer.running_mean.copy()
@@ -353,7 +372,6 @@ def test_backward_without_input_grad_gives_the_same_parameter_grads(backend, rng
     calls = []
     kernels = net["conv1"].kernels
     full = kernels.conv2d_grad_input
-    monkeypatch.setattr(kernels, "conv2d_grad_input",
-                        lambda *args: calls.append(1) or full(*args))
+    monkeypatch.setattr(kernels, "conv2d_grad_input", lambda *args: calls.append(1) or full(*args))
     net.backward(np.ones_like(out), input_grad=False)
-    assert len(calls) == 1                                   # conv2's only
+    assert len(calls) == 1  # conv2's only

@@ -28,21 +28,29 @@ TOL = 1e-10  # float64, relative to the scale of each tensor
 
 
 def test_fc1_inputs():
-    assert fc1_inputs("valid") == 16 * 5 * 5      # 32 -> 28 -> 14 -> 10 -> 5
-    assert fc1_inputs("same") == 16 * 8 * 8       # 32 -> 32 -> 16 -> 16 -> 8
+    assert fc1_inputs("valid") == 16 * 5 * 5  # 32 -> 28 -> 14 -> 10 -> 5
+    assert fc1_inputs("same") == 16 * 8 * 8  # 32 -> 32 -> 16 -> 16 -> 8
 
 
 def torch_lenet(padding: str) -> nn.Sequential:
-    return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 6, 5, padding=padding)), ("tanh1", nn.Tanh()),
-        ("pool1", nn.AvgPool2d(2)),
-        ("conv2", nn.Conv2d(6, 16, 5, padding=padding)), ("tanh2", nn.Tanh()),
-        ("pool2", nn.AvgPool2d(2)),
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(fc1_inputs(padding), 120)), ("tanh3", nn.Tanh()),
-        ("fc2", nn.Linear(120, 84)), ("tanh4", nn.Tanh()),
-        ("fc3", nn.Linear(84, 10)),
-    ])).double()
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv2d(1, 6, 5, padding=padding)),
+                ("tanh1", nn.Tanh()),
+                ("pool1", nn.AvgPool2d(2)),
+                ("conv2", nn.Conv2d(6, 16, 5, padding=padding)),
+                ("tanh2", nn.Tanh()),
+                ("pool2", nn.AvgPool2d(2)),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(fc1_inputs(padding), 120)),
+                ("tanh3", nn.Tanh()),
+                ("fc2", nn.Linear(120, 84)),
+                ("tanh4", nn.Tanh()),
+                ("fc3", nn.Linear(84, 10)),
+            ]
+        )
+    ).double()
 
 
 def to_torch(state: dict) -> dict:
@@ -67,8 +75,7 @@ def test_lenet_trains_like_pytorch_step_by_step(padding):
         opt.step()
 
         twin_opt.zero_grad()
-        twin_loss = nn.functional.cross_entropy(twin(torch.from_numpy(x)),
-                                                torch.from_numpy(labels))
+        twin_loss = nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(labels))
         twin_loss.backward()
         twin_opt.step()
 
@@ -85,15 +92,23 @@ def test_lenet_trains_like_pytorch_step_by_step(padding):
 def bn_net(seed: int) -> Sequential:
     rng = np.random.default_rng(seed)
     return Sequential(
-        Conv2d(2, 4, 3, padding="same", bias=False, rng=rng), BatchNorm2d(4), ReLU(),
-        MaxPool2d(2), Flatten(), Linear(4 * 3 * 4, 5, rng=rng),
+        Conv2d(2, 4, 3, padding="same", bias=False, rng=rng),
+        BatchNorm2d(4),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(4 * 3 * 4, 5, rng=rng),
     )
 
 
 def torch_bn_net() -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding="same", bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 4, 5),
+        nn.Conv2d(2, 4, 3, padding="same", bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 4, 5),
     )
 
 
@@ -103,12 +118,13 @@ def test_state_dict_moves_to_pytorch_and_back():
     assert list(net.state_dict()) == list(twin.state_dict())
     rng = np.random.default_rng(2)
     x = rng.standard_normal((4, 2, 6, 8)).astype(np.float32)
-    net.forward(x)                                         # non-trivial running stats
+    net.forward(x)  # non-trivial running stats
     twin.load_state_dict(to_torch(net.state_dict()))
     net.eval(), twin.eval()
     with torch.no_grad():
-        np.testing.assert_allclose(net.forward(x), twin(torch.from_numpy(x)).numpy(),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            net.forward(x), twin(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6
+        )
 
     # train the PyTorch model a little, then bring its weights back
     twin.train()
@@ -117,7 +133,7 @@ def test_state_dict_moves_to_pytorch_and_back():
     nn.functional.cross_entropy(out, torch.tensor([0, 1, 2, 3])).backward()
     opt.step()
     other = bn_net(seed=9)
-    other.load_state_dict(twin.state_dict())               # tensors load directly
+    other.load_state_dict(twin.state_dict())  # tensors load directly
     for key, value in other.state_dict().items():
         expected = twin.state_dict()[key].numpy()
         np.testing.assert_array_equal(value, expected, err_msg=key)
@@ -125,5 +141,6 @@ def test_state_dict_moves_to_pytorch_and_back():
     assert int(other[1].num_batches_tracked) == 2
     other.eval(), twin.eval()
     with torch.no_grad():
-        np.testing.assert_allclose(other.forward(x), twin(torch.from_numpy(x)).numpy(),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            other.forward(x), twin(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6
+        )

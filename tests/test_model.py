@@ -29,29 +29,45 @@ from cnnrun.optim import SGD, Adam
 
 def mixed_net(seed=0):
     rng = np.random.default_rng(seed)
-    return Sequential([
-        ("conv1", Conv2d(1, 2, 3, rng=rng)),
-        ReLU(),                                   # unnamed: "1"
-        BatchNorm2d(2),                           # unnamed: "2"
-        ("pool", MaxPool2d(2)),
-        Flatten(),
-        ("fc", Linear(32, 3, rng=rng)),
-        Linear(3, 2, bias=False, rng=rng),        # unnamed: "6"
-    ])
+    return Sequential(
+        [
+            ("conv1", Conv2d(1, 2, 3, rng=rng)),
+            ReLU(),  # unnamed: "1"
+            BatchNorm2d(2),  # unnamed: "2"
+            ("pool", MaxPool2d(2)),
+            Flatten(),
+            ("fc", Linear(32, 3, rng=rng)),
+            Linear(3, 2, bias=False, rng=rng),  # unnamed: "6"
+        ]
+    )
 
 
 def test_state_dict_keys_shapes_and_parameter_names():
     net = mixed_net()
     state = net.state_dict()
     assert list(state) == [
-        "conv1.weight", "conv1.bias",
-        "2.weight", "2.bias", "2.running_mean", "2.running_var", "2.num_batches_tracked",
-        "fc.weight", "fc.bias", "6.weight",
+        "conv1.weight",
+        "conv1.bias",
+        "2.weight",
+        "2.bias",
+        "2.running_mean",
+        "2.running_var",
+        "2.num_batches_tracked",
+        "fc.weight",
+        "fc.bias",
+        "6.weight",
     ]
-    assert state["conv1.weight"].shape == (2, 1, 3, 3)      # (out, in, kh, kw) as in PyTorch
-    assert state["fc.weight"].shape == (3, 32)              # (out, in)
+    assert state["conv1.weight"].shape == (2, 1, 3, 3)  # (out, in, kh, kw) as in PyTorch
+    assert state["fc.weight"].shape == (3, 32)  # (out, in)
     assert [p.name for p in net.parameters()] == [
-        "conv1.weight", "conv1.bias", "2.weight", "2.bias", "fc.weight", "fc.bias", "6.weight"]
+        "conv1.weight",
+        "conv1.bias",
+        "2.weight",
+        "2.bias",
+        "fc.weight",
+        "fc.bias",
+        "6.weight",
+    ]
     unnamed = Sequential(Conv2d(1, 2, 3), Tanh(), Linear(2, 2))
     assert list(unnamed.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
 
@@ -59,7 +75,7 @@ def test_state_dict_keys_shapes_and_parameter_names():
 def test_state_dict_round_trip_through_a_file(tmp_path, rng):
     source, target = mixed_net(seed=1), mixed_net(seed=2)
     x = rng.standard_normal((3, 1, 10, 10)).astype(np.float32)
-    source.forward(x)                                        # moves batch-norm running stats
+    source.forward(x)  # moves batch-norm running stats
     np.savez(tmp_path / "ckpt.npz", **source.state_dict())
     with np.load(tmp_path / "ckpt.npz") as saved:
         target.load_state_dict(dict(saved))
@@ -76,7 +92,7 @@ def test_state_dict_holds_copies():
     state["conv1.weight"][...] = 7.0
     np.testing.assert_array_equal(net["conv1"].weight.data, before)
     net.load_state_dict(state)
-    state["conv1.weight"][...] = 8.0                         # loading copies in, too
+    state["conv1.weight"][...] = 8.0  # loading copies in, too
     np.testing.assert_array_equal(net["conv1"].weight.data, 7.0)
 
 
@@ -93,7 +109,7 @@ def test_load_state_dict_names_missing_unexpected_and_wrong_shapes():
     missing = {k: v for k, v in other.items() if k != "fc.bias"}
     with pytest.raises(CheckpointError, match=r"missing.*fc\.bias"):
         net.load_state_dict(missing)
-    assert_unchanged(net, good)                  # nothing is half-loaded
+    assert_unchanged(net, good)  # nothing is half-loaded
 
     unexpected = {**other, "conv9.weight": np.zeros(3)}
     with pytest.raises(CheckpointError, match=r"unexpected.*conv9\.weight"):
@@ -119,8 +135,11 @@ def layer_cases():
     rng = np.random.default_rng(0)
     return [
         ("conv_same", Conv2d(2, 3, (3, 2), padding="same", rng=rng), (2, 2, 6, 7)),
-        ("conv_stride_dilation", Conv2d(2, 2, 2, stride=2, dilation=2, padding=1, rng=rng),
-         (2, 2, 7, 6)),
+        (
+            "conv_stride_dilation",
+            Conv2d(2, 2, 2, stride=2, dilation=2, padding=1, rng=rng),
+            (2, 2, 7, 6),
+        ),
         ("maxpool", MaxPool2d(3, 2, 1), (2, 2, 6, 7)),
         ("avgpool", AvgPool2d((2, 3), (2, 1), (1, 1)), (2, 2, 6, 7)),
         ("relu", ReLU(), (2, 3, 4, 4)),
@@ -136,8 +155,9 @@ def layer_cases():
 
 
 @pytest.mark.parametrize("backend", ["numpy", "reference"])
-@pytest.mark.parametrize("index", range(len(layer_cases())),
-                         ids=[name for name, _, _ in layer_cases()])
+@pytest.mark.parametrize(
+    "index", range(len(layer_cases())), ids=[name for name, _, _ in layer_cases()]
+)
 def test_float32_in_float32_out(index, backend, rng):
     _, layer, shape = layer_cases()[index]
     layer.set_backend(backend)
@@ -148,7 +168,7 @@ def test_float32_in_float32_out(index, backend, rng):
     assert dx.shape == x.shape
     for p in layer.parameters():
         assert p.data.dtype == np.float32 and p.grad.dtype == np.float32, p.name
-        assert np.abs(p.grad).max() > 0, p.name       # the gradient did arrive
+        assert np.abs(p.grad).max() > 0, p.name  # the gradient did arrive
     for name, buffer in layer.named_buffers():
         if name != "num_batches_tracked":
             assert buffer.dtype == np.float32, name
@@ -196,11 +216,14 @@ def test_backends_agree_on_a_whole_network(other, rng):
 # --- initialisation --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make, fan_in", [
-    (lambda rng: Conv2d(3, 8, (3, 5), rng=rng), 45),
-    (lambda rng: Conv2d(16, 4, 1, rng=rng), 16),
-    (lambda rng: Linear(100, 50, rng=rng), 100),
-])
+@pytest.mark.parametrize(
+    "make, fan_in",
+    [
+        (lambda rng: Conv2d(3, 8, (3, 5), rng=rng), 45),
+        (lambda rng: Conv2d(16, 4, 1, rng=rng), 16),
+        (lambda rng: Linear(100, 50, rng=rng), 100),
+    ],
+)
 def test_default_init_has_pytorch_bounds(make, fan_in):
     layer = make(np.random.default_rng(0))
     bound = 1 / np.sqrt(fan_in)
@@ -211,19 +234,22 @@ def test_default_init_has_pytorch_bounds(make, fan_in):
     assert abs(layer.weight.data.std() - bound / np.sqrt(3)) < 0.15 * bound
 
 
-@pytest.mark.parametrize("scheme, variance, dist", [
-    ("he_normal", lambda fi, fo: 2 / fi, "normal"),
-    ("he", lambda fi, fo: 2 / fi, "normal"),
-    ("he_uniform", lambda fi, fo: 2 / fi, "uniform"),
-    ("xavier_uniform", lambda fi, fo: 2 / (fi + fo), "uniform"),
-    ("glorot", lambda fi, fo: 2 / (fi + fo), "uniform"),
-    ("xavier_normal", lambda fi, fo: 2 / (fi + fo), "normal"),
-    ("lecun_normal", lambda fi, fo: 1 / fi, "normal"),
-    ("lecun_uniform", lambda fi, fo: 1 / fi, "uniform"),
-])
+@pytest.mark.parametrize(
+    "scheme, variance, dist",
+    [
+        ("he_normal", lambda fi, fo: 2 / fi, "normal"),
+        ("he", lambda fi, fo: 2 / fi, "normal"),
+        ("he_uniform", lambda fi, fo: 2 / fi, "uniform"),
+        ("xavier_uniform", lambda fi, fo: 2 / (fi + fo), "uniform"),
+        ("glorot", lambda fi, fo: 2 / (fi + fo), "uniform"),
+        ("xavier_normal", lambda fi, fo: 2 / (fi + fo), "normal"),
+        ("lecun_normal", lambda fi, fo: 1 / fi, "normal"),
+        ("lecun_uniform", lambda fi, fo: 1 / fi, "uniform"),
+    ],
+)
 def test_init_scheme_statistics(scheme, variance, dist):
     layer = Conv2d(32, 64, 3, init=scheme, rng=np.random.default_rng(1), dtype=np.float64)
-    w = layer.weight.data                                  # 18432 values
+    w = layer.weight.data  # 18432 values
     std = np.sqrt(variance(32 * 9, 64 * 9))
     assert abs(w.mean()) < 0.03 * std
     assert abs(w.std() / std - 1) < 0.03
@@ -231,7 +257,7 @@ def test_init_scheme_statistics(scheme, variance, dist):
         assert np.abs(w).max() <= np.sqrt(3) * std
         assert np.abs(w).max() > 0.99 * np.sqrt(3) * std
     else:
-        assert np.abs(w).max() > 3.5 * std                 # tails a uniform cannot have
+        assert np.abs(w).max() > 3.5 * std  # tails a uniform cannot have
     np.testing.assert_array_equal(layer.bias.data, 0)
 
 
@@ -257,7 +283,7 @@ def test_building_and_running_layers_leaves_the_global_rng_alone():
     np.random.seed(1234)  # noqa: NPY002 - the legacy global RNG is what is checked
     before = np.random.get_state()  # noqa: NPY002
     net = small_net(np.random.default_rng(0))
-    Conv2d(2, 2, 3), Linear(3, 3), Dropout(0.5)               # no rng given: still not global
+    Conv2d(2, 2, 3), Linear(3, 3), Dropout(0.5)  # no rng given: still not global
     initialize(net, "xavier")
     net.forward(np.ones((2, 2, 7, 9), np.float32))
     after = np.random.get_state()  # noqa: NPY002
@@ -276,15 +302,18 @@ def test_bad_padding_names_the_value_and_the_choices():
     with pytest.raises(ConfigError, match="-1"):
         Conv2d(1, 1, 3, padding=-1)
     with pytest.raises(ConfigError, match="padding"):
-        MaxPool2d(2, padding=2)                            # more than half the kernel
+        MaxPool2d(2, padding=2)  # more than half the kernel
 
 
-@pytest.mark.parametrize("kwargs, value", [
-    ({"kernel_size": 0}, "0"),
-    ({"kernel_size": (3, 0)}, "(3, 0)"),
-    ({"stride": 0}, "0"),
-    ({"dilation": -1}, "-1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, value",
+    [
+        ({"kernel_size": 0}, "0"),
+        ({"kernel_size": (3, 0)}, "(3, 0)"),
+        ({"stride": 0}, "0"),
+        ({"dilation": -1}, "-1"),
+    ],
+)
 def test_bad_sizes_name_the_value(kwargs, value):
     args = {"in_channels": 1, "out_channels": 1, "kernel_size": 3, **kwargs}
     with pytest.raises(ConfigError) as info:
@@ -310,8 +339,9 @@ def test_unknown_backend_and_init_are_refused():
         initialize(Sequential(Linear(2, 2)), "bogus")
 
 
-@pytest.mark.parametrize("x", [np.ones((2, 4), np.int64), np.ones((2, 3), np.float32),
-                               np.ones((2, 4, 1), np.float32)])
+@pytest.mark.parametrize(
+    "x", [np.ones((2, 4), np.int64), np.ones((2, 3), np.float32), np.ones((2, 4, 1), np.float32)]
+)
 def test_linear_refuses_what_it_cannot_compute(x):
     from cnnrun.errors import ShapeError
 

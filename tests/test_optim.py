@@ -20,8 +20,11 @@ CONFIGS = [
     ("sgd_nesterov", SGD, {"lr": 0.05, "momentum": 0.8, "nesterov": True}),
     ("sgd_weight_decay", SGD, {"lr": 0.1, "weight_decay": 0.01}),
     ("sgd_all", SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.05}),
-    ("sgd_dampening_decay", SGD,
-     {"lr": 0.05, "momentum": 0.7, "dampening": 0.5, "weight_decay": 0.1}),
+    (
+        "sgd_dampening_decay",
+        SGD,
+        {"lr": 0.05, "momentum": 0.7, "dampening": 0.5, "weight_decay": 0.1},
+    ),
     ("adam", Adam, {"lr": 0.01}),
     ("adam_betas_eps", Adam, {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6}),
     ("adam_weight_decay", Adam, {"lr": 0.01, "weight_decay": 0.1}),
@@ -42,7 +45,7 @@ def gradient_sequence(dtype, steps=STEPS, seed=1):
 def engine_step(opt, params, grads):
     opt.zero_grad()
     for p, g in zip(params, grads):
-        p.grad += g                       # as backward does: add into the zeroed grad
+        p.grad += g  # as backward does: add into the zeroed grad
     opt.step()
 
 
@@ -55,7 +58,7 @@ def test_matches_torch_optim(name, cls, kwargs, dtype, torch):
     opt = cls(params, **kwargs)
     twin_opt = getattr(torch.optim, cls.__name__)(twins, **kwargs)
     for step, grads in enumerate(gradient_sequence(dtype)):
-        if step == 3:                     # a scheduler changes lr between steps
+        if step == 3:  # a scheduler changes lr between steps
             opt.lr = twin_opt.param_groups[0]["lr"] = kwargs["lr"] / 2
         engine_step(opt, params, grads)
         twin_opt.zero_grad()
@@ -72,7 +75,7 @@ def test_matches_torch_optim(name, cls, kwargs, dtype, torch):
             assert value.dtype == dtype
             assert rel_err(value, twin_opt.state[q][key].numpy()) < TOL[dtype], key
     if kwargs.get("momentum") or cls is Adam:
-        assert all(opt.state)             # the state was really compared
+        assert all(opt.state)  # the state was really compared
 
 
 @pytest.mark.parametrize("name, cls, kwargs", CONFIGS, ids=IDS)
@@ -85,9 +88,9 @@ def test_state_dict_round_trip_continues_identically(name, cls, kwargs):
     saved = opt.state_dict()
     # a fresh optimiser over a copy of the parameters, as after loading a checkpoint
     params2 = [Parameter(p.data.copy(), p.name) for p in params]
-    opt2 = cls(params2, lr=123.0)         # hyperparameters come from the state dict too
+    opt2 = cls(params2, lr=123.0)  # hyperparameters come from the state dict too
     opt2.load_state_dict(saved)
-    for state in saved["state"]:          # the loaded state is a copy, not shared
+    for state in saved["state"]:  # the loaded state is a copy, not shared
         for value in state.values():
             value[...] = np.nan
     for g in grads[3:]:

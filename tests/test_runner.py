@@ -24,8 +24,15 @@ from runner_helpers import (
 from cnnrun.errors import ConfigError
 from cnnrun.train import train
 
-METRIC_KEYS = {"train/loss", "val/loss", "val/acc", "epoch", "step", "seconds",
-               "train/images_per_s"}
+METRIC_KEYS = {
+    "train/loss",
+    "val/loss",
+    "val/acc",
+    "epoch",
+    "step",
+    "seconds",
+    "train/images_per_s",
+}
 
 # the first conv layer of the tiny run: 16 images of 1x12x12, 'same' padding of 2 on each side
 TINY_TRACE = [
@@ -56,6 +63,7 @@ def checkpoint_meta(path) -> dict:
 
 # -- the run folder ------------------------------------------------------------------------
 
+
 def test_run_folder_holds_everything(tiny_run):
     out, _ = tiny_run
     assert (out / "cnnrun.log").is_file()
@@ -64,8 +72,7 @@ def test_run_folder_holds_everything(tiny_run):
     assert list((out / "tb").glob("events.out.tfevents.*"))
     for name in ("last.npz", "best.npz"):
         arrays = checkpoint_arrays(out / "checkpoints" / name)
-        assert {k for k in arrays if k.startswith("model/")} == {f"model/{p}"
-                                                                for p in LENET_PARAMS}
+        assert {k for k in arrays if k.startswith("model/")} == {f"model/{p}" for p in LENET_PARAMS}
         assert arrays["model/conv1.weight"].shape == (6, 1, 5, 5)
         assert arrays["model/fc1.weight"].shape == (120, 16 * 3 * 3)
     meta = checkpoint_meta(out / "checkpoints" / "last.npz")
@@ -85,7 +92,7 @@ def test_metrics_json_and_return_value(tiny_run):
     out, val_loss = tiny_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics)
-    assert (metrics["epoch"], metrics["step"]) == (1, 3)     # 48 training images, batches of 16
+    assert (metrics["epoch"], metrics["step"]) == (1, 3)  # 48 training images, batches of 16
     assert val_loss == metrics["val/loss"]
     assert isinstance(val_loss, float) and math.isfinite(val_loss)
     # untrained on 4 classes: near ln 4
@@ -94,6 +101,7 @@ def test_metrics_json_and_return_value(tiny_run):
 
 
 # -- TensorBoard, read back with TensorBoard's own reader ----------------------------------
+
 
 def test_tensorboard_scalars(tiny_run):
     out, val_loss = tiny_run
@@ -127,8 +135,7 @@ def test_tensorboard_histograms_images_text(tiny_run):
     assert image.width > 5 and image.height > 5 and image.encoded_image_string[:4] == b"\x89PNG"
     # tensorboardX's add_text("shapes/trace") stores the tag as "shapes/trace/text_summary",
     # which is how TensorBoard's Text dashboard then shows it (as with PyTorch's writer)
-    text_tags = [t for t in tags["tensors"] if t in ("shapes/trace",
-                                                    "shapes/trace/text_summary")]
+    text_tags = [t for t in tags["tensors"] if t in ("shapes/trace", "shapes/trace/text_summary")]
     assert len(text_tags) == 1, tags["tensors"]
     assert text_tags[0] in acc.PluginTagToContent("text")
     text = acc.Tensors(text_tags[0])[0].tensor_proto.string_val[0].decode()
@@ -145,23 +152,34 @@ def test_tensorboard_hparams_in_the_run_folder(tiny_run):
     content = acc.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(content)
     start = plugin_data_pb2.HParamsPluginData.FromString(
-        content["_hparams_/session_start_info"]).session_start_info
+        content["_hparams_/session_start_info"]
+    ).session_start_info
     assert start.hparams["model"].string_value == "lenet"
     assert start.hparams["conv.padding"].string_value == "same"
     assert start.hparams["optim.lr"].number_value == pytest.approx(0.05)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
-        content["_hparams_/experiment"]).experiment
+        content["_hparams_/experiment"]
+    ).experiment
     metric_tags = {m.name.tag for m in experiment.metric_infos}
     assert {"val/loss", "val/acc"} <= metric_tags
 
 
 # -- digits, the default data set ----------------------------------------------------------
 
+
 def test_one_epoch_on_digits(tmp_path):
     out = tmp_path / "run"
-    cfg = run_config(out, ["data=digits", "conv.padding=valid", "data.image_size=32",
-                           "data.batch_size=32", "trainer.limit_train_batches=3",
-                           "trainer.limit_val_batches=2"])
+    cfg = run_config(
+        out,
+        [
+            "data=digits",
+            "conv.padding=valid",
+            "data.image_size=32",
+            "data.batch_size=32",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=2",
+        ],
+    )
     val_loss = train(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
     assert val_loss == metrics["val/loss"] and math.isfinite(val_loss)
@@ -172,18 +190,22 @@ def test_one_epoch_on_digits(tmp_path):
     assert "dW = corr_valid(x_pad (32,6,14,14), dY (32,16,10,10)) -> (16,6,5,5)" in trace
     arrays = checkpoint_arrays(out / "checkpoints" / "last.npz")
     assert arrays["model/fc1.weight"].shape == (120, 16 * 5 * 5)
-    assert arrays["model/fc3.weight"].shape == (10, 84)              # digits: 10 classes
+    assert arrays["model/fc3.weight"].shape == (10, 84)  # digits: 10 classes
     acc = event_accumulator(out / "tb")
     assert [e.step for e in acc.Scalars("train/loss")] == [0, 1, 2]
 
 
 # -- resumption and seeds ------------------------------------------------------------------
 
-@pytest.mark.parametrize("model, optim", [
-    ("lenet", "sgd"),          # momentum buffers, cosine schedule
-    ("lenet", "adam"),         # two moments and a step count per parameter
-    ("vgg_small", "sgd"),      # batch-norm running statistics and dropout masks
-])
+
+@pytest.mark.parametrize(
+    "model, optim",
+    [
+        ("lenet", "sgd"),  # momentum buffers, cosine schedule
+        ("lenet", "adam"),  # two moments and a step count per parameter
+        ("vgg_small", "sgd"),  # batch-norm running statistics and dropout masks
+    ],
+)
 def test_resume_equals_uninterrupted_run(tmp_path, model, optim):
     """1 epoch, then resumed to 3, ends bit for bit where 3 epochs in one go end."""
     straight = tmp_path / "straight"
@@ -193,14 +215,15 @@ def test_resume_equals_uninterrupted_run(tmp_path, model, optim):
     train(run_config(first, [*common, "trainer.max_epochs=1"]))
     resume_from = first / "checkpoints" / "last.npz"
     digest = sha256(resume_from)
-    loss_resumed = train(run_config(resumed, [*common, "trainer.max_epochs=3",
-                                              f"trainer.resume={resume_from}"]))
-    assert sha256(resume_from) == digest          # the checkpoint resumed from is untouched
+    loss_resumed = train(
+        run_config(resumed, [*common, "trainer.max_epochs=3", f"trainer.resume={resume_from}"])
+    )
+    assert sha256(resume_from) == digest  # the checkpoint resumed from is untouched
 
     a = checkpoint_arrays(straight / "checkpoints" / "last.npz")
     b = checkpoint_arrays(resumed / "checkpoints" / "last.npz")
     assert sorted(a) == sorted(b)
-    assert any(k.startswith("optim/") for k in a)              # optimiser state is compared too
+    assert any(k.startswith("optim/") for k in a)  # optimiser state is compared too
     for key in a:
         assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
     # and it did move: the resumed weights are not the 1-epoch weights
@@ -211,7 +234,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, model, optim):
     mb = checkpoint_meta(resumed / "checkpoints" / "last.npz")
     assert {"epoch", "step", "rng", "best_val_loss", "optimizer"} <= set(ma)
     for key in set(ma) | set(mb):
-        if key != "config":          # the configs differ in trainer.resume only
+        if key != "config":  # the configs differ in trainer.resume only
             assert ma.get(key) == mb.get(key), key
     assert (mb["epoch"], mb["step"]) == (3, 9)
     assert loss_resumed == loss_straight
@@ -238,6 +261,7 @@ def test_train_without_output_dir_is_a_clear_error():
 
 # -- the command line ----------------------------------------------------------------------
 
+
 def test_python_m_cnnrun_end_to_end(tmp_path):
     result = run_cnnrun(TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -246,12 +270,17 @@ def test_python_m_cnnrun_end_to_end(tmp_path):
     assert len(runs) == 1
     run = runs[0]
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", run.parent.name), run
-    assert re.fullmatch(r"\d{2}-\d{2}-\d{2}-\d{6}", run.name), run   # time with microseconds
+    assert re.fullmatch(r"\d{2}-\d{2}-\d{2}-\d{6}", run.name), run  # time with microseconds
     saved = OmegaConf.load(run / ".hydra" / "config.yaml")
     assert saved.model.name == "lenet" and saved.data.image_size == 12
     assert saved.conv.padding == "same" and saved.trainer.max_epochs == 1
-    for name in ("cnnrun.log", "shape_trace.md", "metrics.json", "checkpoints/last.npz",
-                 "checkpoints/best.npz"):
+    for name in (
+        "cnnrun.log",
+        "shape_trace.md",
+        "metrics.json",
+        "checkpoints/last.npz",
+        "checkpoints/best.npz",
+    ):
         assert (run / name).is_file(), name
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert TINY_TRACE[0] in (run / "shape_trace.md").read_text()

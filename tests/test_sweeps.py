@@ -19,15 +19,22 @@ from cnnrun import checkpoint as ckpt
 from cnnrun.sweep import job_threads
 from cnnrun.train import Interrupted, Trainer, train
 
-pytestmark = pytest.mark.slow   # each sweep starts several Python processes
+pytestmark = pytest.mark.slow  # each sweep starts several Python processes
 
-TINY_SWEEP = ["data=synthetic", "data.image_size=16", "data.num_samples=64",
-              "data.batch_size=16", "trainer.max_epochs=1", "trainer.progress=false"]
+TINY_SWEEP = [
+    "data=synthetic",
+    "data.image_size=16",
+    "data.num_samples=64",
+    "data.batch_size=16",
+    "trainer.max_epochs=1",
+    "trainer.progress=false",
+]
 
 
 def needs(plugin: str):
-    return pytest.importorskip(f"hydra_plugins.{plugin}", reason=f"{plugin} is not installed "
-                               "(pip install -e '.[sweep]')")
+    return pytest.importorskip(
+        f"hydra_plugins.{plugin}", reason=f"{plugin} is not installed (pip install -e '.[sweep]')"
+    )
 
 
 def sweep_root(cwd: Path) -> Path:
@@ -48,17 +55,17 @@ def check_jobs(root: Path, expected: int) -> list[Path]:
     jobs = sorted(p for p in root.iterdir() if p.is_dir() and (p / "status.json").exists())
     assert len(jobs) == expected
     for job in jobs:
-        assert re.match(r"\d+_", job.name)           # named from the job's number and overrides
+        assert re.match(r"\d+_", job.name)  # named from the job's number and overrides
         status = json.loads((job / "status.json").read_text())
         if status["status"] != "ok":
             continue
         metrics = json.loads((job / "metrics.json").read_text())
         acc = event_accumulator(job / "tb")
-        assert [e.value for e in acc.Scalars("val/loss")][-1] == pytest.approx(
-            metrics["val/loss"])
+        assert [e.value for e in acc.Scalars("val/loss")][-1] == pytest.approx(metrics["val/loss"])
         content = acc.PluginTagToContent("hparams")
         start = plugin_data_pb2.HParamsPluginData.FromString(
-            content["_hparams_/session_start_info"]).session_start_info
+            content["_hparams_/session_start_info"]
+        ).session_start_info
         assert start.hparams["optim.lr"].number_value > 0
     return jobs
 
@@ -67,7 +74,7 @@ def check_summary(root: Path, jobs: list[Path]) -> list[dict]:
     rows = summary(root)
     assert sorted(r["job"] for r in rows) == sorted(j.name for j in jobs)
     ok = [float(r["val/loss"]) for r in rows if r["status"] == "ok"]
-    assert ok == sorted(ok)                            # best first
+    assert ok == sorted(ok)  # best first
     return rows
 
 
@@ -83,7 +90,7 @@ def test_basic_sweep_with_a_failing_job_keeps_the_others(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
     assert "invalid optim.lr -1.0" in rows[-1]["reason"]
     assert "optim.lr=-1" in rows[-1]["overrides"]
-    assert "best first" in result.stdout        # the table is printed too
+    assert "best first" in result.stdout  # the table is printed too
 
 
 def test_nan_job_is_recorded_as_failed(tmp_path):
@@ -96,14 +103,22 @@ def test_nan_job_is_recorded_as_failed(tmp_path):
 
 def test_joblib_sweep_of_four_jobs(tmp_path):
     needs("hydra_joblib_launcher")
-    result = run_cnnrun(["-m", *TINY_SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                         "optim.lr=0.05,0.1", "conv.padding=same,valid"], tmp_path,
-                        timeout=300)
+    result = run_cnnrun(
+        [
+            "-m",
+            *TINY_SWEEP,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "optim.lr=0.05,0.1",
+            "conv.padding=same,valid",
+        ],
+        tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     root = sweep_root(tmp_path)
     rows = check_summary(root, check_jobs(root, 4))
-    assert {r["overrides"].split()[-1] for r in rows} == {"conv.padding=same",
-                                                         "conv.padding=valid"}
+    assert {r["overrides"].split()[-1] for r in rows} == {"conv.padding=same", "conv.padding=valid"}
     # two workers share the cores: each job was given cores // 2 threads (at least one)
     expected = max((os.cpu_count() or 1) // 2, 1)
     logs = [(root / r["job"] / "cnnrun.log").read_text() for r in rows]
@@ -112,8 +127,11 @@ def test_joblib_sweep_of_four_jobs(tmp_path):
 
 def test_submitit_local_sweep_of_two_jobs(tmp_path):
     needs("hydra_submitit_launcher")
-    result = run_cnnrun(["-m", *TINY_SWEEP, "hydra/launcher=submitit_local",
-                         "optim.lr=0.05,0.1"], tmp_path, timeout=300)
+    result = run_cnnrun(
+        ["-m", *TINY_SWEEP, "hydra/launcher=submitit_local", "optim.lr=0.05,0.1"],
+        tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     root = sweep_root(tmp_path)
     check_summary(root, check_jobs(root, 2))
@@ -122,14 +140,17 @@ def test_submitit_local_sweep_of_two_jobs(tmp_path):
 
 def test_optuna_search_of_three_trials(tmp_path):
     needs("hydra_optuna_sweeper")
-    result = run_cnnrun(["hparams_search=lenet_optuna", *TINY_SWEEP,
-                         "hydra.sweeper.n_trials=3"], tmp_path, timeout=300)
+    result = run_cnnrun(
+        ["hparams_search=lenet_optuna", *TINY_SWEEP, "hydra.sweeper.n_trials=3"],
+        tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     root = sweep_root(tmp_path)
     rows = check_summary(root, check_jobs(root, 3))
     best = (root / "optimization_results.yaml").read_text()
     assert f"best_value: {rows[0]['val/loss']}"[:20] in best
-    for r in rows:                                     # every trial chose its own values
+    for r in rows:  # every trial chose its own values
         assert "optim.lr=" in r["overrides"] and "conv.padding=" in r["overrides"]
 
 
@@ -172,7 +193,7 @@ def test_requeued_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
     requeued = []
     real_step = Trainer._train_step
 
-    def step_then_preempt(self, *args):   # the scheduler's signal arrives during step 40
+    def step_then_preempt(self, *args):  # the scheduler's signal arrives during step 40
         real_step(self, *args)
         if self.step == 40:
             os.kill(os.getpid(), signal.SIGUSR2)
@@ -185,17 +206,19 @@ def test_requeued_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGUSR2, previous)
         monkeypatch.setattr(Trainer, "_train_step", real_step)
-    assert requeued == [signal.SIGUSR2]            # the launcher's handler ran after the save
+    assert requeued == [signal.SIGUSR2]  # the launcher's handler ran after the save
     assert info.value.exit_code == 128 + signal.SIGUSR2
     stopped = ckpt.load_checkpoint(out / "checkpoints" / "last.npz")["meta"]
     assert (stopped["epoch"], stopped["batch"], stopped["step"]) == (0, 40, 40)
 
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")   # what submitit sets in a job
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # what submitit sets in a job
     time.sleep(0.01)
     train(run_config(out, long))
     assert "resumed from" in (out / "cnnrun.log").read_text()
-    with np.load(out / "checkpoints" / "last.npz") as a, \
-            np.load(straight / "checkpoints" / "last.npz") as b:
+    with (
+        np.load(out / "checkpoints" / "last.npz") as a,
+        np.load(straight / "checkpoints" / "last.npz") as b,
+    ):
         for key in a.files:
             if key != "meta":
                 assert np.array_equal(a[key], b[key]), key
@@ -208,8 +231,9 @@ def _submitit_job_pid(sweep_root_dir: Path) -> int | None:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"submitit.core._submit" in args and any(str(sweep_root_dir).encode() in a
-                                                     for a in args):
+        if b"submitit.core._submit" in args and any(
+            str(sweep_root_dir).encode() in a for a in args
+        ):
             return int(cmdline.parent.name)
     return None
 
@@ -228,11 +252,22 @@ def test_submitit_preempted_job_is_requeued_and_resumes(tmp_path):
     train(run_config(straight, ["data.image_size=16", *long]))
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    args = ["data=synthetic", "data.image_size=16", "trainer.progress=false", "conv.padding=same",
-            *long, "hydra/launcher=submitit_local"]
-    proc = subprocess.Popen([sys.executable, "-m", "cnnrun", "-m", *args],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = [
+        "data=synthetic",
+        "data.image_size=16",
+        "trainer.progress=false",
+        "conv.padding=same",
+        *long,
+        "hydra/launcher=submitit_local",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnrun", "-m", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         traces = []
@@ -253,8 +288,10 @@ def test_submitit_preempted_job_is_requeued_and_resumes(tmp_path):
     log = (job / "cnnrun.log").read_text()
     assert "SIGUSR2 at step" in log and "resumed from" in log
     assert json.loads((job / "status.json").read_text())["status"] == "ok"
-    with np.load(job / "checkpoints" / "last.npz") as a, \
-            np.load(straight / "checkpoints" / "last.npz") as b:
+    with (
+        np.load(job / "checkpoints" / "last.npz") as a,
+        np.load(straight / "checkpoints" / "last.npz") as b,
+    ):
         for key in a.files:
             if key != "meta":
                 assert np.array_equal(a[key], b[key]), key

@@ -16,7 +16,7 @@ from runner_helpers import LENET_PARAMS, SCALAR_TAGS, run_config
 
 from cnnrun.train import train
 
-HOST = "127.0.0.1"   # the only address these tests use
+HOST = "127.0.0.1"  # the only address these tests use
 STARTUP_S = 60
 
 
@@ -38,9 +38,25 @@ def tensorboard(tmp_path):
     train(run_config(out))
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(out), "--host", HOST,
-         "--port", str(port), "--load_fast=false", "--reload_interval", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(out),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--load_fast=false",
+            "--reload_interval",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         yield server, port, out
     finally:
@@ -74,7 +90,7 @@ def wait_for_scalar_tags(server, port: int) -> dict:
 def test_tensorboard_serves_the_run(tensorboard):
     server, port, out = tensorboard
     tags = wait_for_scalar_tags(server, port)
-    assert set(tags) == {"tb"}                 # one run: the run folder's tb/
+    assert set(tags) == {"tb"}  # one run: the run folder's tb/
     scalars = set(tags["tb"])
     expected = {*SCALAR_TAGS, *(f"grad_norm/{p}" for p in LENET_PARAMS)}
     assert expected <= scalars, expected - scalars

@@ -78,9 +78,12 @@ def conv_errors(case: ConvCase, dtype) -> dict[str, float]:
     assert tuple(yt.shape) == y.shape
     yt.backward(t(G))
     assert y.dtype == dx.dtype == layer.weight.grad.dtype == dtype
-    return {"y": rel_err(y, yt.detach().numpy()), "dX": rel_err(dx, xt.grad.numpy()),
-            "dW": rel_err(layer.weight.grad, wt.grad.numpy()),
-            "db": rel_err(layer.bias.grad, bt.grad.numpy())}
+    return {
+        "y": rel_err(y, yt.detach().numpy()),
+        "dX": rel_err(dx, xt.grad.numpy()),
+        "dW": rel_err(layer.weight.grad, wt.grad.numpy()),
+        "db": rel_err(layer.bias.grad, bt.grad.numpy()),
+    }
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -124,21 +127,30 @@ def test_pools_random_shapes(case):
                 assert_close(pool_errors(cls, *case, dtype, integer_valued), dtype)
 
 
-@pytest.mark.parametrize("kernel, stride, padding", [
-    (2, 2, 0), (3, 1, 1), (3, 2, 1), ((2, 3), (1, 2), (1, 1)), (4, 3, 2),
-])
+@pytest.mark.parametrize(
+    "kernel, stride, padding",
+    [
+        (2, 2, 0),
+        (3, 1, 1),
+        (3, 2, 1),
+        ((2, 3), (1, 2), (1, 1)),
+        (4, 3, 2),
+    ],
+)
 def test_maxpool_ties_route_each_dy_once_like_torch(kernel, stride, padding):
     rng = np.random.default_rng(0)
-    for x in (np.zeros((2, 2, 7, 8)),                          # every window a tie
-              rng.integers(0, 2, (2, 2, 7, 8)).astype(float)):  # many ties
+    for x in (
+        np.zeros((2, 2, 7, 8)),  # every window a tie
+        rng.integers(0, 2, (2, 2, 7, 8)).astype(float),
+    ):  # many ties
         layer = MaxPool2d(kernel, stride, padding)
         y = layer.forward(x)
-        G = rng.integers(1, 10, y.shape).astype(float)          # exact sums
+        G = rng.integers(1, 10, y.shape).astype(float)  # exact sums
         dx = layer.backward(G)
-        assert dx.sum() == G.sum()                              # nothing lost or doubled
+        assert dx.sum() == G.sum()  # nothing lost or doubled
         xt = t(x, True)
         F.max_pool2d(xt, kernel, stride, padding).backward(t(G))
-        np.testing.assert_array_equal(dx, xt.grad.numpy())       # the same pixel each time
+        np.testing.assert_array_equal(dx, xt.grad.numpy())  # the same pixel each time
 
 
 # --- element-wise, linear ------------------------------------------------------------------------
@@ -154,12 +166,13 @@ ACTIVATIONS = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layer, fn", ACTIVATIONS,
-                         ids=["relu", "leaky_relu", "leaky_relu_0.3", "tanh", "sigmoid"])
+@pytest.mark.parametrize(
+    "layer, fn", ACTIVATIONS, ids=["relu", "leaky_relu", "leaky_relu_0.3", "tanh", "sigmoid"]
+)
 def test_activations(layer, fn, dtype):
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((3, 4, 5, 6)) * 4).astype(dtype)
-    x[0, 0, 0, :3] = [0.0, 40.0, -40.0]              # the kink and far into the tails
+    x[0, 0, 0, :3] = [0.0, 40.0, -40.0]  # the kink and far into the tails
     y = layer.forward(x)
     G = rng.standard_normal(y.shape).astype(dtype)
     dx = layer.backward(G)
@@ -167,8 +180,7 @@ def test_activations(layer, fn, dtype):
     yt = fn(xt)
     yt.backward(t(G))
     assert y.dtype == dx.dtype == dtype
-    assert_close({"y": rel_err(y, yt.detach().numpy()), "dX": rel_err(dx, xt.grad.numpy())},
-                 dtype)
+    assert_close({"y": rel_err(y, yt.detach().numpy()), "dX": rel_err(dx, xt.grad.numpy())}, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -184,8 +196,11 @@ def test_linear(dtype, bias):
     bt = t(layer.bias.data, True) if bias else None
     yt = F.linear(xt, wt, bt)
     yt.backward(t(G))
-    errors = {"y": rel_err(y, yt.detach().numpy()), "dX": rel_err(dx, xt.grad.numpy()),
-              "dW": rel_err(layer.weight.grad, wt.grad.numpy())}
+    errors = {
+        "y": rel_err(y, yt.detach().numpy()),
+        "dX": rel_err(dx, xt.grad.numpy()),
+        "dW": rel_err(layer.weight.grad, wt.grad.numpy()),
+    }
     if bias:
         errors["db"] = rel_err(layer.bias.grad, bt.grad.numpy())
     assert_close(errors, dtype)
@@ -197,7 +212,8 @@ def test_linear(dtype, bias):
 def batchnorm_pair(dtype, rng, channels=4):
     layer = BatchNorm2d(channels, eps=1e-3, momentum=0.2).to(dtype)
     twin = torch.nn.BatchNorm2d(channels, eps=1e-3, momentum=0.2).to(
-        torch.float64 if dtype == np.float64 else torch.float32)
+        torch.float64 if dtype == np.float64 else torch.float32
+    )
     layer.weight.data[...] = rng.uniform(0.5, 2.0, channels)
     layer.bias.data[...] = rng.standard_normal(channels)
     layer.running_mean[...] = rng.standard_normal(channels)
@@ -214,9 +230,12 @@ def batchnorm_step(layer, twin, x, G):
     xt = t(x, True)
     yt = twin(xt)
     yt.backward(t(G))
-    return {"y": rel_err(y, yt.detach().numpy()), "dX": rel_err(dx, xt.grad.numpy()),
-            "dgamma": rel_err(layer.weight.grad, twin.weight.grad.numpy()),
-            "dbeta": rel_err(layer.bias.grad, twin.bias.grad.numpy())}
+    return {
+        "y": rel_err(y, yt.detach().numpy()),
+        "dX": rel_err(dx, xt.grad.numpy()),
+        "dgamma": rel_err(layer.weight.grad, twin.weight.grad.numpy()),
+        "dbeta": rel_err(layer.bias.grad, twin.bias.grad.numpy()),
+    }
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -258,8 +277,7 @@ def test_cross_entropy(dtype, n, k):
     zt = t(logits, True)
     lt = F.cross_entropy(zt, torch.from_numpy(labels))
     lt.backward()
-    assert_close({"loss": rel_err(value, lt.item()), "dz": rel_err(grad, zt.grad.numpy())},
-                 dtype)
+    assert_close({"loss": rel_err(value, lt.item()), "dz": rel_err(grad, zt.grad.numpy())}, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -274,5 +292,4 @@ def test_mse(dtype, shape):
     ot = t(out, True)
     lt = F.mse_loss(ot, t(target))
     lt.backward()
-    assert_close({"loss": rel_err(value, lt.item()), "dy": rel_err(grad, ot.grad.numpy())},
-                 dtype)
+    assert_close({"loss": rel_err(value, lt.item()), "dy": rel_err(grad, ot.grad.numpy())}, dtype)

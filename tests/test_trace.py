@@ -8,8 +8,20 @@ from helpers import lenet, small_net
 from cnnrun.nn import Conv2d, Flatten, Linear, Sequential
 from cnnrun.trace import TraceError, format_markdown, format_text, shape_trace
 
-LENET_NAMES = ["conv1", "tanh1", "pool1", "conv2", "tanh2", "pool2", "flatten", "fc1", "tanh3",
-               "fc2", "tanh4", "fc3"]
+LENET_NAMES = [
+    "conv1",
+    "tanh1",
+    "pool1",
+    "conv2",
+    "tanh2",
+    "pool2",
+    "flatten",
+    "fc1",
+    "tanh3",
+    "fc2",
+    "tanh4",
+    "fc3",
+]
 
 
 def trace_lenet(padding):
@@ -39,7 +51,8 @@ def test_lenet_same():
     assert by_name["pool1"].output == (64, 6, 16, 16)
     assert by_name["conv2"].padded_input == (64, 6, 20, 20)
     assert products(by_name["conv2"])[0] == (
-        "dW = corr_valid(x_pad (64,6,20,20), dY (64,16,16,16)) -> (16,6,5,5)")
+        "dW = corr_valid(x_pad (64,6,20,20), dY (64,16,16,16)) -> (16,6,5,5)"
+    )
     assert by_name["flatten"].output == (64, 1024)
     assert by_name["fc1"].params["weight"] == (120, 1024)
     assert products(by_name["fc1"])[0] == "dW = matmul(dY^T (120,64), x (64,1024)) -> (120,1024)"
@@ -50,7 +63,7 @@ def test_lenet_same():
         for line in products(conv1):
             assert line in text
     assert "same (2, 2, 2, 2) -> x_pad (64,1,36,36)" in format_text(rows)
-    assert format_markdown(rows).count("\n") == 2 + len(rows)   # header, rule, a row per layer
+    assert format_markdown(rows).count("\n") == 2 + len(rows)  # header, rule, a row per layer
 
 
 def test_lenet_valid():
@@ -71,8 +84,13 @@ def test_lenet_valid():
 
 def test_stride_shows_the_dilated_error():
     # 'same' with stride 2 on 10x9: out 5x5, pads (0, 1, 1, 1), dY dilated to 9x9
-    net = Sequential([("conv", Conv2d(1, 4, 3, stride=2, padding="same")),
-                      ("flat", Flatten()), ("fc", Linear(100, 3))])
+    net = Sequential(
+        [
+            ("conv", Conv2d(1, 4, 3, stride=2, padding="same")),
+            ("flat", Flatten()),
+            ("fc", Linear(100, 3)),
+        ]
+    )
     rows = shape_trace(net, np.ones((2, 1, 10, 9), np.float32), np.array([0, 2]))
     conv = rows[0]
     assert conv.output == (2, 4, 5, 5) and conv.padding == (0, 1, 1, 1)
@@ -86,24 +104,31 @@ def test_stride_shows_the_dilated_error():
 def test_uneven_stride_and_dilation():
     # stride 3 on 9 rows leaves the last row unvisited: the full convolution of the dilated
     # 7x7 error with the 2x2 kernel (dilated to 2x3) is 8x9, zero-padded to the input's 9x10
-    net = Sequential([("conv", Conv2d(2, 2, 2, stride=3, dilation=(1, 2))), ("flat", Flatten()),
-                      ("fc", Linear(2 * 3 * 3, 2))])
+    net = Sequential(
+        [
+            ("conv", Conv2d(2, 2, 2, stride=3, dilation=(1, 2))),
+            ("flat", Flatten()),
+            ("fc", Linear(2 * 3 * 3, 2)),
+        ]
+    )
     rows = shape_trace(net, np.ones((1, 2, 9, 10), np.float32), np.array([1]))
     assert rows[0].output == (1, 2, 3, 3)
     assert products(rows[0])[1] == (
         "dX = conv_full(dilate(dY, stride 3x3) (1,2,7,7), W dilation 1x2 (2,2,2,2)) -> (1,2,8,9), "
-        "zero-padded to (1,2,9,10) (pixels no window reached)")
+        "zero-padded to (1,2,9,10) (pixels no window reached)"
+    )
 
 
 def test_tracing_leaves_the_model_as_it_was():
     rng = np.random.default_rng(1)
     net = small_net(rng, dtype=np.float32)
     for p in net.parameters():
-        p.grad[...] = rng.standard_normal(p.grad.shape)     # grads mid-accumulation
+        p.grad[...] = rng.standard_normal(p.grad.shape)  # grads mid-accumulation
     state = net.state_dict()
     grads = [p.grad.copy() for p in net.parameters()]
-    rows = shape_trace(net, rng.standard_normal((5, 2, 7, 9)).astype(np.float32),
-                       rng.integers(0, 3, 5))
+    rows = shape_trace(
+        net, rng.standard_normal((5, 2, 7, 9)).astype(np.float32), rng.integers(0, 3, 5)
+    )
     assert len(rows) == len(net)
     for key, value in net.state_dict().items():
         np.testing.assert_array_equal(value, state[key], err_msg=key)  # incl. running stats
@@ -113,8 +138,13 @@ def test_tracing_leaves_the_model_as_it_was():
 
 
 def test_a_backward_with_a_wrong_shape_is_caught(monkeypatch):
-    net = Sequential([("conv", Conv2d(1, 2, (2, 3), padding="same")), ("flat", Flatten()),
-                      ("fc", Linear(2 * 11 * 28, 3))])
+    net = Sequential(
+        [
+            ("conv", Conv2d(1, 2, (2, 3), padding="same")),
+            ("flat", Flatten()),
+            ("fc", Linear(2 * 11 * 28, 3)),
+        ]
+    )
     conv = net["conv"]
     right = conv.backward
     # a classic layout bug: H and W swapped in dX (11x28 is not square, so it shows)
@@ -122,7 +152,7 @@ def test_a_backward_with_a_wrong_shape_is_caught(monkeypatch):
     state = net.state_dict()
     with pytest.raises(TraceError, match=r"conv.*\(1, 1, 28, 11\).*\(1, 1, 11, 28\)"):
         shape_trace(net, np.ones((1, 1, 11, 28), np.float32), np.array([0]))
-    assert not any(layer.tracing for layer in net)           # cleaned up after the failure
+    assert not any(layer.tracing for layer in net)  # cleaned up after the failure
     for key, value in net.state_dict().items():
         np.testing.assert_array_equal(value, state[key])
 
@@ -132,7 +162,7 @@ def test_a_gradient_product_with_a_wrong_shape_is_caught(monkeypatch):
     fc = net["fc"]
     right = fc.backward
 
-    def transposed_dw(dy):   # records dW as (in, out) instead of the weight's (out, in)
+    def transposed_dw(dy):  # records dW as (in, out) instead of the weight's (out, in)
         dx = right(dy)
         fc.products[0].shape = fc.products[0].shape[::-1]
         return dx
@@ -147,8 +177,14 @@ def test_batch_norm_rows_and_real_gradient_shapes():
     backward pass computed, so a layer returning a wrong-shaped gradient is caught."""
     from cnnrun.nn import BatchNorm2d
 
-    net = Sequential([("conv", Conv2d(1, 3, (2, 3), bias=False)), ("bn", BatchNorm2d(3)),
-                      ("flat", Flatten()), ("fc", Linear(3 * 4 * 3, 2))])
+    net = Sequential(
+        [
+            ("conv", Conv2d(1, 3, (2, 3), bias=False)),
+            ("bn", BatchNorm2d(3)),
+            ("flat", Flatten()),
+            ("fc", Linear(3 * 4 * 3, 2)),
+        ]
+    )
     rng = np.random.default_rng(0)
     rows = shape_trace(net, rng.standard_normal((4, 1, 5, 5)), rng.integers(0, 2, 4))
     assert products(rows[1]) == [
@@ -156,7 +192,7 @@ def test_batch_norm_rows_and_real_gradient_shapes():
         "db = sum_NHW(dY (4,3,4,3)) -> (3)",
         "dX = batch_norm_backward(dY (4,3,4,3), xhat (4,3,4,3)) -> (4,3,4,3)",
     ]
-    assert [p.grad for p in rows[0].products] == ["dW", "dX"]     # no bias, no db row
+    assert [p.grad for p in rows[0].products] == ["dW", "dX"]  # no bias, no db row
 
     # a Linear whose dW comes out transposed (same size, wrong shape) cannot hide in the trace
     fc = net["fc"]

@@ -66,10 +66,13 @@ def set_threads(threads: int | None = None) -> int:
 
     A sweep that runs k jobs at once on one machine gives each ``machine_cores() // k``.
     """
-    if threads is not None and (isinstance(threads, bool) or int(threads) != threads
-                                or threads < 0):
-        raise ConfigError(f"invalid backend.threads {threads!r}: expected an int >= 1, "
-                          "or null for the machine's cores")
+    if threads is not None and (
+        isinstance(threads, bool) or int(threads) != threads or threads < 0
+    ):
+        raise ConfigError(
+            f"invalid backend.threads {threads!r}: expected an int >= 1, "
+            "or null for the machine's cores"
+        )
     n = int(threads) if threads else machine_cores()
     import numba
 
@@ -92,7 +95,7 @@ def keep_freed_memory() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3               # from glibc's malloc.h
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30))
 

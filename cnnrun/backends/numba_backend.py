@@ -45,8 +45,9 @@ def native(a: np.ndarray) -> np.ndarray:
 
 
 def _out_hw(padded_hw, kernel, stride, dilation):
-    return tuple((p - d * (k - 1) - 1) // s + 1
-                 for p, k, s, d in zip(padded_hw, kernel, stride, dilation))
+    return tuple(
+        (p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded_hw, kernel, stride, dilation)
+    )
 
 
 # -- conv, stride 1: wide rows ---------------------------------------------------------------
@@ -83,10 +84,10 @@ def _four_rows(r0, r1, r2, r3, xf, offs, w0, w1, w2, w3, span):
     r3[:] = 0
     t = 0
     while t + 4 <= k:
-        x0 = xf[offs[t]: offs[t] + span]
-        x1 = xf[offs[t + 1]: offs[t + 1] + span]
-        x2 = xf[offs[t + 2]: offs[t + 2] + span]
-        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        x0 = xf[offs[t] : offs[t] + span]
+        x1 = xf[offs[t + 1] : offs[t + 1] + span]
+        x2 = xf[offs[t + 2] : offs[t + 2] + span]
+        x3 = xf[offs[t + 3] : offs[t + 3] + span]
         a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
         b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
         c0, c1, c2, c3 = w2[t], w2[t + 1], w2[t + 2], w2[t + 3]
@@ -99,7 +100,7 @@ def _four_rows(r0, r1, r2, r3, xf, offs, w0, w1, w2, w3, span):
             r3[o] += d0 * v0 + d1 * v1 + d2 * v2 + d3 * v3
         t += 4
     while t < k:
-        x0 = xf[offs[t]: offs[t] + span]
+        x0 = xf[offs[t] : offs[t] + span]
         a0, b0, c0, d0 = w0[t], w1[t], w2[t], w3[t]
         for o in range(span):
             v0 = x0[o]
@@ -118,10 +119,10 @@ def _two_rows(r0, r1, xf, offs, w0, w1, span):
     r1[:] = 0
     t = 0
     while t + 4 <= k:
-        x0 = xf[offs[t]: offs[t] + span]
-        x1 = xf[offs[t + 1]: offs[t + 1] + span]
-        x2 = xf[offs[t + 2]: offs[t + 2] + span]
-        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        x0 = xf[offs[t] : offs[t] + span]
+        x1 = xf[offs[t + 1] : offs[t + 1] + span]
+        x2 = xf[offs[t + 2] : offs[t + 2] + span]
+        x3 = xf[offs[t + 3] : offs[t + 3] + span]
         a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
         b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
         for o in range(span):
@@ -130,7 +131,7 @@ def _two_rows(r0, r1, xf, offs, w0, w1, span):
             r1[o] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
         t += 4
     while t < k:
-        x0 = xf[offs[t]: offs[t] + span]
+        x0 = xf[offs[t] : offs[t] + span]
         a0, b0 = w0[t], w1[t]
         for o in range(span):
             v0 = x0[o]
@@ -146,16 +147,16 @@ def _one_row(r0, xf, offs, w0, span):
     r0[:] = 0
     t = 0
     while t + 4 <= k:
-        x0 = xf[offs[t]: offs[t] + span]
-        x1 = xf[offs[t + 1]: offs[t + 1] + span]
-        x2 = xf[offs[t + 2]: offs[t + 2] + span]
-        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        x0 = xf[offs[t] : offs[t] + span]
+        x1 = xf[offs[t + 1] : offs[t + 1] + span]
+        x2 = xf[offs[t + 2] : offs[t + 2] + span]
+        x3 = xf[offs[t + 3] : offs[t + 3] + span]
         a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
         for o in range(span):
             r0[o] += a0 * x0[o] + a1 * x1[o] + a2 * x2[o] + a3 * x3[o]
         t += 4
     while t < k:
-        x0 = xf[offs[t]: offs[t] + span]
+        x0 = xf[offs[t] : offs[t] + span]
         a0 = w0[t]
         for o in range(span):
             r0[o] += a0 * x0[o]
@@ -169,25 +170,36 @@ def _corr_wide(src, w, dh, dw, ph, pw, ho, wo):
     n, c, hs, ws = src.shape
     f, _, kh, kw = w.shape
     hp, wp = hs + 2 * ph, ws + 2 * pw
-    span = (ho - 1) * wp + wo                             # L: one wide output, junk tail cut
+    span = (ho - 1) * wp + wo  # L: one wide output, junk tail cut
     offs = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
-    wf = w.reshape(f, c * kh * kw)                        # (F, C*kh*kw)
+    wf = w.reshape(f, c * kh * kw)  # (F, C*kh*kw)
     y = np.empty((n, f, ho, wo), src.dtype)
     padded = ph > 0 or pw > 0
     for chunk in prange((n + CHUNK - 1) // CHUNK):
-        buf = np.zeros((c, hp, wp), src.dtype)            # the padded image; borders stay 0
-        rows = np.empty((4, span), src.dtype)             # y_wide of four filters
+        buf = np.zeros((c, hp, wp), src.dtype)  # the padded image; borders stay 0
+        rows = np.empty((4, span), src.dtype)  # y_wide of four filters
         for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
             if padded:
-                buf[:, ph: ph + hs, pw: pw + ws] = src[b]
+                buf[:, ph : ph + hs, pw : pw + ws] = src[b]
                 xf = buf.reshape(c * hp * wp)
             else:
-                xf = src[b].reshape(c * hp * wp)          # one image, flattened
+                xf = src[b].reshape(c * hp * wp)  # one image, flattened
             o_f = 0
             while o_f < f:
                 if o_f + 4 <= f:
-                    _four_rows(rows[0], rows[1], rows[2], rows[3], xf, offs,
-                               wf[o_f], wf[o_f + 1], wf[o_f + 2], wf[o_f + 3], span)
+                    _four_rows(
+                        rows[0],
+                        rows[1],
+                        rows[2],
+                        rows[3],
+                        xf,
+                        offs,
+                        wf[o_f],
+                        wf[o_f + 1],
+                        wf[o_f + 2],
+                        wf[o_f + 3],
+                        span,
+                    )
                     g_end = 4
                 elif o_f + 2 <= f:
                     _two_rows(rows[0], rows[1], xf, offs, wf[o_f], wf[o_f + 1], span)
@@ -195,7 +207,7 @@ def _corr_wide(src, w, dh, dw, ph, pw, ho, wo):
                 else:
                     _one_row(rows[0], xf, offs, wf[o_f], span)
                     g_end = 1
-                for g in range(g_end):                    # drop the junk columns
+                for g in range(g_end):  # drop the junk columns
                     for i in range(ho):
                         for j in range(wo):
                             y[b, o_f + g, i, j] = rows[g, i * wp + j]
@@ -211,10 +223,10 @@ def _four_dots(acc, d0, d1, d2, d3, xf, offs, span):
     zero = xf.dtype.type(0)
     t = 0
     while t + 4 <= k:
-        x0 = xf[offs[t]: offs[t] + span]
-        x1 = xf[offs[t + 1]: offs[t + 1] + span]
-        x2 = xf[offs[t + 2]: offs[t + 2] + span]
-        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        x0 = xf[offs[t] : offs[t] + span]
+        x1 = xf[offs[t + 1] : offs[t + 1] + span]
+        x2 = xf[offs[t + 2] : offs[t + 2] + span]
+        x3 = xf[offs[t + 3] : offs[t + 3] + span]
         s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
         s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
         for o in range(span):
@@ -254,7 +266,7 @@ def _four_dots(acc, d0, d1, d2, d3, xf, offs, span):
         acc[3, t + 3] += s33
         t += 4
     while t < k:
-        x0 = xf[offs[t]: offs[t] + span]
+        x0 = xf[offs[t] : offs[t] + span]
         s00 = s10 = s20 = s30 = zero
         for o in range(span):
             v0 = x0[o]
@@ -276,10 +288,10 @@ def _two_dots(acc, d0, d1, xf, offs, span):
     zero = xf.dtype.type(0)
     t = 0
     while t + 4 <= k:
-        x0 = xf[offs[t]: offs[t] + span]
-        x1 = xf[offs[t + 1]: offs[t + 1] + span]
-        x2 = xf[offs[t + 2]: offs[t + 2] + span]
-        x3 = xf[offs[t + 3]: offs[t + 3] + span]
+        x0 = xf[offs[t] : offs[t] + span]
+        x1 = xf[offs[t + 1] : offs[t + 1] + span]
+        x2 = xf[offs[t + 2] : offs[t + 2] + span]
+        x3 = xf[offs[t + 3] : offs[t + 3] + span]
         s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
         for o in range(span):
             a, b = d0[o], d1[o]
@@ -302,7 +314,7 @@ def _two_dots(acc, d0, d1, xf, offs, span):
         acc[1, t + 3] += s13
         t += 4
     while t < k:
-        x0 = xf[offs[t]: offs[t] + span]
+        x0 = xf[offs[t] : offs[t] + span]
         s00 = s10 = zero
         for o in range(span):
             v0 = x0[o]
@@ -319,7 +331,7 @@ def _one_dot(acc, d0, xf, offs, span):
     k = offs.shape[0]
     zero = xf.dtype.type(0)
     for t in range(k):
-        x0 = xf[offs[t]: offs[t] + span]
+        x0 = xf[offs[t] : offs[t] + span]
         s00 = zero
         for o in range(span):
             s00 += d0[o] * x0[o]
@@ -337,9 +349,9 @@ def _corr_grad_weight_wide(x_pad, dy, kh, kw, dh, dw):
     span = (ho - 1) * wp + wo
     offs = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
     n_chunks = (n + CHUNK - 1) // CHUNK
-    part = np.zeros((n_chunks, f, k), x_pad.dtype)        # (chunks, F, C*kh*kw)
+    part = np.zeros((n_chunks, f, k), x_pad.dtype)  # (chunks, F, C*kh*kw)
     for chunk in prange(n_chunks):
-        dyw = np.zeros((f, span), x_pad.dtype)            # dY in wide rows; junk columns 0
+        dyw = np.zeros((f, span), x_pad.dtype)  # dY in wide rows; junk columns 0
         acc = part[chunk]
         for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
             xf = x_pad[b].reshape(c * hp * wp)
@@ -350,11 +362,19 @@ def _corr_grad_weight_wide(x_pad, dy, kh, kw, dh, dw):
             o_f = 0
             while o_f < f:
                 if o_f + 4 <= f:
-                    _four_dots(acc[o_f: o_f + 4], dyw[o_f], dyw[o_f + 1], dyw[o_f + 2],
-                               dyw[o_f + 3], xf, offs, span)
+                    _four_dots(
+                        acc[o_f : o_f + 4],
+                        dyw[o_f],
+                        dyw[o_f + 1],
+                        dyw[o_f + 2],
+                        dyw[o_f + 3],
+                        xf,
+                        offs,
+                        span,
+                    )
                     o_f += 4
                 elif o_f + 2 <= f:
-                    _two_dots(acc[o_f: o_f + 2], dyw[o_f], dyw[o_f + 1], xf, offs, span)
+                    _two_dots(acc[o_f : o_f + 2], dyw[o_f], dyw[o_f + 1], xf, offs, span)
                     o_f += 2
                 else:
                     _one_dot(acc[o_f], dyw[o_f], xf, offs, span)
@@ -387,18 +407,34 @@ def _conv_grad_input_scatter(dy, w, dh, dw, hp, wp):
                 for p in range(kh):
                     for q in range(kw):
                         off = ch * hp * wp + p * dh * wp + q * dw
-                        seg = dxf[off: off + span]      # the pixels tap (p, q) read
+                        seg = dxf[off : off + span]  # the pixels tap (p, q) read
                         g = 0
                         while g + 8 <= f:
-                            w0, w1, w2, w3 = w[g, ch, p, q], w[g + 1, ch, p, q], \
-                                w[g + 2, ch, p, q], w[g + 3, ch, p, q]
-                            w4, w5, w6, w7 = w[g + 4, ch, p, q], w[g + 5, ch, p, q], \
-                                w[g + 6, ch, p, q], w[g + 7, ch, p, q]
+                            w0, w1, w2, w3 = (
+                                w[g, ch, p, q],
+                                w[g + 1, ch, p, q],
+                                w[g + 2, ch, p, q],
+                                w[g + 3, ch, p, q],
+                            )
+                            w4, w5, w6, w7 = (
+                                w[g + 4, ch, p, q],
+                                w[g + 5, ch, p, q],
+                                w[g + 6, ch, p, q],
+                                w[g + 7, ch, p, q],
+                            )
                             d0, d1, d2, d3 = dyw[g], dyw[g + 1], dyw[g + 2], dyw[g + 3]
                             d4, d5, d6, d7 = dyw[g + 4], dyw[g + 5], dyw[g + 6], dyw[g + 7]
                             for o in range(span):
-                                seg[o] += (w0 * d0[o] + w1 * d1[o] + w2 * d2[o] + w3 * d3[o]
-                                           + w4 * d4[o] + w5 * d5[o] + w6 * d6[o] + w7 * d7[o])
+                                seg[o] += (
+                                    w0 * d0[o]
+                                    + w1 * d1[o]
+                                    + w2 * d2[o]
+                                    + w3 * d3[o]
+                                    + w4 * d4[o]
+                                    + w5 * d5[o]
+                                    + w6 * d6[o]
+                                    + w7 * d7[o]
+                                )
                             g += 8
                         while g < f:
                             w0 = w[g, ch, p, q]
@@ -410,6 +446,7 @@ def _conv_grad_input_scatter(dy, w, dh, dw, hp, wp):
 
 
 # -- conv, any stride: plain loops -------------------------------------------------------------
+
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def _conv_forward_strided(x_pad, w, sh, sw, dh, dw, ho, wo):
@@ -474,6 +511,7 @@ def _conv_grad_input_strided(dy, w, sh, sw, dh, dw, hp, wp):
 
 # -- the contract -------------------------------------------------------------------------------
 
+
 def conv2d_forward(x_pad, w, stride, dilation):
     """``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * w[f, c, p, q]``;
     (N, C, Hp, Wp) -> (N, F, Ho, Wo). No context is kept: dW reads x_pad itself."""
@@ -510,8 +548,7 @@ def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
     (sh, sw), (dh, dw) = stride, dilation
     hp, wp = padded_hw
     if (sh, sw) == (1, 1) and w.shape[1] < SCATTER <= w.shape[0]:
-        return _conv_grad_input_scatter(dy, np.ascontiguousarray(w, dtype=dy.dtype), dh, dw,
-                                        hp, wp)
+        return _conv_grad_input_scatter(dy, np.ascontiguousarray(w, dtype=dy.dtype), dh, dw, hp, wp)
     if (sh, sw) == (1, 1):
         kh, kw = w.shape[2:]
         w_rot = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype=dy.dtype)
@@ -521,6 +558,7 @@ def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
 
 
 # -- pooling ------------------------------------------------------------------------------------
+
 
 @njit(parallel=True, cache=True)
 def _maxpool_forward(x_pad, kh, kw, sh, sw, ho, wo):
@@ -567,8 +605,8 @@ def _avgpool_forward(x_pad, kh, kw, sh, sw, ho, wo):
     y = np.empty((n, c, ho, wo), x_pad.dtype)
     count = x_pad.dtype.type(kh * kw)
     for bc in prange(n * c):
-        img = x_pad[bc // c, bc % c]                      # (Hp, Wp)
-        out = y[bc // c, bc % c]                          # (Ho, Wo)
+        img = x_pad[bc // c, bc % c]  # (Hp, Wp)
+        out = y[bc // c, bc % c]  # (Ho, Wo)
         rows = np.empty(wp, x_pad.dtype)
         for i in range(ho):
             rows[:] = img[i * sh]
@@ -593,8 +631,8 @@ def _avgpool_backward(dy, kh, kw, sh, sw, hp, wp):
     dx = np.empty((n, c, hp, wp), dy.dtype)
     count = dy.dtype.type(kh * kw)
     for bc in prange(n * c):
-        img = dx[bc // c, bc % c]                         # (Hp, Wp)
-        g = dy[bc // c, bc % c]                           # (Ho, Wo)
+        img = dx[bc // c, bc % c]  # (Hp, Wp)
+        g = dy[bc // c, bc % c]  # (Ho, Wo)
         rows = np.empty(wp, dy.dtype)
         if not tiled:
             img[:, :] = 0
@@ -648,6 +686,7 @@ def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
 # -- batch normalisation ------------------------------------------------------------------------
 # One channel per work item, sums in float64: two passes over the batch forward (three while
 # training, for the statistics), two backward, each element read once per pass.
+
 
 @njit(parallel=True, cache=True)
 def _bn_stats(x, mean, var):
@@ -708,7 +747,7 @@ def _bn_backward(dy, xhat, gamma, inv_std, training, dx, dgamma, dbeta):
 
 def batchnorm2d_forward(x, gamma, beta, eps, mean=None, var=None):
     """As :func:`cnnrun.backends.reference.batchnorm2d_forward`, in fused passes per channel."""
-    if x.size == 0:                   # nothing to sum over: NumPy's NaN statistics
+    if x.size == 0:  # nothing to sum over: NumPy's NaN statistics
         from . import numpy_backend
 
         return numpy_backend.batchnorm2d_forward(x, gamma, beta, eps, mean, var)
@@ -721,8 +760,15 @@ def batchnorm2d_forward(x, gamma, beta, eps, mean=None, var=None):
     mean, var = np.ascontiguousarray(mean, dtype=dt), np.ascontiguousarray(var, dtype=dt)
     inv_std = 1 / np.sqrt(var + dt.type(eps))
     xhat, y = np.empty_like(x), np.empty_like(x)
-    _bn_normalise(x, mean, inv_std, np.ascontiguousarray(gamma, dtype=dt),
-                  np.ascontiguousarray(beta, dtype=dt), xhat, y)
+    _bn_normalise(
+        x,
+        mean,
+        inv_std,
+        np.ascontiguousarray(gamma, dtype=dt),
+        np.ascontiguousarray(beta, dtype=dt),
+        xhat,
+        y,
+    )
     return y, xhat, mean, var, inv_std
 
 
@@ -737,7 +783,14 @@ def batchnorm2d_backward(dy, xhat, gamma, inv_std, training):
     c, dt = dy.shape[1], xhat.dtype
     dx = np.empty_like(xhat)
     dgamma, dbeta = np.empty(c, dt), np.empty(c, dt)
-    _bn_backward(dy, xhat, np.ascontiguousarray(gamma, dtype=dt),
-                 np.ascontiguousarray(inv_std, dtype=dt), bool(training), dx, dgamma, dbeta)
+    _bn_backward(
+        dy,
+        xhat,
+        np.ascontiguousarray(gamma, dtype=dt),
+        np.ascontiguousarray(inv_std, dtype=dt),
+        bool(training),
+        dx,
+        dgamma,
+        dbeta,
+    )
     return dx, dgamma, dbeta
-

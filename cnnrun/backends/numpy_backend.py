@@ -62,15 +62,18 @@ def native(a: np.ndarray) -> np.ndarray:
 
 
 def _out_hw(padded_hw, kernel, stride, dilation):
-    return tuple((p - d * (k - 1) - 1) // s + 1
-                 for p, k, s, d in zip(padded_hw, kernel, stride, dilation))
+    return tuple(
+        (p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded_hw, kernel, stride, dilation)
+    )
 
 
 def tap(a_t, p, q, stride, dilation, out_hw):
     """The pixels of a (C, H, W, N) array that kernel tap (p, q) meets, one per output pixel:
     a strided view (C, Ho, Wo, N)."""
     (sh, sw), (dh, dw), (ho, wo) = stride, dilation, out_hw
-    return a_t[:, p * dh: p * dh + sh * (ho - 1) + 1: sh, q * dw: q * dw + sw * (wo - 1) + 1: sw]
+    return a_t[
+        :, p * dh : p * dh + sh * (ho - 1) + 1 : sh, q * dw : q * dw + sw * (wo - 1) + 1 : sw
+    ]
 
 
 def im2col(x_t, kernel, stride, dilation, out_hw):
@@ -105,7 +108,7 @@ def _product_over_pixels(cols, dy_t):
     split = blocks * REDUCTION_BLOCK
     cols_b = cols[:, :split].reshape(k, blocks, REDUCTION_BLOCK).transpose(1, 0, 2)  # views
     dy_b = dy_t[:, :split].reshape(dy_t.shape[0], blocks, REDUCTION_BLOCK).transpose(1, 2, 0)
-    total = np.matmul(cols_b, dy_b).sum(axis=0)                    # (K, F)
+    total = np.matmul(cols_b, dy_b).sum(axis=0)  # (K, F)
     if split < m:
         total += cols[:, split:] @ dy_t[:, split:].T
     return total
@@ -115,8 +118,11 @@ def conv2d_grad_weight(x_pad, ctx, dy, kernel_size, stride, dilation):
     """dW = valid correlation of x_pad with dilate(dy): ``cols @ dY.T`` over every output pixel."""
     n, f, ho, wo = dy.shape
     c = x_pad.shape[1]
-    cols = ctx if ctx is not None else im2col(batch_last(x_pad), kernel_size, stride, dilation,
-                                              (ho, wo))
+    cols = (
+        ctx
+        if ctx is not None
+        else im2col(batch_last(x_pad), kernel_size, stride, dilation, (ho, wo))
+    )
     k = c * kernel_size[0] * kernel_size[1]
     dW_t = _product_over_pixels(cols.reshape(k, ho * wo * n), batch_last(dy).reshape(f, -1))
     return dW_t.T.reshape(f, c, *kernel_size)
@@ -186,7 +192,7 @@ def maxpool2d_forward(x_pad, kernel_size, stride):
     taps = [tap(x_t, p, q, stride, (1, 1), out_hw) for p, q in _pool_taps(kernel_size)]
     y_t = taps[0].copy()
     for v in taps[1:]:
-        np.maximum(y_t, v, out=y_t)                               # NaN propagates
+        np.maximum(y_t, v, out=y_t)  # NaN propagates
     has_nan = bool(np.isnan(y_t).any())
     # the first tap that holds the maximum: last to first, ``arg += hit * (t - arg)`` moves arg
     # to t where tap t holds it (arithmetic: a select on a random mask stalls on branches)
@@ -194,7 +200,7 @@ def maxpool2d_forward(x_pad, kernel_size, stride):
     for t in range(len(taps) - 1, -1, -1):
         hit = taps[t] == y_t
         if has_nan:
-            hit |= np.isnan(taps[t])                              # only NaNs where y is NaN
+            hit |= np.isnan(taps[t])  # only NaNs where y is NaN
         step = np.subtract(t, arg, dtype=np.int32)
         step *= hit
         arg += step
@@ -220,9 +226,9 @@ def avgpool2d_forward(x_pad, kernel_size, stride):
     the kh rows of each window summed first, then kw strided columns."""
     (kh, kw), (sh, sw) = kernel_size, stride
     ho, wo = _out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
-    x_t = batch_last(x_pad)                                        # (C, Hp, Wp, N)
-    rows = _sum([x_t[:, p: p + sh * (ho - 1) + 1: sh] for p in range(kh)])      # (C, Ho, Wp, N)
-    y_t = _sum([rows[:, :, q: q + sw * (wo - 1) + 1: sw] for q in range(kw)])    # (C, Ho, Wo, N)
+    x_t = batch_last(x_pad)  # (C, Hp, Wp, N)
+    rows = _sum([x_t[:, p : p + sh * (ho - 1) + 1 : sh] for p in range(kh)])  # (C, Ho, Wp, N)
+    y_t = _sum([rows[:, :, q : q + sw * (wo - 1) + 1 : sw] for q in range(kw)])  # (C, Ho, Wo, N)
     y_t /= kh * kw
     return batch_first(y_t), None
 
@@ -231,7 +237,6 @@ def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
     """Share each dy equally among the pixels of its window."""
     share = batch_last(dy) / (kernel_size[0] * kernel_size[1])
     return _spread(share, lambda t: share, kernel_size, stride, padded_hw)
-
 
 
 def _per_channel(v):
@@ -244,7 +249,7 @@ def batchnorm2d_forward(x, gamma, beta, eps, mean=None, var=None):
     if mean is None:
         mean = x.mean(axis=(0, 2, 3))
         xhat = x - _per_channel(mean)
-        var = np.square(xhat).mean(axis=(0, 2, 3))                  # biased
+        var = np.square(xhat).mean(axis=(0, 2, 3))  # biased
     else:
         xhat = x - _per_channel(mean)
     inv_std = 1 / np.sqrt(var + x.dtype.type(eps))

@@ -42,8 +42,12 @@ def conv2d_forward(x_pad, w, stride, dilation):
             for i in range(ho):
                 for j in range(wo):
                     # the (C, kh, kw) patch under the kernel at output pixel (i, j)
-                    patch = x_pad[b, :, i * sh: i * sh + dh * (kh - 1) + 1: dh,
-                                  j * sw: j * sw + dw * (kw - 1) + 1: dw]
+                    patch = x_pad[
+                        b,
+                        :,
+                        i * sh : i * sh + dh * (kh - 1) + 1 : dh,
+                        j * sw : j * sw + dw * (kw - 1) + 1 : dw,
+                    ]
                     y[b, o, i, j] = np.sum(patch * w[o])
     return y, None
 
@@ -65,7 +69,7 @@ def conv2d_grad_weight(x_pad, ctx, dy, kernel_size, stride, dilation):
         for ch in range(c):
             for p in range(kh):
                 for q in range(kw):
-                    window = x_pad[:, ch, p * dh: p * dh + hd, q * dw: q * dw + wd]
+                    window = x_pad[:, ch, p * dh : p * dh + hd, q * dw : q * dw + wd]
                     dW[o, ch, p, q] = np.sum(window * dyd[:, o])
     return dW
 
@@ -94,7 +98,7 @@ def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
         for ch in range(c):
             for i in range(hp):
                 for j in range(wp):
-                    patch = dyd_full[b, :, i: i + span_h + 1: dh, j: j + span_w + 1: dw]
+                    patch = dyd_full[b, :, i : i + span_h + 1 : dh, j : j + span_w + 1 : dw]
                     dx_pad[b, ch, i, j] = np.sum(patch * w_rot[:, ch])
     return dx_pad
 
@@ -110,7 +114,7 @@ def maxpool2d_forward(x_pad, kernel_size, stride):
         for ch in range(c):
             for i in range(ho):
                 for j in range(wo):
-                    window = x_pad[b, ch, i * sh: i * sh + kh, j * sw: j * sw + kw]
+                    window = x_pad[b, ch, i * sh : i * sh + kh, j * sw : j * sw + kw]
                     arg[b, ch, i, j] = np.argmax(window)  # first maximum wins ties
                     y[b, ch, i, j] = window.flat[arg[b, ch, i, j]]
     return y, arg
@@ -140,7 +144,9 @@ def avgpool2d_forward(x_pad, kernel_size, stride):
         for ch in range(c):
             for i in range(ho):
                 for j in range(wo):
-                    y[b, ch, i, j] = np.mean(x_pad[b, ch, i * sh: i * sh + kh, j * sw: j * sw + kw])
+                    y[b, ch, i, j] = np.mean(
+                        x_pad[b, ch, i * sh : i * sh + kh, j * sw : j * sw + kw]
+                    )
     return y, None
 
 
@@ -153,8 +159,8 @@ def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
         for ch in range(c):
             for i in range(ho):
                 for j in range(wo):
-                    dx_pad[b, ch, i * sh: i * sh + kh, j * sw: j * sw + kw] += (
-                        dy[b, ch, i, j] / (kh * kw)
+                    dx_pad[b, ch, i * sh : i * sh + kh, j * sw : j * sw + kw] += dy[b, ch, i, j] / (
+                        kh * kw
                     )
     return dx_pad
 
@@ -182,7 +188,9 @@ def batchnorm2d_backward(dy, xhat, gamma, inv_std, training):
     dbeta = dy.sum(axis=(0, 2, 3))
     dxhat = dy * gamma[None, :, None, None]
     if training:
-        dxhat = (dxhat - dxhat.mean(axis=(0, 2, 3), keepdims=True)
-                 - xhat * (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True))
+        dxhat = (
+            dxhat
+            - dxhat.mean(axis=(0, 2, 3), keepdims=True)
+            - xhat * (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
+        )
     return dxhat * inv_std[None, :, None, None], dgamma, dbeta
-

@@ -10,7 +10,22 @@ from .norm import BatchNorm2d
 from .pool import AvgPool2d, MaxPool2d
 
 __all__ = [
-    "AvgPool2d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss", "Dropout", "Flatten", "LeakyReLU",
-    "Linear", "MSELoss", "MaxPool2d", "Module", "Parameter", "Product", "ReLU", "Sequential",
-    "Sigmoid", "Tanh", "initialize",
+    "AvgPool2d",
+    "BatchNorm2d",
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Flatten",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
+    "Product",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Tanh",
+    "initialize",
 ]

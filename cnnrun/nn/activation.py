@@ -18,20 +18,25 @@ def _flat_blocks(*arrays) -> list[tuple[np.ndarray, ...]] | None:
     share one shape and dtype and lie densely in memory the same way (C order, batch-last, ...);
     None otherwise."""
     first = arrays[0]
-    if not all(isinstance(a, np.ndarray) and a.shape == first.shape and a.dtype == first.dtype
-               and a.strides == first.strides for a in arrays):
+    if not all(
+        isinstance(a, np.ndarray)
+        and a.shape == first.shape
+        and a.dtype == first.dtype
+        and a.strides == first.strides
+        for a in arrays
+    ):
         return None
     flat = [a.ravel(order="K") for a in arrays]
     if not all(np.may_share_memory(f, a) for f, a in zip(flat, arrays)) and first.size > 1:
         return None
-    return [tuple(f[i: i + BLOCK] for f in flat) for i in range(0, first.size, BLOCK)]
+    return [tuple(f[i : i + BLOCK] for f in flat) for i in range(0, first.size, BLOCK)]
 
 
 def _backward_in_blocks(dy, y, into):
     """``dx`` from ``into(dy, y, out)``, which writes one element-wise formula into ``out``:
     block by block where dy and y lie alike in memory (see :func:`_flat_blocks`), over whole
     arrays otherwise (dy of another layout, or one that broadcasts). dy is never written."""
-    dx = np.empty_like(y)               # y's shape, dtype and layout
+    dx = np.empty_like(y)  # y's shape, dtype and layout
     blocks = _flat_blocks(dy, y, dx)
     if blocks is None:
         dx = np.empty(np.broadcast_shapes(np.shape(dy), y.shape), np.result_type(dy, y))
@@ -49,7 +54,7 @@ class ReLU(Module):
         return np.maximum(x, 0)
 
     def backward(self, dy):
-        return select(self._mask, dy)    # dy where x > 0, else 0
+        return select(self._mask, dy)  # dy where x > 0, else 0
 
 
 class LeakyReLU(Module):

@@ -23,25 +23,26 @@ def pad2d(x: np.ndarray, pads, value: float = 0.0) -> np.ndarray:
     n, c, h, w = x.shape
     out = np.empty_like(x, shape=(n, c, top + h + bottom, left + w + right))
     out[:, :, :top] = value
-    out[:, :, top + h:] = value
-    inner = out[:, :, top: top + h]
+    out[:, :, top + h :] = value
+    inner = out[:, :, top : top + h]
     inner[..., :left] = value
-    inner[..., left + w:] = value
-    inner[..., left: left + w] = x
+    inner[..., left + w :] = value
+    inner[..., left : left + w] = x
     return out
 
 
 def crop2d(x_pad: np.ndarray, pads, hw) -> np.ndarray:
     """Undo :func:`pad2d`: the (H, W) window at (top, left). Never ``x[p:-p]`` (empty for p=0)."""
     top, _, left, _ = pads
-    return x_pad[:, :, top: top + hw[0], left: left + hw[1]]
+    return x_pad[:, :, top : top + hw[0], left : left + hw[1]]
 
 
 def check_input(layer: Module, x, channels: int | None = None) -> None:
     """A (N, C, H, W) floating array with the layer's channel count, or a clear ShapeError."""
     if not isinstance(x, np.ndarray) or x.ndim != 4 or not np.issubdtype(x.dtype, np.floating):
-        got = (f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray)
-               else type(x).__name__)
+        got = (
+            f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        )
         raise ShapeError(f"{layer.label}: expected a floating (N, C, H, W) array, got {got}")
     if channels is not None and x.shape[1] != channels:
         raise ShapeError(f"{layer.label}: expected {channels} input channels, got input {x.shape}")
@@ -71,9 +72,20 @@ class Conv2d(Module):
 
     param_names = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="valid",
-                 dilation=1, bias=True, *, rng: np.random.Generator | None = None,
-                 init: str = "default", dtype=np.float32):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding="valid",
+        dilation=1,
+        bias=True,
+        *,
+        rng: np.random.Generator | None = None,
+        init: str = "default",
+        dtype=np.float32,
+    ):
         super().__init__()
         self.in_channels = check_count(in_channels, "in_channels", "Conv2d")
         self.out_channels = check_count(out_channels, "out_channels", "Conv2d")
@@ -95,20 +107,27 @@ class Conv2d(Module):
 
     def pads(self, in_hw) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) padding for an input of size ``in_hw``."""
-        return resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation,
-                               tuple(in_hw))
+        return resolve_padding(
+            self.padding, self.kernel_size, self.stride, self.dilation, tuple(in_hw)
+        )
 
     def output_shape(self, in_shape) -> tuple[int, int, int, int]:
-        hw = output_hw(in_shape[2:], self.kernel_size, self.stride, self.dilation,
-                       self.pads(in_shape[2:]), owner=self.label)
+        hw = output_hw(
+            in_shape[2:],
+            self.kernel_size,
+            self.stride,
+            self.dilation,
+            self.pads(in_shape[2:]),
+            owner=self.label,
+        )
         return (in_shape[0], self.out_channels, *hw)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(self, x, self.in_channels)
         self.output_shape(x.shape)  # a clear ShapeError if the kernel does not fit
         pads = self.pads(x.shape[2:])
-        x_pad = pad2d(x, pads)                                  # (N, C, Hp, Wp)
-        w = self.weight.data.astype(x.dtype, copy=False)        # compute in the input's dtype
+        x_pad = pad2d(x, pads)  # (N, C, Hp, Wp)
+        w = self.weight.data.astype(x.dtype, copy=False)  # compute in the input's dtype
         kernels = self.kernels
         y, ctx = kernels.conv2d_forward(x_pad, w, self.stride, self.dilation)
         if self.bias is not None:
@@ -120,9 +139,10 @@ class Conv2d(Module):
     def backward_params(self, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """dW and db only (the full convolution for dX is skipped); returns them."""
         _, x_pad, _, ctx, kernels = self._forward_cache()
-        dy = kernels.native(dy)          # a no-op if backward already converted it
-        dW = kernels.conv2d_grad_weight(x_pad, ctx, dy, self.kernel_size, self.stride,
-                                        self.dilation)
+        dy = kernels.native(dy)  # a no-op if backward already converted it
+        dW = kernels.conv2d_grad_weight(
+            x_pad, ctx, dy, self.kernel_size, self.stride, self.dilation
+        )
         self.weight.grad += dW
         db = None
         if self.bias is not None:
@@ -135,12 +155,13 @@ class Conv2d(Module):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x_shape, x_pad, pads, _, kernels = self._forward_cache()
-        dy = kernels.native(dy)          # once, for both the dW and the dX kernels
+        dy = kernels.native(dy)  # once, for both the dW and the dX kernels
         w = self.weight.data.astype(dy.dtype, copy=False)
         dW, db = self.backward_params(dy)
-        dx_pad = kernels.conv2d_grad_input(dy, w, self.stride, self.dilation,
-                                           x_pad.shape[2:])       # (N, C, Hp, Wp)
-        dx = crop2d(dx_pad, pads, x_shape[2:])                    # (N, C, H, W)
+        dx_pad = kernels.conv2d_grad_input(
+            dy, w, self.stride, self.dilation, x_pad.shape[2:]
+        )  # (N, C, Hp, Wp)
+        dx = crop2d(dx_pad, pads, x_shape[2:])  # (N, C, H, W)
         if self.tracing:
             self.products = self._products(x_pad, dy, dW, db, dx_pad, dx)
         return dx
@@ -158,16 +179,24 @@ class Conv2d(Module):
         w_label = "W" if self.dilation == (1, 1) else f"W dilation {dh}x{dw}"
         rows = [
             Product("dW", "corr_valid", [("x_pad", x_pad.shape), (dy_label, dy_shape)], dW.shape),
-            Product("dX", "conv_full", [(dy_label, dy_shape), (w_label, self.weight.shape)],
-                    full, cropped=dx.shape, padded=dx_pad.shape),
+            Product(
+                "dX",
+                "conv_full",
+                [(dy_label, dy_shape), (w_label, self.weight.shape)],
+                full,
+                cropped=dx.shape,
+                padded=dx_pad.shape,
+            ),
         ]
         if db is not None:
             rows.append(Product("db", "sum_NHW", [("dY", dy.shape)], db.shape))
         return rows
 
     def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding!r}")
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding!r}"
+        )
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
         return text + ("" if self.bias is not None else ", bias=False")

@@ -34,7 +34,8 @@ def pair(value, what: str, *, minimum: int = 1) -> tuple[int, int]:
         values = (value, value)
     if len(values) != 2 or not all(_is_int(v) and v >= minimum for v in values):
         raise ConfigError(
-            f"invalid {what} {value!r}: expected an int >= {minimum} or a pair of them")
+            f"invalid {what} {value!r}: expected an int >= {minimum} or a pair of them"
+        )
     return int(values[0]), int(values[1])
 
 
@@ -47,8 +48,10 @@ def check_padding(padding, owner: str = "Conv2d", modes: Sequence[str] = PADDING
     if isinstance(padding, str):
         if padding.lower() in modes:
             return padding.lower()
-    elif isinstance(padding, Sequence) and len(padding) == 4 and all(
-        _is_int(p) and p >= 0 for p in padding
+    elif (
+        isinstance(padding, Sequence)
+        and len(padding) == 4
+        and all(_is_int(p) and p >= 0 for p in padding)
     ):
         return tuple(int(p) for p in padding)
     else:
@@ -65,7 +68,10 @@ def check_padding(padding, owner: str = "Conv2d", modes: Sequence[str] = PADDING
 
 
 def resolve_padding(
-    padding, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+    padding,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
     in_hw: tuple[int, int],
 ) -> Padding4:
     """Turn a checked padding spec into pixels ``(top, bottom, left, right)`` for this input."""
@@ -87,8 +93,12 @@ def resolve_padding(
 
 
 def output_hw(
-    in_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
-    dilation: tuple[int, int], pads: Padding4, owner: str = "layer",
+    in_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    pads: Padding4,
+    owner: str = "layer",
 ) -> tuple[int, int]:
     """Output (H, W) of a sliding window; a :class:`ShapeError` if the kernel does not fit."""
     padded = (in_hw[0] + pads[0] + pads[1], in_hw[1] + pads[2] + pads[3])

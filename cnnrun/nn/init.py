@@ -33,8 +33,13 @@ SCHEMES = {
     "lecun_normal": ("normal", lambda fi, fo: 1.0 / fi),
     "lecun_uniform": ("uniform", lambda fi, fo: 1.0 / fi),
 }
-ALIASES = {"he": "he_normal", "kaiming": "he_normal", "xavier": "xavier_uniform",
-           "glorot": "xavier_uniform", "lecun": "lecun_normal"}
+ALIASES = {
+    "he": "he_normal",
+    "kaiming": "he_normal",
+    "xavier": "xavier_uniform",
+    "glorot": "xavier_uniform",
+    "lecun": "lecun_normal",
+}
 
 
 def scheme_name(scheme: str) -> str:

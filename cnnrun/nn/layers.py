@@ -29,9 +29,16 @@ class Linear(Module):
 
     param_names = ("weight", "bias")
 
-    def __init__(self, in_features, out_features, bias=True, *,
-                 rng: np.random.Generator | None = None, init: str = "default",
-                 dtype=np.float32):
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        bias=True,
+        *,
+        rng: np.random.Generator | None = None,
+        init: str = "default",
+        dtype=np.float32,
+    ):
         super().__init__()
         self.in_features = check_count(in_features, "in_features", "Linear")
         self.out_features = check_count(out_features, "out_features", "Linear")
@@ -43,13 +50,19 @@ class Linear(Module):
         init_weight_and_bias(self.weight, self.bias, scheme, rng)
 
     def forward(self, x):
-        if (not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.in_features
-                or not np.issubdtype(x.dtype, np.floating)):
+        if (
+            not isinstance(x, np.ndarray)
+            or x.ndim != 2
+            or x.shape[1] != self.in_features
+            or not np.issubdtype(x.dtype, np.floating)
+        ):
             got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
-            raise ShapeError(f"{self.name or 'Linear'}: expected a floating (N, "
-                             f"{self.in_features}) array, got {got}")
+            raise ShapeError(
+                f"{self.name or 'Linear'}: expected a floating (N, "
+                f"{self.in_features}) array, got {got}"
+            )
         self._x = x
-        y = x @ self.weight.data.astype(x.dtype, copy=False).T     # (N, out)
+        y = x @ self.weight.data.astype(x.dtype, copy=False).T  # (N, out)
         if self.bias is not None:
             y += self.bias.data.astype(x.dtype, copy=False)
         return y
@@ -57,13 +70,13 @@ class Linear(Module):
     def backward(self, dy):
         x = self._x
         w = self.weight.data.astype(dy.dtype, copy=False)
-        dW = dy.T @ x                                              # (out, N) @ (N, in)
+        dW = dy.T @ x  # (out, N) @ (N, in)
         self.weight.grad += dW
         db = None
         if self.bias is not None:
-            db = dy.sum(axis=0)                                    # (out,)
+            db = dy.sum(axis=0)  # (out,)
             self.bias.grad += db
-        dx = dy @ w                                                # (N, out) @ (out, in)
+        dx = dy @ w  # (N, out) @ (out, in)
         if self.tracing:
             self.products = [
                 Product("dW", "matmul", [("dY^T", dy.T.shape), ("x", x.shape)], dW.shape),
@@ -74,8 +87,9 @@ class Linear(Module):
         return dx
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}"
-                + ("" if self.bias is not None else ", bias=False"))
+        return f"in_features={self.in_features}, out_features={self.out_features}" + (
+            "" if self.bias is not None else ", bias=False"
+        )
 
 
 class Dropout(Module):
@@ -98,9 +112,9 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p   # drawn in (N, C, H, W) order
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p  # drawn in (N, C, H, W) order
         scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
-        self._mask = np.empty_like(x)       # laid out as x (batch-last on the NumPy backend)
+        self._mask = np.empty_like(x)  # laid out as x (batch-last on the NumPy backend)
         np.multiply(keep, x.dtype.type(scale), out=self._mask)
         return x * self._mask
 

@@ -17,17 +17,21 @@ class CrossEntropyLoss:
     def forward(self, logits: np.ndarray, targets: np.ndarray) -> float:
         targets = np.asarray(targets)
         if logits.ndim != 2 or targets.shape != (logits.shape[0],):
-            raise ShapeError(f"CrossEntropyLoss: expected logits (N, K) and labels (N,), got "
-                             f"{logits.shape} and {targets.shape}")
+            raise ShapeError(
+                f"CrossEntropyLoss: expected logits (N, K) and labels (N,), got "
+                f"{logits.shape} and {targets.shape}"
+            )
         if not np.issubdtype(targets.dtype, np.integer):
             raise ShapeError(f"CrossEntropyLoss: labels must be integers, got {targets.dtype}")
         k = logits.shape[1]
         if targets.size and (targets.min() < 0 or targets.max() >= k):
-            raise ShapeError(f"CrossEntropyLoss: labels must lie in 0..{k - 1}, got "
-                             f"{targets.min()}..{targets.max()}")
-        shifted = logits - logits.max(axis=1, keepdims=True)       # (N, K), max 0 per row
+            raise ShapeError(
+                f"CrossEntropyLoss: labels must lie in 0..{k - 1}, got "
+                f"{targets.min()}..{targets.max()}"
+            )
+        shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K), max 0 per row
         log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, 1)
-        log_p = shifted - log_z                                    # log-softmax
+        log_p = shifted - log_z  # log-softmax
         rows = np.arange(logits.shape[0])
         self._cache = (log_p, targets)
         return float(-log_p[rows, targets].mean())
@@ -35,7 +39,7 @@ class CrossEntropyLoss:
     def backward(self) -> np.ndarray:
         log_p, targets = self._cache
         n = log_p.shape[0]
-        grad = np.exp(log_p)                                       # softmax (N, K)
+        grad = np.exp(log_p)  # softmax (N, K)
         grad[np.arange(n), targets] -= 1
         return grad / n
 

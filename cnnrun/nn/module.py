@@ -83,7 +83,7 @@ class Module:
         self.name = ""
         self.training = True
         self.backend = "numpy"
-        self.tracing = False       # when True, backward records its products (see cnnrun.trace)
+        self.tracing = False  # when True, backward records its products (see cnnrun.trace)
         self.products: list = []
 
     @property
@@ -106,8 +106,9 @@ class Module:
         """What forward kept for backward; a clear error where forward has not run."""
         cache = getattr(self, "_cache", None)
         if cache is None:
-            raise RuntimeError(f"{self.name or type(self).__name__}: backward() called before "
-                               "forward()")
+            raise RuntimeError(
+                f"{self.name or type(self).__name__}: backward() called before forward()"
+            )
         return cache
 
     def backward_params(self, dy: np.ndarray) -> None:
@@ -143,12 +144,21 @@ class Module:
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
-        wrong = [f"{k}: {tuple(np.shape(state[k]))} vs {own[k].shape}"
-                 for k in own if k in state and tuple(np.shape(state[k])) != own[k].shape]
+        wrong = [
+            f"{k}: {tuple(np.shape(state[k]))} vs {own[k].shape}"
+            for k in own
+            if k in state and tuple(np.shape(state[k])) != own[k].shape
+        ]
         if wrong or (strict and (missing or unexpected)):
-            parts = [f"{label}: {', '.join(items)}" for label, items in
-                     (("missing", missing), ("unexpected", unexpected),
-                      ("shape mismatch (given vs model)", wrong)) if items]
+            parts = [
+                f"{label}: {', '.join(items)}"
+                for label, items in (
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                    ("shape mismatch (given vs model)", wrong),
+                )
+                if items
+            ]
             raise CheckpointError("state_dict does not fit the model; " + "; ".join(parts))
         self._assign_state({k: np.asarray(v) for k, v in state.items() if k in own})
 
@@ -213,7 +223,8 @@ class Sequential(Module):
             name, layer = item if isinstance(item, tuple) else (str(i), item)
             if not isinstance(layer, Module):
                 raise ConfigError(
-                    f"layer {name!r} is a {type(layer).__name__}, not a cnnrun.nn layer")
+                    f"layer {name!r} is a {type(layer).__name__}, not a cnnrun.nn layer"
+                )
             if any(name == n for n, _ in self.layers):
                 raise ConfigError(f"duplicate layer name {name!r} in Sequential")
             layer.name = str(name)
@@ -270,8 +281,9 @@ class Sequential(Module):
     def _assign_state(self, state: dict[str, np.ndarray]) -> None:
         for name, layer in self.layers:
             prefix = name + "."
-            layer._assign_state({k[len(prefix):]: v for k, v in state.items()
-                                 if k.startswith(prefix)})
+            layer._assign_state(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
 
     def train(self, mode: bool = True) -> Sequential:
         super().train(mode)

@@ -26,8 +26,7 @@ class BatchNorm2d(Module):
     param_names = ("weight", "bias")
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
 
-    def __init__(self, num_features, eps: float = 1e-5, momentum: float = 0.1, *,
-                 dtype=np.float32):
+    def __init__(self, num_features, eps: float = 1e-5, momentum: float = 0.1, *, dtype=np.float32):
         super().__init__()
         self.num_features = check_count(num_features, "num_features", "BatchNorm2d")
         if not eps > 0:
@@ -56,15 +55,22 @@ class BatchNorm2d(Module):
             m = x.size // x.shape[1]
             mom = self.momentum
             self.running_mean = ((1 - mom) * self.running_mean + mom * mean).astype(
-                self.running_mean.dtype)
+                self.running_mean.dtype
+            )
             unbiased = var * (m / max(m - 1, 1))
             self.running_var = ((1 - mom) * self.running_var + mom * unbiased).astype(
-                self.running_var.dtype)
+                self.running_var.dtype
+            )
             self.num_batches_tracked = self.num_batches_tracked + 1
         else:
             y, xhat, _, _, inv_std = kernels.batchnorm2d_forward(
-                x, gamma, beta, self.eps, self.running_mean.astype(dt, copy=False),
-                self.running_var.astype(dt, copy=False))
+                x,
+                gamma,
+                beta,
+                self.eps,
+                self.running_mean.astype(dt, copy=False),
+                self.running_var.astype(dt, copy=False),
+            )
         # backward runs on the kernels of this forward, even if the backend changes in between
         self._cache = (xhat, inv_std, self.training, kernels)
         return y
@@ -79,8 +85,12 @@ class BatchNorm2d(Module):
             self.products = [
                 Product("dW", "sum_NHW", [("dY * xhat", dy.shape)], dgamma.shape),
                 Product("db", "sum_NHW", [("dY", dy.shape)], dbeta.shape),
-                Product("dX", "batch_norm_backward" if training else "scale",
-                        [("dY", dy.shape), ("xhat", xhat.shape)], dx.shape),
+                Product(
+                    "dX",
+                    "batch_norm_backward" if training else "scale",
+                    [("dY", dy.shape), ("xhat", xhat.shape)],
+                    dx.shape,
+                ),
             ]
         return dx
 

@@ -19,7 +19,7 @@ class _Pool2d(Module):
 
     pad_value = 0.0
     op = ""
-    kernel_names = ("", "")   # the backend's forward and backward kernels
+    kernel_names = ("", "")  # the backend's forward and backward kernels
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -27,8 +27,10 @@ class _Pool2d(Module):
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
         self.padding = pair(padding, "padding", minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ConfigError(f"invalid padding {padding!r} for {type(self).__name__} with kernel "
-                              f"{self.kernel_size}: expected at most half the kernel size")
+            raise ConfigError(
+                f"invalid padding {padding!r} for {type(self).__name__} with kernel "
+                f"{self.kernel_size}: expected at most half the kernel size"
+            )
 
     @property
     def label(self) -> str:
@@ -39,14 +41,15 @@ class _Pool2d(Module):
         return (ph, ph, pw, pw)
 
     def output_shape(self, in_shape):
-        hw = output_hw(in_shape[2:], self.kernel_size, self.stride, (1, 1), self.pads(),
-                       owner=self.label)
+        hw = output_hw(
+            in_shape[2:], self.kernel_size, self.stride, (1, 1), self.pads(), owner=self.label
+        )
         return (*in_shape[:2], *hw)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(self, x)
         self.output_shape(x.shape)
-        x_pad = pad2d(x, self.pads(), self.pad_value)         # (N, C, Hp, Wp)
+        x_pad = pad2d(x, self.pads(), self.pad_value)  # (N, C, Hp, Wp)
         kernels = self.kernels
         y, ctx = getattr(kernels, self.kernel_names[0])(x_pad, self.kernel_size, self.stride)
         # backward runs on the kernels that made ctx, even if the backend changes in between
@@ -55,12 +58,14 @@ class _Pool2d(Module):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x_shape, padded_shape, ctx, kernels = self._forward_cache()
-        dx_pad = getattr(kernels, self.kernel_names[1])(dy, ctx, self.kernel_size, self.stride,
-                                                        padded_shape[2:])
-        dx = crop2d(dx_pad, self.pads(), x_shape[2:])          # (N, C, H, W)
+        dx_pad = getattr(kernels, self.kernel_names[1])(
+            dy, ctx, self.kernel_size, self.stride, padded_shape[2:]
+        )
+        dx = crop2d(dx_pad, self.pads(), x_shape[2:])  # (N, C, H, W)
         if self.tracing:
-            self.products = [Product("dX", self.op, [("dY", dy.shape)], dx_pad.shape,
-                                     cropped=dx.shape)]
+            self.products = [
+                Product("dX", self.op, [("dY", dy.shape)], dx_pad.shape, cropped=dx.shape)
+            ]
         return dx
 
     def extra_repr(self) -> str:
