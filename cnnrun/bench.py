@@ -193,10 +193,10 @@ def worker(impl: str, threads: int, block_s: float) -> None:
         cases = _torch_cases()
         versions = {"torch": torch.__version__}
     else:
-        from .backends import get_backend, set_threads
+        from .backends import configure_process, get_backend
 
         get_backend(impl)
-        set_threads(threads)
+        configure_process(threads, impl if impl in ("numpy", "numba") else "numpy")
         cases = _cnnrun_cases(impl)
         versions = {}
     calls = {}

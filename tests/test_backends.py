@@ -21,7 +21,7 @@ from helpers import (
 from hypothesis import given, settings
 
 from cnnrun import bench, nn, optim
-from cnnrun.backends import get_backend, numpy_backend, reference, set_threads
+from cnnrun.backends import get_backend, numpy_backend, reference
 from cnnrun.errors import ConfigError
 from cnnrun.nn import AvgPool2d, MaxPool2d
 
@@ -479,25 +479,6 @@ def test_get_backend_loads_numba_and_names_the_accepted_ones():
     assert get_backend("numpy") is numpy_backend
     with pytest.raises(ConfigError, match="numpy, numba, reference"):
         get_backend("tpu")
-
-
-def test_set_threads_shares_the_cores():
-    import numba
-    from threadpoolctl import threadpool_info
-
-    try:
-        assert set_threads(1) == 1
-        assert numba.get_num_threads() == 1
-        assert set_threads(None) >= 1
-        assert numba.get_num_threads() == min(set_threads(None), numba.config.NUMBA_NUM_THREADS)
-        # the numba backend is loaded in this process: BLAS keeps one thread
-        assert all(
-            lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas"
-        )
-        with pytest.raises(ConfigError, match="backend.threads"):
-            set_threads(-2)
-    finally:
-        set_threads(None)
 
 
 # --- the benchmark -------------------------------------------------------------------------
