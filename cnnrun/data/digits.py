@@ -1,0 +1,23 @@
+"""``digits``: scikit-learn's 8x8 handwritten digits, 1797 images with 16 grey levels.
+
+They ship with scikit-learn, so this data set works offline. It has no test split of its own:
+train and validation are split by class with the run's ``seed`` and ``val_fraction``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import Request, Splits, register
+from .splits import split_by_class
+
+
+@register("digits", channels=1, classes=tuple(str(c) for c in range(10)), order=0)
+def load_digits(request: Request) -> Splits:
+    """The 1797 digits as ``(N, 1, 8, 8)`` float32 in [0, 1], split by class."""
+    from sklearn import datasets  # local: only this data set needs sklearn
+
+    bunch = datasets.load_digits()
+    x = bunch.images.astype(np.float32)[:, None] / 16.0  # (1797, 8, 8) -> (1797, 1, 8, 8), 0..16
+    y = bunch.target.astype(np.int64)
+    return Splits(*split_by_class(x, y, request.val_fraction, request.rng))
