@@ -13,27 +13,11 @@ import inspect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from . import nn
 from .errors import CnnrunError, ConfigError
 
-LAYERS: dict[str, type[nn.Module]] = {
-    cls.__name__.lower(): cls
-    for cls in (
-        nn.Conv2d,
-        nn.MaxPool2d,
-        nn.AvgPool2d,
-        nn.ReLU,
-        nn.LeakyReLU,
-        nn.Tanh,
-        nn.Sigmoid,
-        nn.Flatten,
-        nn.Linear,
-        nn.Dropout,
-        nn.BatchNorm2d,
-    )
-}
+LAYERS = nn.LAYERS  # every class decorated with @register_layer, by lower-case name
 # the argument each layer type takes from the shape of its input
 INFERRED = {"conv2d": "in_channels", "batchnorm2d": "num_features", "linear": "in_features"}
 
@@ -42,12 +26,19 @@ def _arguments(cls) -> list[str]:
     return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
-def _plain(spec) -> dict:
-    if isinstance(spec, DictConfig):
-        return OmegaConf.to_container(spec, resolve=True)
-    if isinstance(spec, Mapping):
-        return dict(spec)
-    raise ConfigError(f"invalid layer {spec!r}: expected a mapping with a 'type' key")
+def _plain(value):
+    """Mappings and lists (a YAML config's DictConfig and ListConfig too) as dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _layer_spec(spec) -> dict:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"invalid layer {spec!r}: expected a mapping with a 'type' key")
+    return _plain(spec)
 
 
 def build_layer(
@@ -62,41 +53,19 @@ def build_layer(
 ) -> tuple[str, nn.Module]:
     """One layer from its config, its inferred sizes taken from ``in_shape`` (N, C, H, W) or
     (N, F)."""
-    spec = _plain(spec)
+    spec = _layer_spec(spec)
     kind = str(spec.pop("type", "")).lower()
     name = str(spec.pop("name", index))
     where = f"layer {name} of model {model_name}"
     if kind not in LAYERS:
         raise ConfigError(
-            f"unknown layer type {kind!r} ({where}): expected one of {', '.join(LAYERS)}"
+            f"unknown layer type {kind!r} ({where}): expected one of {', '.join(sorted(LAYERS))}"
         )
     cls = LAYERS[kind]
     accepted = _arguments(cls)
-    unknown = [k for k in spec if k not in accepted or k in ("rng", "dtype", "init")]
-    if unknown:
-        raise ConfigError(
-            f"unknown argument {unknown[0]!r} for {kind} ({where}): expected "
-            f"{', '.join(a for a in accepted if a not in ('rng', 'dtype', 'init'))}"
-        )
+    _check_arguments(kind, spec, accepted, where)
     if kind in INFERRED:
-        inferred = int(np.prod(in_shape[1:])) if kind == "linear" else in_shape[1]
-        given = spec.get(INFERRED[kind])
-        if given is not None and given != inferred:
-            raise ConfigError(
-                f"{INFERRED[kind]} {given!r} ({where}) does not match its input "
-                f"{tuple(in_shape)}: leave it out and it is inferred ({inferred})"
-            )
-        spec[INFERRED[kind]] = inferred
-        if kind != "linear" and len(in_shape) != 4:
-            raise ConfigError(
-                f"{kind} ({where}) needs an (N, C, H, W) input, got {in_shape}: "
-                "put it before the flatten layer"
-            )
-        if kind == "linear" and len(in_shape) != 2:
-            raise ConfigError(
-                f"linear ({where}) needs an (N, F) input, got {in_shape}: "
-                "put a flatten layer before it"
-            )
+        spec[INFERRED[kind]] = _inferred_size(kind, spec.get(INFERRED[kind]), in_shape, where)
     if kind == "conv2d":
         spec.setdefault("padding", default_padding)
     if "rng" in accepted:
@@ -110,6 +79,39 @@ def build_layer(
     except (TypeError, ValueError) as err:  # e.g. p: "abc" for a dropout layer
         raise ConfigError(f"{where}: {err}") from None
     return name, layer
+
+
+def _check_arguments(kind: str, spec: dict, accepted: list[str], where: str) -> None:
+    """Every key of a layer's config is one of its constructor's arguments (but those the
+    builder passes itself)."""
+    own = ("rng", "dtype", "init")
+    unknown = [k for k in spec if k not in accepted or k in own]
+    if unknown:
+        raise ConfigError(
+            f"unknown argument {unknown[0]!r} for {kind} ({where}): expected "
+            f"{', '.join(a for a in accepted if a not in own)}"
+        )
+
+
+def _inferred_size(kind: str, given, in_shape: tuple[int, ...], where: str) -> int:
+    """The size a layer takes from its input (N, C, H, W) or (N, F): channels, or features."""
+    key = INFERRED[kind]
+    inferred = int(np.prod(in_shape[1:])) if kind == "linear" else in_shape[1]
+    if given is not None and given != inferred:
+        raise ConfigError(
+            f"{key} {given!r} ({where}) does not match its input "
+            f"{tuple(in_shape)}: leave it out and it is inferred ({inferred})"
+        )
+    if kind != "linear" and len(in_shape) != 4:
+        raise ConfigError(
+            f"{kind} ({where}) needs an (N, C, H, W) input, got {in_shape}: "
+            "put it before the flatten layer"
+        )
+    if kind == "linear" and len(in_shape) != 2:
+        raise ConfigError(
+            f"linear ({where}) needs an (N, F) input, got {in_shape}: put a flatten layer before it"
+        )
+    return inferred
 
 
 def takes_default_padding(model_cfg) -> bool:

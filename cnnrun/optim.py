@@ -11,11 +11,17 @@ Adam (``torch.optim.Adam``, L2 weight decay added to the gradient), at step t::
 
     m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
     w = w - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+Every optimiser is registered by name (:func:`register`): the runner's config schema for
+``optim=<name>`` is made from its constructor's typed arguments, so adding an optimiser is its
+class here, its ``conf/optim/<name>.yaml`` and its test.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -32,6 +38,38 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value)
 
 
+OPTIMIZERS: dict[str, type[Optimizer]] = {}
+
+
+def register(name: str) -> Callable[[type[Optimizer]], type[Optimizer]]:
+    """Class decorator: the optimiser is ``optim=<name>`` in configs and :func:`create`."""
+
+    def add(cls: type[Optimizer]) -> type[Optimizer]:
+        OPTIMIZERS[name] = cls
+        return cls
+
+    return add
+
+
+def hyperparameters(cls: type[Optimizer]) -> list[inspect.Parameter]:
+    """The constructor's arguments after ``params``: what a config may set."""
+    return list(inspect.signature(cls.__init__).parameters.values())[2:]
+
+
+def create(name: str, params, hyper: Mapping) -> Optimizer:
+    """The optimiser registered as ``name`` over ``params``, with the ``hyper`` values its
+    constructor takes (lists become tuples); a :class:`ConfigError` for an unknown name."""
+    cls = OPTIMIZERS.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
+    kwargs = {}
+    for p in hyperparameters(cls):
+        if p.name in hyper:
+            v = hyper[p.name]
+            kwargs[p.name] = tuple(v) if isinstance(v, (list, tuple)) else v
+    return cls(params, **kwargs)
+
+
 class Optimizer:
     """Base: holds the parameters, per-parameter state and hyperparameters (``lr`` may change)."""
 
@@ -42,7 +80,7 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ConfigError("optimizer got an empty parameter list")
-        self.lr = _check("learning rate", lr, _finite(lr) and lr >= 0, "a float >= 0")
+        self.lr = _check("lr", lr, _finite(lr) and lr >= 0, "a float >= 0")
         self.state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
         self.steps = 0
 
@@ -91,12 +129,21 @@ class Optimizer:
         ]
 
 
+@register("sgd")
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
 
     hyper = ("momentum", "dampening", "nesterov", "weight_decay")
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, lr)
         self.momentum = _check(
             "momentum", momentum, _finite(momentum) and momentum >= 0, "a float >= 0"
@@ -127,17 +174,26 @@ class SGD(Optimizer):
         p.data -= self.lr * g
 
 
+@register("adam")
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with bias correction, as ``torch.optim.Adam``."""
 
     hyper = ("betas", "eps", "weight_decay")
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, lr)
-        b1, b2 = (tuple(betas) + (None, None))[:2]
-        for i, b in enumerate((b1, b2)):
-            _check(f"beta{i + 1}", b, _finite(b) and 0 <= b < 1, "a float in [0, 1)")
-        self.betas = (float(b1), float(b2))
+        pair = tuple(betas) if isinstance(betas, (list, tuple)) else ()
+        ok = len(pair) == 2 and all(_finite(b) and 0 <= b < 1 for b in pair)
+        if not ok:
+            raise ConfigError(f"invalid betas {betas!r}: expected two floats in [0, 1)")
+        self.betas = (float(pair[0]), float(pair[1]))
         self.eps = _check("eps", eps, _finite(eps) and eps >= 0, "a float >= 0")
         self.weight_decay = _check(
             "weight_decay",

@@ -54,23 +54,7 @@ def shape_trace(model: Sequential, x: np.ndarray, targets: np.ndarray, loss=None
         for name, layer in model.layers:
             inputs.append(x)
             y = layer.forward(x)
-            row = TraceRow(
-                name,
-                type(layer).__name__,
-                _shape(x),
-                _shape(y),
-                {pn: _shape(p.data) for pn, p in layer.named_parameters()},
-            )
-            if hasattr(layer, "pads"):
-                row.padding = tuple(int(p) for p in layer.pads(x.shape[2:]))
-                row.padding_mode = layer.padding if isinstance(layer.padding, str) else None
-                top, bottom, left, right = row.padding
-                row.padded_input = (
-                    *row.input[:2],
-                    row.input[2] + top + bottom,
-                    row.input[3] + left + right,
-                )
-            rows.append(row)
+            rows.append(_forward_row(name, layer, x, y))
             x = y
         loss.forward(x, targets)
         dy = loss.backward()
@@ -89,6 +73,19 @@ def shape_trace(model: Sequential, x: np.ndarray, targets: np.ndarray, loss=None
         for p, g in zip(model.parameters(), saved_grads):
             p.grad[...] = g
     return rows
+
+
+def _forward_row(name: str, layer, x: np.ndarray, y: np.ndarray) -> TraceRow:
+    """A layer's row from its forward pass: shapes, and a conv's padding and padded input."""
+    params = {pn: _shape(p.data) for pn, p in layer.named_parameters()}
+    row = TraceRow(name, type(layer).__name__, _shape(x), _shape(y), params)
+    if hasattr(layer, "pads"):
+        row.padding = tuple(int(p) for p in layer.pads(x.shape[2:]))
+        row.padding_mode = layer.padding if isinstance(layer.padding, str) else None
+        top, bottom, left, right = row.padding
+        n, c, h, w = row.input
+        row.padded_input = (n, c, h + top + bottom, w + left + right)  # (N, C, Hp, Wp)
+    return row
 
 
 def _check_products(name: str, layer, products: list[Product]) -> None:

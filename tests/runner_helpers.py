@@ -15,7 +15,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from cnnrun.config import config_dir
+from cnnrun.run import logger as tags
+from cnnrun.run.config import config_dir
 
 # The smallest run that still goes through every part of a run: lenet under 'same' padding on
 # 12x12 synthetic images, 48 train and 16 validation images in batches of 16 (about 0.1 s).
@@ -30,8 +31,8 @@ TINY = [
     "trainer.progress=false",
 ]
 
-# the scalar tags of DESIGN.md that every run writes, besides one grad_norm/<param> per parameter
-SCALAR_TAGS = ["train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm/global"]
+# the scalar tags every run writes, besides one grad_norm/<param> per parameter: the logger's
+SCALAR_TAGS = list(tags.SCALARS)
 LENET_PARAMS = [
     f"{layer}.{kind}"
     for layer in ("conv1", "conv2", "fc1", "fc2", "fc3")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from runner_helpers import TINY, last_line, run_cnnrun, run_config, sha256, snapshot
 
-from cnnrun.train import train
+from cnnrun.run.train import train
 
 
 @dataclass

@@ -13,11 +13,11 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 from runner_helpers import compose_config, run_cnnrun
 
-from cnnrun.cli import describe
-from cnnrun.config import config_dir, image_hw, value
 from cnnrun.errors import ShapeError
 from cnnrun.models import build_model
 from cnnrun.nn import BatchNorm2d, Conv2d, Linear
+from cnnrun.run.cli import describe
+from cnnrun.run.config import config_dir, image_hw, value
 
 MODELS = ["lenet", "mlp", "vgg_small"]
 PADDINGS = ["same", "valid", "full"]

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from runner_helpers import event_accumulator, last_line, run_cnnrun, run_config, sha256
 
-from cnnrun import checkpoint as ckpt
 from cnnrun.errors import CheckpointError, CnnrunError
-from cnnrun.train import NonFiniteError, train
+from cnnrun.run import checkpoint as ckpt
+from cnnrun.run.train import NonFiniteError, train
 
 # long enough that a signal 0.3 s into training lands in the middle of it: 3 epochs of
 # STEPS_PER_EPOCH steps (2400 training images of the synthetic 3200 at batch 8), over a second
@@ -110,12 +110,12 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, straight, sig):
 
 
 def test_a_signal_after_the_last_step_lets_the_run_complete(tmp_path, monkeypatch):
-    from cnnrun.train import Trainer
+    from cnnrun.run.train import Trainer
 
     real_end = Trainer._end_epoch
 
     def end_then_signal(self):  # SIGTERM while the last epoch is being validated
-        if self.epoch == self.cfg.trainer.max_epochs - 1:
+        if self.state.epoch == self.cfg.trainer.max_epochs - 1:
             os.kill(os.getpid(), signal.SIGTERM)
         real_end(self)
 

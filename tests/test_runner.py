@@ -1,5 +1,6 @@
-"""``train(cfg)`` end to end: the run folder of DESIGN.md, its TensorBoard tags read back with
-TensorBoard's own reader, exact resumption, seeding, and ``python -m cnnrun`` as a user runs it."""
+"""``train(cfg)`` end to end: the run folder the README describes, its TensorBoard tags read
+back with TensorBoard's own reader, exact resumption, seeding, and ``python -m cnnrun`` as a
+user runs it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from runner_helpers import (
 )
 
 from cnnrun.errors import ConfigError
-from cnnrun.train import train
+from cnnrun.run import logger as tags
+from cnnrun.run.train import train
 
 METRIC_KEYS = {
     "train/loss",
@@ -107,17 +109,17 @@ def test_tensorboard_scalars(tiny_run):
     out, val_loss = tiny_run
     acc = event_accumulator(out / "tb")
     scalars = set(acc.Tags()["scalars"])
-    expected = {*SCALAR_TAGS, *(f"grad_norm/{p}" for p in LENET_PARAMS)}
+    expected = {*SCALAR_TAGS, *(tags.GRAD_NORM.format(param=p) for p in LENET_PARAMS)}
     assert expected <= scalars, expected - scalars
-    assert [e.step for e in acc.Scalars("train/loss")] == [0, 1, 2]
+    assert [e.step for e in acc.Scalars(tags.TRAIN_LOSS)] == [0, 1, 2]
     # validation sits at the epoch's last training step (a resume purges from the next one)
-    assert [e.step for e in acc.Scalars("val/loss")] == [2]
-    assert acc.Scalars("val/loss")[-1].value == pytest.approx(val_loss, rel=1e-6)
-    assert acc.Scalars("lr")[0].value == pytest.approx(0.05)
+    assert [e.step for e in acc.Scalars(tags.VAL_LOSS)] == [2]
+    assert acc.Scalars(tags.VAL_LOSS)[-1].value == pytest.approx(val_loss, rel=1e-6)
+    assert acc.Scalars(tags.LR)[0].value == pytest.approx(0.05)
     # the global norm is the norm of the per-parameter norms, step by step
     for step in range(3):
-        parts = [acc.Scalars(f"grad_norm/{p}")[step].value for p in LENET_PARAMS]
-        total = acc.Scalars("grad_norm/global")[step].value
+        parts = [acc.Scalars(tags.GRAD_NORM.format(param=p))[step].value for p in LENET_PARAMS]
+        total = acc.Scalars(tags.GRAD_NORM_GLOBAL)[step].value
         assert total == pytest.approx(math.sqrt(sum(v * v for v in parts)), rel=1e-5)
         assert total > 0
 
@@ -125,18 +127,19 @@ def test_tensorboard_scalars(tiny_run):
 def test_tensorboard_histograms_images_text(tiny_run):
     out, _ = tiny_run
     acc = event_accumulator(out / "tb")
-    tags = acc.Tags()
-    expected = {f"{kind}/{p}" for kind in ("weights", "grads") for p in LENET_PARAMS}
-    assert expected <= set(tags["histograms"]), expected - set(tags["histograms"])
-    weights = acc.Histograms("weights/conv1.weight")[0].histogram_value
+    found = acc.Tags()
+    expected = {kind.format(param=p) for kind in (tags.WEIGHTS, tags.GRADS) for p in LENET_PARAMS}
+    assert expected <= set(found["histograms"]), expected - set(found["histograms"])
+    weights = acc.Histograms(tags.WEIGHTS.format(param="conv1.weight"))[0].histogram_value
     assert weights.num == 6 * 1 * 5 * 5
-    assert tags["images"] == ["filters/conv1"]
-    image = acc.Images("filters/conv1")[0]
+    assert found["images"] == [tags.FILTERS.format(layer="conv1")]
+    image = acc.Images(tags.FILTERS.format(layer="conv1"))[0]
     assert image.width > 5 and image.height > 5 and image.encoded_image_string[:4] == b"\x89PNG"
     # tensorboardX's add_text("shapes/trace") stores the tag as "shapes/trace/text_summary",
     # which is how TensorBoard's Text dashboard then shows it (as with PyTorch's writer)
-    text_tags = [t for t in tags["tensors"] if t in ("shapes/trace", "shapes/trace/text_summary")]
-    assert len(text_tags) == 1, tags["tensors"]
+    trace = (tags.SHAPE_TRACE, tags.SHAPE_TRACE + "/text_summary")
+    text_tags = [t for t in found["tensors"] if t in trace]
+    assert len(text_tags) == 1, found["tensors"]
     assert text_tags[0] in acc.PluginTagToContent("text")
     text = acc.Tensors(text_tags[0])[0].tensor_proto.string_val[0].decode()
     assert TINY_TRACE[0] in text and TINY_TRACE[1] in text
@@ -161,7 +164,7 @@ def test_tensorboard_hparams_in_the_run_folder(tiny_run):
         content["_hparams_/experiment"]
     ).experiment
     metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert {"val/loss", "val/acc"} <= metric_tags
+    assert {tags.VAL_LOSS, tags.VAL_ACC} <= metric_tags
 
 
 # -- digits, the default data set ----------------------------------------------------------
@@ -192,7 +195,7 @@ def test_one_epoch_on_digits(tmp_path):
     assert arrays["model/fc1.weight"].shape == (120, 16 * 5 * 5)
     assert arrays["model/fc3.weight"].shape == (10, 84)  # digits: 10 classes
     acc = event_accumulator(out / "tb")
-    assert [e.step for e in acc.Scalars("train/loss")] == [0, 1, 2]
+    assert [e.step for e in acc.Scalars(tags.TRAIN_LOSS)] == [0, 1, 2]
 
 
 # -- resumption and seeds ------------------------------------------------------------------

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from runner_helpers import event_accumulator, last_line, run_cnnrun, run_config
 
-from cnnrun import checkpoint as ckpt
-from cnnrun.sweep import job_threads
-from cnnrun.train import Interrupted, Trainer, train
+from cnnrun.run import checkpoint as ckpt
+from cnnrun.run.sweep import job_threads
+from cnnrun.run.train import Interrupted, Trainer, train
 
 pytestmark = pytest.mark.slow  # each sweep starts several Python processes
 
@@ -158,7 +158,7 @@ def test_slurm_launcher_config_composes():
     needs("hydra_submitit_launcher")
     from hydra import compose, initialize_config_dir
 
-    from cnnrun.config import config_dir
+    from cnnrun.run.config import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
@@ -171,7 +171,7 @@ def test_job_threads_divide_the_cores(monkeypatch):
     from omegaconf import OmegaConf
 
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    monkeypatch.setattr("cnnrun.sweep.cores", lambda: 8)
+    monkeypatch.setattr("cnnrun.run.sweep.cores", lambda: 8)
     joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert job_threads(OmegaConf.create({"_target_": joblib, "n_jobs": 2})) == 4
     assert job_threads(OmegaConf.create({"_target_": joblib, "n_jobs": -1})) == 1
@@ -195,7 +195,7 @@ def test_requeued_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
 
     def step_then_preempt(self, *args):  # the scheduler's signal arrives during step 40
         real_step(self, *args)
-        if self.step == 40:
+        if self.state.step == 40:
             os.kill(os.getpid(), signal.SIGUSR2)
 
     monkeypatch.setattr(Trainer, "_train_step", step_then_preempt)

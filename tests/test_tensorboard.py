@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 from runner_helpers import LENET_PARAMS, SCALAR_TAGS, run_config
 
-from cnnrun.train import train
+from cnnrun.run import logger as tags
+from cnnrun.run.train import train
 
 HOST = "127.0.0.1"  # the only address these tests use
 STARTUP_S = 60
@@ -89,17 +90,17 @@ def wait_for_scalar_tags(server, port: int) -> dict:
 
 def test_tensorboard_serves_the_run(tensorboard):
     server, port, out = tensorboard
-    tags = wait_for_scalar_tags(server, port)
-    assert set(tags) == {"tb"}  # one run: the run folder's tb/
-    scalars = set(tags["tb"])
-    expected = {*SCALAR_TAGS, *(f"grad_norm/{p}" for p in LENET_PARAMS)}
+    listed = wait_for_scalar_tags(server, port)
+    assert set(listed) == {"tb"}  # one run: the run folder's tb/
+    scalars = set(listed["tb"])
+    expected = {*SCALAR_TAGS, *(tags.GRAD_NORM.format(param=p) for p in LENET_PARAMS)}
     assert expected <= scalars, expected - scalars
     # the values come back through the API too
-    points = get_json(port, "/data/plugin/scalars/scalars?run=tb&tag=train/loss")
+    points = get_json(port, f"/data/plugin/scalars/scalars?run=tb&tag={tags.TRAIN_LOSS}")
     assert [step for _, step, _ in points] == [0, 1, 2]
     assert all(0 < value < 10 for _, _, value in points)
     metrics = json.loads((out / "metrics.json").read_text())
-    (val,) = get_json(port, "/data/plugin/scalars/scalars?run=tb&tag=val/loss")
+    (val,) = get_json(port, f"/data/plugin/scalars/scalars?run=tb&tag={tags.VAL_LOSS}")
     assert val[1] == 2 and val[2] == pytest.approx(metrics["val/loss"], rel=1e-6)
     runs = get_json(port, "/data/runs")
     assert runs == ["tb"]

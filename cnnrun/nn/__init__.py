@@ -8,8 +8,10 @@ from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Product, Sequential
 from .norm import BatchNorm2d
 from .pool import AvgPool2d, MaxPool2d
+from .registry import LAYERS, register_layer
 
 __all__ = [
+    "LAYERS",
     "AvgPool2d",
     "BatchNorm2d",
     "Conv2d",
@@ -28,4 +30,5 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "initialize",
+    "register_layer",
 ]

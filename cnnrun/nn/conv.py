@@ -10,6 +10,7 @@ from ..errors import ConfigError, ShapeError
 from .geometry import check_padding, output_hw, pair, resolve_padding
 from .init import init_weight_and_bias
 from .module import Module, Parameter, Product
+from .registry import register_layer
 
 
 def pad2d(x: np.ndarray, pads, value: float = 0.0) -> np.ndarray:
@@ -54,6 +55,7 @@ def check_count(value, what: str, owner: str) -> int:
     return int(value)
 
 
+@register_layer
 class Conv2d(Module):
     """``y[n, f] = b[f] + sum_c corr(x_pad[n, c], W[f, c])`` over (N, C, H, W) -> (N, F, Ho, Wo).
 

@@ -8,8 +8,10 @@ from ..errors import ConfigError, ShapeError
 from .conv import check_count
 from .init import init_weight_and_bias
 from .module import Module, Parameter, Product
+from .registry import register_layer
 
 
+@register_layer
 class Flatten(Module):
     """(N, C, H, W) -> (N, C*H*W), in PyTorch's (C, H, W) order."""
 
@@ -21,6 +23,7 @@ class Flatten(Module):
         return dy.reshape(self._shape)
 
 
+@register_layer
 class Linear(Module):
     """``y = x W^T + b`` over (N, in) -> (N, out); W is (out, in) as in PyTorch.
 
@@ -92,6 +95,7 @@ class Linear(Module):
         )
 
 
+@register_layer
 class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability ``p`` and scale the
     rest by ``1 / (1 - p)``; in eval mode, the identity. The mask comes from ``rng`` (a

@@ -250,9 +250,13 @@ class Sequential(Module):
             raise KeyError(key)
         return self.layers[key][1]
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        for _, layer in self.layers:
+    def forward(self, x: np.ndarray, outputs: list | None = None) -> np.ndarray:
+        """Every layer in order. ``outputs``, a list, receives each layer's ``(name, y)``:
+        what a caller reads to find where a NaN first appeared."""
+        for name, layer in self.layers:
             x = layer.forward(x)
+            if outputs is not None:
+                outputs.append((name, x))
         return x
 
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:

@@ -7,8 +7,10 @@ import numpy as np
 from ..errors import ConfigError
 from .conv import check_count, check_input
 from .module import Module, Parameter, Product
+from .registry import register_layer
 
 
+@register_layer
 class BatchNorm2d(Module):
     """``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel.
 

@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from .conv import check_input, crop2d, pad2d
 from .geometry import output_hw, pair
 from .module import Module, Product
+from .registry import register_layer
 
 
 class _Pool2d(Module):
@@ -72,6 +73,7 @@ class _Pool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
+@register_layer
 class MaxPool2d(_Pool2d):
     """``y = max`` of each window. Backward routes each dY to the window's maximum; with ties,
     to the first one in row-major order (as PyTorch does), so each dY is routed exactly once."""
@@ -81,6 +83,7 @@ class MaxPool2d(_Pool2d):
     kernel_names = ("maxpool2d_forward", "maxpool2d_backward")
 
 
+@register_layer
 class AvgPool2d(_Pool2d):
     """``y = mean`` of each window, padding counted as zeros (PyTorch's ``count_include_pad``).
     Backward shares each dY equally among the ``kh * kw`` pixels of its window."""

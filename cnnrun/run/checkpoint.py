@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, CnnrunError
+from ..errors import CheckpointError, CnnrunError
 
 FORMAT = "cnnrun-checkpoint"
 VERSION = 1

@@ -27,7 +27,7 @@ METRICS = ("val/loss", "val/acc", "train/loss", "train/acc", "epoch", "seconds")
 
 
 def cores() -> int:
-    from .backends import machine_cores
+    from ..backends import machine_cores
 
     return machine_cores()
 
@@ -49,6 +49,16 @@ def job_threads(launcher: DictConfig | None) -> int | None:
     if "Local" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
     return None
+
+
+def run_threads(configured: int | None) -> int | None:
+    """``backend.threads`` if set, else this job's share of the cores (:func:`job_threads`)
+    under the launcher running it."""
+    if configured:
+        return configured
+    from hydra.core.hydra_config import HydraConfig
+
+    return job_threads(HydraConfig.get().launcher if HydraConfig.initialized() else None)
 
 
 def write_status(folder: Path, status: str, reason: str = "") -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .nn import CrossEntropyLoss, Module, Sequential
+from ..nn import CrossEntropyLoss, Module, Sequential
 
 
 @dataclass
@@ -85,7 +85,27 @@ def gradcheck(
     x = np.array(x, dtype=np.float64)
     loss = CrossEntropyLoss() if loss is None else loss
     rng = np.random.default_rng(0) if rng is None else rng
-    # dropout masks must be the same in every evaluation: rewind their generators each time
+    evaluate = _repeatable_loss(model, loss, targets)
+    model.zero_grad()
+    evaluate(x)
+    dx = model.backward(loss.backward())
+    tensors = [(p.name or "param", p.data, p.grad.copy()) for p in model.parameters()]
+    tensors.append(("input", x, dx))
+
+    result = GradcheckResult()
+    pairs = {}
+    options = {"eps": eps, "max_checks": max_checks, "rng": rng, "skip_kinks": skip_kinks}
+    for name, array, analytic in tensors:
+        a, n, skipped = _compare(evaluate, x, array, analytic, **options)
+        pairs[name] = (a, n)
+        result.checked[name], result.skipped[name] = a.size, skipped
+    _judge(pairs, result)
+    return result
+
+
+def _repeatable_loss(model: Module, loss, targets):
+    """``evaluate(x) -> loss``, with the same dropout masks at every call: each call rewinds the
+    layers' generators to where they stand now."""
     rng_states = [
         (layer, copy.deepcopy(layer.rng.bit_generator.state)) for layer in _rng_layers(model)
     ]
@@ -95,35 +115,29 @@ def gradcheck(
             layer.rng.bit_generator.state = copy.deepcopy(state)
         return loss.forward(model.forward(inp), targets)
 
-    model.zero_grad()
-    evaluate(x)
-    dx = model.backward(loss.backward())
-    tensors = [(p.name or "param", p.data, p.grad.copy()) for p in model.parameters()]
-    tensors.append(("input", x, dx))
+    return evaluate
 
-    result = GradcheckResult()
-    pairs = {}
-    for name, array, analytic in tensors:
-        flat, grad = array.reshape(-1), analytic.reshape(-1)
-        count = flat.size if max_checks is None else min(max_checks, flat.size)
-        picks = (
-            np.arange(flat.size)
-            if count == flat.size
-            else rng.choice(flat.size, count, replace=False)
-        )
 
-        def difference(i, h, flat=flat):
-            return central_difference(evaluate, x, flat, i, h)
+def _compare(evaluate, x, array, analytic, *, eps, max_checks, rng, skip_kinks):
+    """The analytic and numeric gradients of (a sample of) one tensor's elements, those at a
+    kink left out (see :func:`gradcheck`); returns (analytic, numeric, number left out)."""
+    flat, grad = array.reshape(-1), analytic.reshape(-1)  # views: perturbing flat moves array
+    count = flat.size if max_checks is None else min(max_checks, flat.size)
+    if count == flat.size:
+        picks = np.arange(flat.size)
+    else:
+        picks = rng.choice(flat.size, count, replace=False)
+    numeric = np.array([central_difference(evaluate, x, flat, i, eps) for i in picks])
+    keep = np.ones(count, bool)
+    if skip_kinks:
+        for k, i in enumerate(picks):
+            half = central_difference(evaluate, x, flat, i, eps / 2)
+            keep[k] = abs(half - numeric[k]) <= 1e-3 * max(abs(half), abs(numeric[k])) + 1e-9
+    return grad[picks][keep], numeric[keep], int(count - keep.sum())
 
-        numeric = np.array([difference(i, eps) for i in picks])
-        keep = np.ones(count, bool)
-        if skip_kinks:
-            for k, i in enumerate(picks):
-                half = difference(i, eps / 2)
-                keep[k] = abs(half - numeric[k]) <= 1e-3 * max(abs(half), abs(numeric[k])) + 1e-9
-        pairs[name] = (grad[picks][keep], numeric[keep])
-        result.checked[name] = int(keep.sum())
-        result.skipped[name] = int(count - keep.sum())
+
+def _judge(pairs: dict[str, tuple[np.ndarray, np.ndarray]], result: GradcheckResult) -> None:
+    """Each tensor's error relative to its layer's scale; each layer's largest error."""
     layer_of = {name: name.rsplit(".", 1)[0] if "." in name else name for name in pairs}
     scales: dict[str, float] = {}
     for name, (a, n) in pairs.items():
@@ -133,63 +147,3 @@ def gradcheck(
         layer = layer_of[name]
         result.errors[name] = relative_error(a, n, scales[layer])
         result.layers[layer] = max(result.layers.get(layer, 0.0), result.errors[name])
-    return result
-
-
-# the command's defaults: a batch of 2, 24 sampled elements of every tensor (0 = all of them)
-CLI_OPTIONS = {"batch": 2, "max_checks": 24}
-CLI_TOL = 1e-6
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m cnnrun.gradcheck [--batch N] [--max-checks N] [overrides]``: every layer of
-    a config's model against finite differences in float64; exit status 1 if any error reaches
-    the tolerance or a tensor could not be checked at all (every sampled element at a kink)."""
-    import sys
-
-    from .cli import compose_from_argv, run_cli
-    from .config import validate
-    from .shapes import example_batch, model_for
-    from .trace import padding_summary
-
-    def entry():
-        cfg, opts = compose_from_argv(
-            sys.argv[1:] if argv is None else argv, "cnnrun.gradcheck", CLI_OPTIONS
-        )
-        validate(cfg)
-        rng = np.random.default_rng(cfg.seed)
-        model = model_for(cfg, rng)
-        x, y = example_batch(cfg, rng, batch=max(opts["batch"], 1), dtype=np.float64)
-        max_checks = opts["max_checks"] or None
-        result = gradcheck(model, x, y, max_checks=max_checks, rng=rng, skip_kinks=True)
-        print(
-            f"# {cfg.model.name}, padding {padding_summary(model)}, batch {tuple(x.shape)}, "
-            f"float64, eps 1e-5, {max_checks or 'all'} elements per tensor"
-        )
-        print(f"{'layer':<12} {'max rel. error':>15} {'checked':>8} {'at kinks':>9}")
-        unchecked = [n for n, c in result.checked.items() if c == 0]
-        for layer, err in result.layers.items():
-            names = [n for n in result.checked if n == layer or n.startswith(layer + ".")]
-            checked = sum(result.checked[n] for n in names)
-            skipped = sum(result.skipped[n] for n in names)
-            flag = "" if err < CLI_TOL else "  FAIL"
-            flag += (
-                "  NOT CHECKED: " + ", ".join(set(names) & set(unchecked))
-                if any(n in unchecked for n in names)
-                else ""
-            )
-            print(f"{layer:<12} {err:>15.3e} {checked:>8} {skipped:>9}{flag}")
-        ok = result.passed(CLI_TOL) and not unchecked
-        print(
-            f"{'ok' if ok else 'FAILED'}: largest relative error {result.max_error:.3e} "
-            f"(tolerance {CLI_TOL:g})"
-            + (f"; not checked: {', '.join(unchecked)}" if unchecked else "")
-        )
-        if not ok:
-            sys.exit(1)
-
-    run_cli(entry)
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from .errors import CnnrunError
+from ..errors import CnnrunError
 
 EXIT_USAGE = 2
 
@@ -118,12 +118,26 @@ def compose_from_argv(argv: list[str], prog: str, options: dict[str, int] | None
     from .config import config_dir
 
     values = dict(options or {})
+    overrides, user_dir = _parse_argv(argv, prog, values)
+    if user_dir is not None:
+        path = os.path.abspath(user_dir)
+        if not os.path.isdir(path):
+            fail(f"--config-dir {user_dir!r} is not a folder")
+        overrides.append(f"hydra.searchpath=[file://{path}]")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return (cfg, values) if options is not None else cfg
+
+
+def _parse_argv(argv: list[str], prog: str, values: dict[str, int]) -> tuple[list, str | None]:
+    """The overrides and ``--config-dir``; the command's own options are set in ``values``."""
     overrides, user_dir = [], None
+    flags = [f"--{k.replace('_', '-')} N" for k in values]
     args = iter(argv)
     for arg in args:
         name, _, inline = arg.partition("=")
         if arg in ("-h", "--help"):
-            own = "".join(f" [--{k.replace('_', '-')} N]" for k in values)
+            own = "".join(f" [{f}]" for f in flags)
             print(
                 f"usage: python -m {prog} [--config-dir DIR]{own} [key=value ...]\n"
                 "  the same overrides as `python -m cnnrun`, e.g. model=lenet conv.padding=same"
@@ -137,17 +151,8 @@ def compose_from_argv(argv: list[str], prog: str, options: dict[str, int] | None
                 fail(f"invalid {name} {text!r}: expected an int >= 0")
             values[name[2:].replace("-", "_")] = int(text)
         elif arg.startswith("-"):
-            accepted = ", ".join(
-                ["--config-dir DIR", *(f"--{k.replace('_', '-')} N" for k in values)]
-            )
+            accepted = ", ".join(["--config-dir DIR", *flags])
             fail(f"unknown option {arg!r} for {prog}: expected {accepted} or key=value overrides")
         else:
             overrides.append(arg)
-    if user_dir is not None:
-        path = os.path.abspath(user_dir)
-        if not os.path.isdir(path):
-            fail(f"--config-dir {user_dir!r} is not a folder")
-        overrides.append(f"hydra.searchpath=[file://{path}]")
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return (cfg, values) if options is not None else cfg
+    return overrides, user_dir

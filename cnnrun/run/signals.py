@@ -1,0 +1,61 @@
+"""Signals end a run at a step boundary, with a checkpoint.
+
+SIGINT (Ctrl-C), SIGTERM and SIGUSR1/2 (a cluster's pre-emption or time limit) set a flag that
+the loop reads after each step; the loop then writes ``last.npz``, hands the signal to the
+handler that was there before (submitit's requeue) and raises :class:`Interrupted`.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from ..errors import CnnrunError
+
+
+class Interrupted(CnnrunError):
+    """SIGINT, SIGTERM or SIGUSR1/2: the run wrote a checkpoint and stops; exit 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class SignalGuard:
+    """Turns SIGINT, SIGTERM and SIGUSR1/2 into a flag the loop reads after each step, so a
+    signal ends the run at a step boundary with a checkpoint. A second Ctrl-C stops at once.
+    The handlers found on entry (a cluster launcher's requeue hook) are put back on exit and
+    can be called with :meth:`forward` once the checkpoint is safe."""
+
+    SIGNALS = tuple(
+        getattr(signal, n)
+        for n in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+        if hasattr(signal, n)
+    )
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self.previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def forward(self) -> None:
+        """Hand the signal to the handler that was there before (e.g. submitit's requeue)."""
+        handler = self.previous.get(self.received)
+        self.__exit__()
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(self.received, None)

@@ -1,0 +1,91 @@
+"""One training step, as a pure function of (model, loss, optimiser, batch), and evaluation.
+
+The step does forward, loss, backward and the update, and returns what happened. Skipping a
+batch, timing, logging and the progress bar happen around it (:mod:`cnnrun.run.train`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data import iterate_batches
+
+
+@dataclass
+class StepResult:
+    """What one step did. ``problem`` is None when every value was finite; otherwise it says
+    what was not (``"loss (nan)"``, ``"gradient"``, ``"weights"``) and ``where`` names the
+    first layer or parameter it appeared in. ``updated``: the optimiser stepped."""
+
+    loss: float
+    acc: float = math.nan
+    grad_norms: dict[str, float] = field(default_factory=dict)
+    global_norm: float = math.nan
+    problem: str | None = None
+    where: str = ""
+    updated: bool = False
+
+
+def train_step(model, loss_fn, optimizer, x: np.ndarray, y: np.ndarray) -> StepResult:
+    """Forward, loss, backward, update. Stops before the update at a non-finite loss or
+    gradient, so the weights stay those of the last good step."""
+    model.zero_grad()
+    outputs: list[tuple[str, np.ndarray]] = []
+    logits = model.forward(x, outputs=outputs)  # (N, classes)
+    loss = loss_fn.forward(logits, y)
+    if not math.isfinite(loss):
+        return StepResult(loss, problem=f"loss ({loss})", where=_first_bad_output(outputs))
+    model.backward(loss_fn.backward(), input_grad=False)  # no dX for the data
+    norms = grad_norms(model)
+    global_norm = math.sqrt(sum(v * v for v in norms.values()))
+    if not math.isfinite(global_norm):
+        return StepResult(loss, problem="gradient", where=_first_bad_grad(model))
+    optimizer.step()
+    acc = float((logits.argmax(axis=1) == y).mean())
+    result = StepResult(loss, acc, norms, global_norm, updated=True)
+    bad = next((p.name for p in model.parameters() if not np.all(np.isfinite(p.data))), None)
+    if bad is not None:  # the update itself overflowed
+        result.problem, result.where = "weights", bad
+    return result
+
+
+def grad_norms(model) -> dict[str, float]:
+    """Each parameter's gradient norm. In float64: a float32 sum of squares overflows long
+    before the gradients do, so a non-finite norm means a NaN or infinite gradient entry."""
+    return {
+        p.name: float(np.linalg.norm(p.grad.ravel().astype(np.float64))) for p in model.parameters()
+    }
+
+
+def _first_bad_output(outputs: list[tuple[str, np.ndarray]]) -> str:
+    """The first layer whose forward output holds a NaN or infinity."""
+    name = next((n for n, out in outputs if not np.isfinite(out).all()), None)
+    return f"layer {name}" if name is not None else "the loss (every layer's output is finite)"
+
+
+def _first_bad_grad(model) -> str:
+    """The first parameter, in backward order, whose gradient holds a NaN or infinity."""
+    bad = (p.name for p in reversed(model.parameters()) if not np.isfinite(p.grad).all())
+    name = next(bad, None)
+    if name is None:
+        return "the gradient norm (every entry is finite; their norm overflows)"
+    return f"the gradient of {name}"
+
+
+def evaluate(model, loss_fn, x, y, batch_size: int, limit: int | None) -> tuple[float, float]:
+    """Mean loss and accuracy over (at most ``limit`` batches of) a split, in eval mode."""
+    model.eval()
+    total = correct = 0
+    loss_sum = 0.0
+    for i, (xb, yb) in enumerate(iterate_batches(x, y, batch_size, shuffle=False)):
+        if limit is not None and i >= limit:
+            break
+        logits = model.forward(xb)
+        loss_sum += loss_fn.forward(logits, yb) * len(yb)
+        correct += int((logits.argmax(axis=1) == yb).sum())
+        total += len(yb)
+    model.train()
+    return loss_sum / max(total, 1), correct / max(total, 1)

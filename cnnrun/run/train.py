@@ -1,0 +1,368 @@
+"""``train(cfg)``: the whole run, importable (the tests call it), wrapped by ``python -m cnnrun``.
+
+A run reads its data, builds its model by a shape pass, records the shape trace from a real
+forward and backward pass at step 0, trains with the hand-written engine, validates every
+epoch, and leaves in its folder: ``cnnrun.log``, ``tb/`` (TensorBoard), ``shape_trace.md``,
+``checkpoints/last.npz`` and ``best.npz``, and ``metrics.json``. It returns the final
+validation loss, which sweepers minimise.
+
+The loop is :class:`Trainer`; one step is :func:`cnnrun.run.step.train_step`, and everything
+around it (skipping a batch, timing, logging, the progress bar, signals) is here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from .. import __version__, nn
+from ..backends import configure_process
+from ..data import iterate_batches
+from ..errors import CnnrunError
+from ..models import takes_default_padding
+from ..trace import format_markdown, format_text, padding_summary, shape_trace
+from .build import (
+    build_optimizer,
+    build_run_model,
+    hyperparameters,
+    learning_rate,
+    load_run_data,
+)
+from .checkpoint import atomic_write_text, load_checkpoint, restore, save_checkpoint
+from .config import model_spec, validate, value
+from .folder import check_writable, log_file, output_dir, resolve_resume
+from .logger import RunLogger
+from .signals import Interrupted, SignalGuard
+from .state import RunState
+from .step import StepResult, evaluate, train_step
+from .sweep import run_threads
+
+log = logging.getLogger("cnnrun")
+
+
+class NonFiniteError(CnnrunError):
+    """The loss, a gradient or a weight became NaN or infinite."""
+
+
+class Trainer:
+    """One run: its data, model, optimiser, where it stands (:class:`RunState`) and its
+    TensorBoard logger (opened by :meth:`fit`)."""
+
+    def __init__(self, cfg: DictConfig, out: Path):
+        self.cfg, self.out = cfg, out
+        # process-wide settings (thread pools, allocator): set here, once, for this run
+        threads = run_threads(cfg.backend.threads)
+        self.process = configure_process(threads, value(cfg.backend.name))
+        self.resume_from = resolve_resume(cfg.trainer.resume, out, cfg.paths.runs_dir)
+        checkpoint = load_checkpoint(self.resume_from) if self.resume_from else None
+        self.state = RunState.fresh(cfg.seed)
+        self.data = load_run_data(cfg)
+        in_shape = (self.data.channels, *self.data.image_size)
+        self.model = build_run_model(cfg, in_shape, self.state.init_rng)
+        self.optimizer = build_optimizer(cfg, self.model.parameters())
+        self.loss_fn = nn.CrossEntropyLoss()
+        self._describe(in_shape)
+        # the trace runs before a checkpoint is restored: restoring resets every RNG it used
+        bs = cfg.data.batch_size
+        self.trace_rows = shape_trace(
+            self.model, self.data.x_train[:bs], self.data.y_train[:bs], self.loss_fn
+        )
+        self.images, self.train_seconds = 0, 0.0  # throughput of the training steps
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    def _describe(self, in_shape: tuple[int, ...]) -> None:
+        cfg = self.cfg
+        log.info(
+            "model %s: %d parameters, input %s, padding %s, backend %s, %s",
+            cfg.model.name,
+            sum(p.data.size for p in self.model.parameters()),
+            in_shape,
+            value(cfg.conv.padding),
+            value(cfg.backend.name),
+            self.process,
+        )
+        if not takes_default_padding(model_spec(cfg)):
+            log.warning(
+                "conv.padding=%s is not used: every conv layer of %s sets its own padding (%s)",
+                value(cfg.conv.padding),
+                cfg.model.name,
+                padding_summary(self.model),
+            )
+        log.info(
+            "data %s: %d train, %d validation images",
+            self.data.name,
+            len(self.data.y_train),
+            len(self.data.y_val),
+        )
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _restore(self, checkpoint: dict) -> None:
+        configured = self.optimizer.state_dict()["hyper"]
+        meta = restore(checkpoint, self.model, self.optimizer, self.resume_from)
+        for key, want in configured.items():  # the command line wins over the checkpoint
+            had = getattr(self.optimizer, key)
+            if key != "lr" and had != want:  # lr follows the schedule every epoch anyway
+                log.warning(
+                    "optim.%s: %s from the config replaces the checkpoint's %s", key, want, had
+                )
+                setattr(self.optimizer, key, want)
+        self.state.load_meta(meta)
+        s = self.state
+        log.info(
+            "resumed from %s at epoch %d, batch %d, step %d",
+            self.resume_from,
+            s.epoch + 1,
+            s.batch,
+            s.step,
+        )
+
+    def save(self, name: str = "last.npz") -> Path:
+        meta = {
+            "model_name": self.cfg.model.name,
+            **self.state.to_meta(),
+            "config": OmegaConf.to_yaml(self.cfg),
+            "cnnrun_version": __version__,
+        }
+        path = self.out / "checkpoints" / name
+        return save_checkpoint(path, self.model, self.optimizer, meta)
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> dict:
+        t, s = self.cfg.trainer, self.state
+        started = time.perf_counter()
+        self.logger = RunLogger(
+            self.out / "tb",
+            log_every=t.log_every_n_steps,
+            histogram_every=t.histogram_every_n_steps,
+            first_conv=next((n for n, m in self.model.layers if isinstance(m, nn.Conv2d)), None),
+            purge_step=s.step if self.resume_from else None,
+        )
+        self.progress = sys.stderr.isatty() if t.progress is None else bool(t.progress)
+        try:
+            # the guard is up before the first file of the run is written: a signal from then
+            # on ends the run at a step boundary with a checkpoint. NaN and overflow are looked
+            # for after every step; numpy's warnings would only clutter that message
+            with SignalGuard() as guard, np.errstate(over="ignore", invalid="ignore"):
+                self._shape_trace()
+                if s.epoch >= t.max_epochs:  # resumed at the end: report where it stands
+                    s.val_loss, s.val_acc = self._evaluate()
+                self._epochs(guard)
+                if guard.received is not None:  # after the last step: nothing left to stop
+                    name = signal.Signals(guard.received).name
+                    log.warning("%s arrived after the last training step; the run completes", name)
+            return self._finish(time.perf_counter() - started)
+        finally:
+            self.logger.close()
+
+    def _epochs(self, guard: SignalGuard) -> None:
+        s, max_epochs = self.state, self.cfg.trainer.max_epochs
+        bar = tqdm(desc="epochs", initial=s.epoch, total=max_epochs, disable=not self.progress)
+        while s.epoch < max_epochs:
+            self._train_epoch(guard)
+            self._end_epoch()
+            bar.update(1)
+            bar.set_postfix(val_loss=f"{s.val_loss:.4f}", val_acc=f"{s.val_acc:.3f}")
+        bar.close()
+
+    def _shape_trace(self) -> None:
+        """``shape_trace.md`` in every run folder; the TensorBoard text once per event folder."""
+        rows = self.trace_rows
+        table = format_markdown(rows)
+        header = (
+            f"# Shape trace: {self.cfg.model.name}, padding {padding_summary(self.model)}, "
+            f"batch {rows[0].input}\n\n"
+        )
+        atomic_write_text(self.out / "shape_trace.md", header + table)
+        if self.resume_from is None or self.resume_from.parent.parent != self.out:
+            self.logger.shape_trace(table)
+        log.info("shape trace (one real forward and backward pass):\n%s", format_text(rows))
+
+    def _train_epoch(self, guard: SignalGuard) -> None:
+        t, s, bs = self.cfg.trainer, self.state, self.cfg.data.batch_size
+        lr = self.optimizer.lr = learning_rate(self.cfg.optim, s.epoch, t.max_epochs)
+        self.model.train()
+        n_batches = math.ceil(len(self.data.y_train) / bs)
+        if t.limit_train_batches:
+            n_batches = min(n_batches, t.limit_train_batches)
+        if s.batch == 0:
+            s.start_epoch()
+        batches = iterate_batches(
+            self.data.x_train, self.data.y_train, bs, shuffle=True, rng=s.shuffle_rng
+        )
+        bar = tqdm(
+            total=n_batches,
+            initial=s.batch,
+            desc=f"epoch {s.epoch + 1}",
+            leave=False,
+            disable=not self.progress,
+        )
+        for i, (xb, yb) in enumerate(batches):
+            if i >= n_batches:
+                break
+            if i < s.batch:  # resumed mid-epoch: these batches were trained already
+                continue
+            self._train_step(xb, yb, lr, bar)
+            s.batch = i + 1
+            bar.update(1)
+            if guard.received is not None:
+                bar.close()
+                self._interrupt(guard)
+        bar.close()
+        s.batch = 0
+
+    def _train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float, bar) -> None:
+        """:func:`train_step` on one batch, and the bookkeeping around it."""
+        s, skip = self.state, value(self.cfg.trainer.on_nan) == "skip"
+        tick = time.perf_counter()
+        # what a skipped batch must not change (batch-norm statistics, the dropout RNG)
+        before = self._snapshot() if skip else None
+        result = train_step(self.model, self.loss_fn, self.optimizer, xb, yb)
+        if result.problem is not None:
+            self._non_finite(result, before)
+            return
+        self.train_seconds += time.perf_counter() - tick
+        self.images += len(yb)
+        s.sums.add(result.loss, result.acc, len(yb))
+        self.logger.train_step(s.step, result, lr, self.model)
+        if self.progress:
+            bar.set_postfix(loss=f"{result.loss:.4f}", acc=f"{result.acc:.3f}")
+        s.step += 1
+
+    def _snapshot(self) -> tuple[dict, dict]:
+        buffers = {n: b.copy() for n, b in self.model.named_buffers()}
+        return buffers, self.state.init_rng.bit_generator.state
+
+    def _non_finite(self, result: StepResult, before: tuple | None) -> None:
+        """A NaN or infinite loss or gradient: skip the batch (``trainer.on_nan=skip``) or stop,
+        naming the step and the first layer where it appeared."""
+        s = self.state
+        if result.updated:  # the update itself overflowed: nothing left to skip back to
+            raise NonFiniteError(
+                f"non-finite weights in {result.where} after the update at step {s.step} "
+                f"(epoch {s.epoch + 1}); {self._kept()}. Lower optim.lr"
+            )
+        if before is not None:
+            buffers, rng_state = before  # as if the batch had never been seen
+            self.model.load_state_dict(buffers, strict=False)
+            s.init_rng.bit_generator.state = rng_state
+            self.model.zero_grad()
+            s.skipped += 1
+            log.warning(
+                "non-finite %s at step %d, first in %s: batch skipped (%d so far)",
+                result.problem,
+                s.step,
+                result.where,
+                s.skipped,
+            )
+            self.logger.skipped(s.step, s.skipped)
+            return
+        raise NonFiniteError(
+            f"non-finite {result.problem} at step {s.step} (epoch {s.epoch + 1}), first in "
+            f"{result.where}; {self._kept()}. Lower optim.lr, or set trainer.on_nan=skip"
+        )
+
+    def _kept(self) -> str:
+        last = self.out / "checkpoints" / "last.npz"
+        return f"the last checkpoint ({last}) is intact" if last.is_file() else "no checkpoint yet"
+
+    def _interrupt(self, guard: SignalGuard) -> None:
+        s, name = self.state, signal.Signals(guard.received).name
+        path = self.save()
+        self.logger.flush()
+        from hydra.core.hydra_config import HydraConfig
+
+        folder = "hydra.run.dir" if HydraConfig.initialized() else "paths.output_dir"
+        message = (
+            f"{name} at step {s.step} (epoch {s.epoch + 1}, batch {s.batch}): "
+            f"checkpoint written to {path}; to continue in this folder, run the same "
+            f"command with {folder}={self.out} trainer.resume=last (or "
+            f"trainer.resume={path} for a new folder)"
+        )
+        log.warning(message)
+        guard.forward()  # a cluster launcher's own handler (requeue) runs now, if any
+        raise Interrupted(message, guard.received)
+
+    def _evaluate(self) -> tuple[float, float]:
+        d, bs = self.data, self.cfg.data.batch_size
+        limit = self.cfg.trainer.limit_val_batches
+        return evaluate(self.model, self.loss_fn, d.x_val, d.y_val, bs, limit)
+
+    def _end_epoch(self) -> None:
+        s = self.state
+        val_loss, val_acc = self._evaluate()
+        # at the epoch's last training step: a run resumed from this checkpoint purges events
+        # from its step on, and must keep this point
+        self.logger.validation(max(s.step - 1, 0), val_loss, val_acc)
+        train_loss, train_acc = s.sums.means()
+        log.info(
+            "epoch %d/%d  train/loss %.4f  train/acc %.4f  val/loss %.4f  val/acc %.4f  lr %.3g",
+            s.epoch + 1,
+            self.cfg.trainer.max_epochs,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            self.optimizer.lr,
+        )
+        improved = s.end_epoch(val_loss, val_acc)  # the checkpoint continues at the next epoch
+        self.save("last.npz")
+        if improved:
+            self.save("best.npz")
+
+    def _finish(self, seconds: float) -> dict:
+        s = self.state
+        train_loss, train_acc = s.sums.means()
+        metrics = {
+            "train/loss": train_loss,
+            "train/acc": train_acc,
+            "val/loss": s.val_loss,
+            "val/acc": s.val_acc,
+            "val/best_loss": s.best_val_loss,
+            "lr": self.optimizer.lr,
+            "epoch": s.epoch,
+            "step": s.step,
+            "seconds": round(seconds, 3),
+            "train/images_per_s": self.images / self.train_seconds if self.train_seconds else 0.0,
+            "train/skipped_batches": s.skipped,
+        }
+        # strict JSON: a NaN or infinite metric is written as null
+        clean = {
+            k: v if not isinstance(v, float) or math.isfinite(v) else None
+            for k, v in metrics.items()
+        }
+        text = json.dumps(clean, indent=2, allow_nan=False) + "\n"
+        atomic_write_text(self.out / "metrics.json", text)
+        self.logger.hparams(hyperparameters(self.cfg, self.model), metrics)
+        log.info(
+            "done in %.1f s: val/loss %.4f, val/acc %.4f, %.0f images/s; run folder %s",
+            seconds,
+            s.val_loss,
+            s.val_acc,
+            metrics["train/images_per_s"],
+            self.out,
+        )
+        return metrics
+
+
+def train(cfg: DictConfig) -> float:
+    """Train the model of ``cfg`` in its run folder; returns the final validation loss."""
+    validate(cfg)
+    out = output_dir(cfg)
+    check_writable(out)
+    handler = log_file(out)
+    try:
+        return float(Trainer(cfg, out).fit()["val/loss"])
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
