@@ -65,7 +65,10 @@ def test_the_engine_imports_nothing_from_the_runner():
     offenders = []
     for path in _sources():
         rel = path.relative_to(PACKAGE.parent)
-        if rel.parts[1] in ("run", "bench", "__main__.py", "shapes.py") or rel.name == "__main__.py":
+        if (
+            rel.parts[1] in ("run", "bench", "__main__.py", "shapes.py")
+            or rel.name == "__main__.py"
+        ):
             continue  # entry points and the benchmark sit on top of the runner
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
@@ -106,3 +109,19 @@ def test_no_function_outgrows_a_screen(path):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert not long, long
+
+
+def test_every_package_is_in_the_wheel():
+    """A sub-package missing from pyproject's list installs without its files (the editable
+    install of the tests would not notice)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    listed = set(
+        tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    found = {
+        ".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")
+    }
+    assert found - listed == set(), found - listed

@@ -49,7 +49,7 @@ class OnNan(Enum):
 
 
 # the registries' names, as enums: a misspelt name is refused with the list of accepted ones
-DataName = Enum("DataName", {name: name for name in data.DATASETS})
+DataName = Enum("DataName", {name: name for name in data.names()})
 OptimName = Enum("OptimName", {name: name for name in optim.OPTIMIZERS})
 
 
