@@ -86,7 +86,10 @@ def _finish(
 ) -> DataSplit:
     """Resize the loader's images in [0, 1] if asked, standardise with train stats, package."""
     x_train, x_val = standardise(_at_size(raw.x_train, size), _at_size(raw.x_val, size))
-    classes = list(dataset.classes if raw.classes is None else raw.classes)
+    classes = dataset.classes if raw.classes is None else raw.classes
+    if classes is None:  # the data set's author's mistake, not the user's
+        raise ValueError(f"data set {dataset.name} registered no classes and its loader gave none")
+    classes = list(classes)
     return DataSplit(
         name=dataset.name,
         x_train=x_train,

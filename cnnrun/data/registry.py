@@ -80,7 +80,7 @@ def register(
     order: int = 100,
 ) -> Callable[[Loader], Loader]:
     """Decorator: register the loader it wraps as data set ``name`` (returned unchanged)."""
-    if name != key(name) or not name:
+    if not name or name != key(name):
         raise ValueError(f"data set name {name!r} must be lower case, with _ rather than -")
 
     def add(load: Loader) -> Loader:
