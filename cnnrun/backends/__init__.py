@@ -44,6 +44,6 @@ def get_backend(name: str) -> ModuleType:
     if module is not None:
         return module
     if key == "numba":
-        module = _loaded[key] = importlib.import_module(".numba_backend", __name__)
+        module = _loaded[key] = importlib.import_module(".numba", __name__)
         return module
     raise ConfigError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")

@@ -35,9 +35,25 @@ Nothing here scatters with ``np.add.at``, and every array stays in its input's d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+# the activations: the element-wise kernels, shared with the numba backend
+from .elementwise import (  # noqa: F401
+    leaky_relu_backward,
+    leaky_relu_forward,
+    relu_backward,
+    relu_forward,
+    select,
+    sigmoid_backward,
+    sigmoid_forward,
+    tanh_backward,
+    tanh_forward,
+)
+
 NAME = "numpy"
+Pair = tuple[int, int]
 # dW's reduction runs in blocks of this many output pixels when the kernel axis is this short
 SHORT_KERNEL_AXIS = 32
 REDUCTION_BLOCK = 512
@@ -46,12 +62,12 @@ REDUCTION_BLOCK = 512
 def batch_last(a: np.ndarray) -> np.ndarray:
     """(N, C, H, W) -> a C-contiguous (C, H, W, N) array: a view where ``a`` is already laid out
     batch-last, one transposing copy otherwise."""
-    return np.ascontiguousarray(a.transpose(1, 2, 3, 0))
+    return np.ascontiguousarray(a.transpose(1, 2, 3, 0))  # (N, C, H, W) -> (C, H, W, N)
 
 
 def batch_first(a_t: np.ndarray) -> np.ndarray:
     """(C, H, W, N) -> the (N, C, H, W) view of the same memory."""
-    return a_t.transpose(3, 0, 1, 2)
+    return a_t.transpose(3, 0, 1, 2)  # (C, H, W, N) -> (N, C, H, W), a view
 
 
 def native(a: np.ndarray) -> np.ndarray:
@@ -61,13 +77,13 @@ def native(a: np.ndarray) -> np.ndarray:
     return batch_first(batch_last(a))
 
 
-def _out_hw(padded_hw, kernel, stride, dilation):
+def _out_hw(padded_hw: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> Pair:
     return tuple(
         (p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded_hw, kernel, stride, dilation)
     )
 
 
-def tap(a_t, p, q, stride, dilation, out_hw):
+def tap(a_t: np.ndarray, p: int, q: int, stride: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
     """The pixels of a (C, H, W, N) array that kernel tap (p, q) meets, one per output pixel:
     a strided view (C, Ho, Wo, N)."""
     (sh, sw), (dh, dw), (ho, wo) = stride, dilation, out_hw
@@ -76,7 +92,7 @@ def tap(a_t, p, q, stride, dilation, out_hw):
     ]
 
 
-def im2col(x_t, kernel, stride, dilation, out_hw):
+def im2col(x_t: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
     """(C, Hp, Wp, N) -> cols (C, kh, kw, Ho, Wo, N): one strided copy per kernel tap."""
     c, n = x_t.shape[0], x_t.shape[3]
     kh, kw = kernel
@@ -87,34 +103,45 @@ def im2col(x_t, kernel, stride, dilation, out_hw):
     return cols
 
 
-def conv2d_forward(x_pad, w, stride, dilation):
+def conv2d_forward(
+    x_pad: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair
+) -> tuple[np.ndarray, np.ndarray]:
     """y (N, F, Ho, Wo) = W (F, C*kh*kw) @ cols (C*kh*kw, Ho*Wo*N); ctx is the cols."""
     f, c, kh, kw = w.shape
     n = x_pad.shape[0]
     ho, wo = _out_hw(x_pad.shape[2:], (kh, kw), stride, dilation)
     cols = im2col(batch_last(x_pad), (kh, kw), stride, dilation, (ho, wo))
     w = w.astype(x_pad.dtype, copy=False)
+    # (F, C, kh, kw) -> (F, C*kh*kw) and (C, kh, kw, Ho, Wo, N) -> (C*kh*kw, Ho*Wo*N)
     y_t = w.reshape(f, c * kh * kw) @ cols.reshape(c * kh * kw, ho * wo * n)
-    return batch_first(y_t.reshape(f, ho, wo, n)), cols
+    return batch_first(y_t.reshape(f, ho, wo, n)), cols  # (F, Ho*Wo*N) -> (F, Ho, Wo, N)
 
 
-def _product_over_pixels(cols, dy_t):
+def _product_over_pixels(cols: np.ndarray, dy_t: np.ndarray) -> np.ndarray:
     """``cols (K, M) @ dy_t (F, M).T`` -> (K, F), the sum over M output pixels; in blocks of
     :data:`REDUCTION_BLOCK` pixels, added in order, when K is short (see the module's notes)."""
     k, m = cols.shape
     blocks = m // REDUCTION_BLOCK
     if k > SHORT_KERNEL_AXIS or blocks < 2:
-        return cols @ dy_t.T
+        return cols @ dy_t.T  # (K, M) @ (M, F)
     split = blocks * REDUCTION_BLOCK
-    cols_b = cols[:, :split].reshape(k, blocks, REDUCTION_BLOCK).transpose(1, 0, 2)  # views
+    # views: (K, B*512) -> (K, B, 512) -> (B, K, 512) and (F, B*512) -> (F, B, 512) -> (B, 512, F)
+    cols_b = cols[:, :split].reshape(k, blocks, REDUCTION_BLOCK).transpose(1, 0, 2)
     dy_b = dy_t[:, :split].reshape(dy_t.shape[0], blocks, REDUCTION_BLOCK).transpose(1, 2, 0)
     total = np.matmul(cols_b, dy_b).sum(axis=0)  # (K, F)
     if split < m:
-        total += cols[:, split:] @ dy_t[:, split:].T
+        total += cols[:, split:] @ dy_t[:, split:].T  # (K, rest) @ (rest, F)
     return total
 
 
-def conv2d_grad_weight(x_pad, ctx, dy, kernel_size, stride, dilation):
+def conv2d_grad_weight(
+    x_pad: np.ndarray,
+    ctx: np.ndarray | None,
+    dy: np.ndarray,
+    kernel_size: Pair,
+    stride: Pair,
+    dilation: Pair,
+) -> np.ndarray:
     """dW = valid correlation of x_pad with dilate(dy): ``cols @ dY.T`` over every output pixel."""
     n, f, ho, wo = dy.shape
     c = x_pad.shape[1]
@@ -124,18 +151,22 @@ def conv2d_grad_weight(x_pad, ctx, dy, kernel_size, stride, dilation):
         else im2col(batch_last(x_pad), kernel_size, stride, dilation, (ho, wo))
     )
     k = c * kernel_size[0] * kernel_size[1]
+    # (C, kh, kw, Ho, Wo, N) -> (C*kh*kw, Ho*Wo*N) and dy (N, F, Ho, Wo) -> (F, Ho*Wo*N)
     dW_t = _product_over_pixels(cols.reshape(k, ho * wo * n), batch_last(dy).reshape(f, -1))
-    return dW_t.T.reshape(f, c, *kernel_size)
+    return dW_t.T.reshape(f, c, *kernel_size)  # (C*kh*kw, F) -> (F, C, kh, kw)
 
 
-def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
+def conv2d_grad_input(
+    dy: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair, padded_hw: Pair
+) -> np.ndarray:
     """dX_pad (N, C, Hp, Wp) = full convolution of dilate(dy) with w (rotated 180 degrees),
     summed over F: ``dcols = W.T @ dY``, then each tap's block added back where it was read."""
     f, c, kh, kw = w.shape
     n, _, ho, wo = dy.shape
     w = w.astype(dy.dtype, copy=False)
+    # (F, C, kh, kw) -> (C*kh*kw, F) and dy (N, F, Ho, Wo) -> (F, Ho*Wo*N)
     dcols = w.reshape(f, c * kh * kw).T @ batch_last(dy).reshape(f, ho * wo * n)
-    dcols = dcols.reshape(c, kh, kw, ho, wo, n)
+    dcols = dcols.reshape(c, kh, kw, ho, wo, n)  # (C*kh*kw, Ho*Wo*N) -> (C, kh, kw, Ho, Wo, N)
     dx_t = np.zeros((c, *padded_hw, n), dtype=dy.dtype)
     for p in range(kh):
         for q in range(kw):
@@ -143,12 +174,12 @@ def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
     return batch_first(dx_t)
 
 
-def _pool_taps(kernel_size):
+def _pool_taps(kernel_size: Pair) -> list[Pair]:
     kh, kw = kernel_size
     return [(p, q) for p in range(kh) for q in range(kw)]
 
 
-def _covers(padded_hw, kernel_size, stride) -> tuple[bool, bool]:
+def _covers(padded_hw: Pair, kernel_size: Pair, stride: Pair) -> tuple[bool, bool]:
     """(overlap, tiles): whether pooling windows overlap, and whether they tile the image exactly
     (every pixel in exactly one window, as LeNet's 2x2 every 2)."""
     (kh, kw), (sh, sw), (hp, wp) = kernel_size, stride, padded_hw
@@ -157,7 +188,13 @@ def _covers(padded_hw, kernel_size, stride) -> tuple[bool, bool]:
     return overlap, tiles
 
 
-def _spread(dy_t, route, kernel_size, stride, padded_hw):
+def _spread(
+    dy_t: np.ndarray,
+    route: Callable[[int], np.ndarray],
+    kernel_size: Pair,
+    stride: Pair,
+    padded_hw: Pair,
+) -> np.ndarray:
     """dX_pad (C, Hp, Wp, N) from what each kernel tap sends back, ``route(t)`` (C, Ho, Wo, N):
     one strided write per tap, an add where windows overlap."""
     overlap, tiles = _covers(padded_hw, kernel_size, stride)
@@ -172,19 +209,9 @@ def _spread(dy_t, route, kernel_size, stride, padded_hw):
     return batch_first(dx_t)
 
 
-def select(mask, a):
-    """``a`` where ``mask``, else 0, as ``np.where(mask, a, 0)``. A product with the mask gives
-    that about 8 times faster (a select on a random mask stalls on branches), and the same
-    numbers wherever ``a`` is finite; where it is not (inf * 0 is NaN), the select runs after
-    all."""
-    with np.errstate(invalid="ignore"):
-        out = a * mask
-    if not np.isfinite(out.sum()):
-        out = np.where(mask, a, 0).astype(a.dtype, copy=False)
-    return out
-
-
-def maxpool2d_forward(x_pad, kernel_size, stride):
+def maxpool2d_forward(
+    x_pad: np.ndarray, kernel_size: Pair, stride: Pair
+) -> tuple[np.ndarray, np.ndarray]:
     """y = max over each window (NaN if it holds one); ctx = (C, Ho, Wo, N) index
     ``p * kw + q`` of the window's first maximum, or first NaN, as ``argmax`` gives."""
     out_hw = _out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
@@ -207,13 +234,15 @@ def maxpool2d_forward(x_pad, kernel_size, stride):
     return batch_first(y_t), arg
 
 
-def maxpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
+def maxpool2d_backward(
+    dy: np.ndarray, ctx: np.ndarray, kernel_size: Pair, stride: Pair, padded_hw: Pair
+) -> np.ndarray:
     """Route each dy to its window's first maximum: one strided write per kernel tap."""
     dy_t = batch_last(dy)
     return _spread(dy_t, lambda t: select(ctx == t, dy_t), kernel_size, stride, padded_hw)
 
 
-def _sum(parts):
+def _sum(parts: list[np.ndarray]) -> np.ndarray:
     """The sum of a list of same-shape arrays, as a new array (one pass fewer than copy-and-add)."""
     total = parts[0] + parts[1] if len(parts) > 1 else parts[0].copy()
     for part in parts[2:]:
@@ -221,7 +250,9 @@ def _sum(parts):
     return total
 
 
-def avgpool2d_forward(x_pad, kernel_size, stride):
+def avgpool2d_forward(
+    x_pad: np.ndarray, kernel_size: Pair, stride: Pair
+) -> tuple[np.ndarray, None]:
     """Mean over each window (padding counts as zeros, as PyTorch's ``count_include_pad``):
     the kh rows of each window summed first, then kw strided columns."""
     (kh, kw), (sh, sw) = kernel_size, stride
@@ -233,17 +264,26 @@ def avgpool2d_forward(x_pad, kernel_size, stride):
     return batch_first(y_t), None
 
 
-def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
+def avgpool2d_backward(
+    dy: np.ndarray, ctx: None, kernel_size: Pair, stride: Pair, padded_hw: Pair
+) -> np.ndarray:
     """Share each dy equally among the pixels of its window."""
     share = batch_last(dy) / (kernel_size[0] * kernel_size[1])
     return _spread(share, lambda t: share, kernel_size, stride, padded_hw)
 
 
-def _per_channel(v):
-    return v[None, :, None, None]
+def _per_channel(v: np.ndarray) -> np.ndarray:
+    return v[None, :, None, None]  # (C,) -> (1, C, 1, 1)
 
 
-def batchnorm2d_forward(x, gamma, beta, eps, mean=None, var=None):
+def batchnorm2d_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    mean: np.ndarray | None = None,
+    var: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """As :func:`cnnrun.backends.reference.batchnorm2d_forward`, in fewer passes: the centred x
     is normalised in place and y written once; every array keeps x's layout."""
     if mean is None:
@@ -259,7 +299,9 @@ def batchnorm2d_forward(x, gamma, beta, eps, mean=None, var=None):
     return y, xhat, mean, var, inv_std
 
 
-def batchnorm2d_backward(dy, xhat, gamma, inv_std, training):
+def batchnorm2d_backward(
+    dy: np.ndarray, xhat: np.ndarray, gamma: np.ndarray, inv_std: np.ndarray, training: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As :func:`cnnrun.backends.reference.batchnorm2d_backward`. With ``a = gamma * inv_std``
     per channel the training formula is ``dx = a dy - a mean(dy) - a mean(dy xhat) xhat``, and
     the two means are ``dbeta / m`` and ``dgamma / m``: two reductions and a few passes."""

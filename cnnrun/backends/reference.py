@@ -194,3 +194,49 @@ def batchnorm2d_backward(dy, xhat, gamma, inv_std, training):
             - xhat * (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
         )
     return dxhat * inv_std[None, :, None, None], dgamma, dbeta
+
+
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``y = x`` where ``x > 0``, else 0; NaN stays NaN (``NaN <= 0`` is false). ctx is x."""
+    return np.where(x <= 0, x.dtype.type(0), x), x
+
+
+def relu_backward(dy: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """``dx = dy`` where ``x > 0``, else 0."""
+    return np.where(ctx > 0, dy, dy.dtype.type(0))
+
+
+def leaky_relu_forward(x: np.ndarray, negative_slope: float) -> tuple[np.ndarray, np.ndarray]:
+    """``y = x`` where ``x > 0``, else ``negative_slope * x``. ctx is (x, negative_slope)."""
+    a = x.dtype.type(negative_slope)
+    return np.where(x > 0, x, a * x), (x, a)
+
+
+def leaky_relu_backward(dy: np.ndarray, ctx: tuple[np.ndarray, float]) -> np.ndarray:
+    """``dx = dy`` where ``x > 0``, else ``negative_slope * dy``."""
+    x, a = ctx
+    return np.where(x > 0, dy, a * dy)
+
+
+def tanh_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``y = tanh(x)``. ctx is y."""
+    y = np.tanh(x)
+    return y, y
+
+
+def tanh_backward(dy: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """``dx = dy * (1 - y^2)``."""
+    return dy * (1 - ctx * ctx)
+
+
+def sigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``y = 1 / (1 + exp(-x))`` (exp overflows to inf for very negative x: y is then 0).
+    ctx is y."""
+    with np.errstate(over="ignore"):
+        y = (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
+    return y, y
+
+
+def sigmoid_backward(dy: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """``dx = dy * y * (1 - y)``."""
+    return dy * ctx * (1 - ctx)
