@@ -1,0 +1,90 @@
+"""``python -m cnnrun.bench``: parse the options, time, print the table, write the JSON file.
+The same command, with hidden options, runs the workers and the compile probe."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from .report import format_table, machine, report, settings
+from .worker import IMPLS, compile_probe, measure, measure_compile, worker
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command's options; ``--worker``, ``--block`` and ``--compile-probe`` are the
+    parent's, for the processes it starts."""
+    p = argparse.ArgumentParser(
+        prog="python -m cnnrun.bench",
+        description="Time the cnnrun backends against PyTorch on the CPU: a LeNet-5 training step "
+        "and four conv layers, each implementation in its own process; prints a "
+        "table and writes it as JSON.",
+    )
+    p.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for every implementation (default: the machine's cores)",
+    )
+    p.add_argument("--json", default="bench.json", help="where to write the results")
+    p.add_argument(
+        "--impls",
+        default=",".join(IMPLS),
+        help="comma-separated, from numpy, numba, torch (default: all)",
+    )
+    p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
+    p.add_argument("--block", type=float, default=0.2, help=argparse.SUPPRESS)
+    p.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def _impls(text: str, p: argparse.ArgumentParser) -> list[str]:
+    """The implementations named in ``--impls``, less PyTorch where it is not installed."""
+    impls = [i.strip() for i in text.split(",") if i.strip()]
+    unknown = [i for i in impls if i not in IMPLS]
+    if unknown or not impls:
+        p.error(f"invalid --impls {text!r}: expected names from {', '.join(IMPLS)}")
+    if "torch" in impls and importlib.util.find_spec("torch") is None:
+        print("PyTorch is not installed: timing the cnnrun backends only", file=sys.stderr)
+        impls.remove("torch")
+    return impls
+
+
+def run(args: argparse.Namespace, threads: int, impls: list[str]) -> dict:
+    """Time ``impls`` (and Numba's first compile when numba is one of them): the results."""
+    rounds, block_s = (2, 0.05) if args.quick else (7, 0.2)
+    best, versions = measure(impls, threads, rounds, block_s)
+    result = report(best, threads)
+    result["numba_compile"] = measure_compile(threads) if "numba" in impls else None
+    result["machine"] = machine(threads, versions)
+    result["settings"] = settings(args.quick, rounds, block_s, impls)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    from ..backends import machine_cores
+
+    if args.threads is not None and args.threads < 1:
+        p.error(f"invalid --threads {args.threads}: expected an int >= 1")
+    threads = args.threads or machine_cores()
+    if args.worker:
+        worker(args.worker, threads, args.block)
+        return 0
+    if args.compile_probe:
+        compile_probe(threads)
+        return 0
+    result = run(args, threads, _impls(args.impls, p))
+    print(format_table(result))
+    path = Path(args.json)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
