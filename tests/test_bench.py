@@ -44,8 +44,8 @@ def test_a_changed_model_yaml_changes_the_case(tmp_path):
     lenet = conf / "model" / "lenet.yaml"
     lenet.write_text(lenet.read_text().replace("out_features: 120", "out_features: 100"))
     (conf / "data" / "mnist.yaml").write_text("channels: 1\nimage_size: 28\nnum_classes: 7\n")
-    model, shape = cases.build_net(cases.STEP_NET, np.random.default_rng(0), conf=conf)
-    assert shape == (1, 32, 32)  # data.image_size=32 is the case's own override
+    model, shape, classes = cases.build_net(cases.STEP_NET, np.random.default_rng(0), conf=conf)
+    assert shape == (1, 32, 32) and classes == 7  # data.image_size=32 is the case's own override
     assert shapes(model)["fc1.weight"] == (100, 400)
     assert shapes(model)["fc2.weight"] == (84, 100)
     assert shapes(model)["fc3.weight"] == (7, 84)  # ${data.num_classes}, resolved
@@ -89,7 +89,7 @@ def _torch_step(torch, module, x: np.ndarray, labels: np.ndarray) -> tuple[float
 def test_the_torch_twin_trains_like_the_model(torch, net):
     """float64, a batch of 8 with random labels: the same loss, input and parameter gradients,
     and (vgg_small's batch norm) the same running statistics after the step."""
-    model, shape = cases.build_net(net, np.random.default_rng(3))
+    model, shape, classes = cases.build_net(net, np.random.default_rng(3))
     model.to(np.float64)
     for layer in model:
         if isinstance(layer, nn.Dropout):
@@ -98,7 +98,7 @@ def test_the_torch_twin_trains_like_the_model(torch, net):
     assert list(module.state_dict()) == list(model.state_dict())
     data = np.random.default_rng(4)
     x = data.standard_normal((8, *shape))
-    labels = data.integers(0, model.layers[-1][1].out_features, 8)
+    labels = data.integers(0, classes, 8)
     loss, grads = _train_step(model, x, labels)
     twin_loss, twin_grads = _torch_step(torch, module, x, labels)
     assert abs(loss - twin_loss) <= TOL * abs(loss)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -85,15 +86,20 @@ def input_shape(cfg: DictConfig) -> tuple[int, int, int]:
     return (int(cfg.data.channels), *image_hw(cfg))
 
 
-def build_net(
-    net: Net, rng: np.random.Generator, conf: str | Path | None = None
-) -> tuple[nn.Sequential, tuple[int, int, int]]:
-    """The model of ``net`` (float32, numpy backend), its weights drawn from ``rng``, and the
-    (C, H, W) of its inputs."""
+class Built(NamedTuple):
+    """A network as :func:`build_net` makes it, with what its data looks like."""
+
+    model: nn.Sequential
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int
+
+
+def build_net(net: Net, rng: np.random.Generator, conf: str | Path | None = None) -> Built:
+    """The model of ``net`` (float32, numpy backend), its weights drawn from ``rng``."""
     cfg = net_config(net, conf)
     shape = input_shape(cfg)
     model = build_model(model_spec(cfg), shape, default_padding=str(cfg.conv.padding), rng=rng)
-    return model, shape
+    return Built(model, shape, int(cfg.data.num_classes))
 
 
 def _data(shape: Sequence[int], classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -103,8 +109,7 @@ def _data(shape: Sequence[int], classes: int = 10, seed: int = 0) -> tuple[np.nd
 
 def step_setup(batch: int) -> tuple[nn.Sequential, np.ndarray, np.ndarray]:
     """A fresh :data:`STEP_NET` (weights from seed 0) and a batch of images and labels."""
-    model, shape = build_net(STEP_NET, np.random.default_rng(0))
-    classes = model.layers[-1][1].out_features
+    model, shape, classes = build_net(STEP_NET, np.random.default_rng(0))
     x, y = _data((batch, *shape), classes=classes)
     return model, x, y
 
