@@ -475,6 +475,7 @@ def test_a_lenet_step_gives_the_same_loss_and_grads_on_numpy_and_numba(dtype, to
 
 def test_get_backend_loads_numba_and_names_the_accepted_ones():
     assert get_backend("numba").NAME == "numba"
+    assert get_backend("numba").__name__ == "cnnrun.backends.numba"  # the package
     assert get_backend("NUMBA") is numba_backend
     assert get_backend("numpy") is numpy_backend
     with pytest.raises(ConfigError, match="numpy, numba, reference"):
