@@ -298,6 +298,7 @@ def test_user_model_through_searchpath(user_conf):
     assert compose_config([*overrides[:1], "model=lenet"]).model.name == "lenet"
 
 
+@pytest.mark.slow  # a whole `python -m cnnrun` process
 def test_user_model_through_config_dir_command_line(user_conf, tmp_path):
     before = sorted(p.name for p in (config_dir() / "model").iterdir())
     result = run_cnnrun(

@@ -83,6 +83,7 @@ def straight(tmp_path_factory):
     return arrays(out / "checkpoints" / "last.npz")
 
 
+@pytest.mark.slow  # real processes, real signals, mid-training: 5-30 s
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_checkpoints_and_resume_matches(tmp_path, straight, sig):
     folder = tmp_path / "interrupted"
@@ -200,6 +201,7 @@ def test_nan_skip_drops_batches_and_counts_them(tmp_path):
     assert "batch skipped" in (out / "cnnrun.log").read_text()
 
 
+@pytest.mark.slow  # a whole `python -m cnnrun` process
 def test_nan_from_the_command_line_is_one_line(tmp_path):
     from runner_helpers import TINY
 
@@ -338,6 +340,7 @@ def test_resume_keeps_the_validation_points(tmp_path):
     assert [e.step for e in acc.Scalars("val/acc")] == [2, 5]
 
 
+@pytest.mark.slow  # two `python -m cnnrun` processes
 def test_resume_hint_continues_in_the_same_folder(tmp_path):
     """The Ctrl-C message names the run folder, so that the resumed run continues its curves
     and checkpoints there instead of starting a new folder."""

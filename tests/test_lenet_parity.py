@@ -57,7 +57,7 @@ def to_torch(state: dict) -> dict:
     return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
 
 
-@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("padding", ["valid", pytest.param("same", marks=pytest.mark.slow)])
 def test_lenet_trains_like_pytorch_step_by_step(padding):
     net, twin = lenet(padding), torch_lenet(padding)
     twin.load_state_dict(to_torch(net.state_dict()))

@@ -206,7 +206,9 @@ def test_one_epoch_on_digits(tmp_path):
     [
         ("lenet", "sgd"),  # momentum buffers, cosine schedule
         ("lenet", "adam"),  # two moments and a step count per parameter
-        ("vgg_small", "sgd"),  # batch-norm running statistics and dropout masks
+        pytest.param(
+            "vgg_small", "sgd", marks=pytest.mark.slow
+        ),  # batch-norm running statistics and dropout masks
     ],
 )
 def test_resume_equals_uninterrupted_run(tmp_path, model, optim):
@@ -265,6 +267,7 @@ def test_train_without_output_dir_is_a_clear_error():
 # -- the command line ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the README's first command, as a process
 def test_python_m_cnnrun_end_to_end(tmp_path):
     result = run_cnnrun(TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -92,6 +92,7 @@ def test_conv_named_cases(name, dtype):
     assert_close(conv_errors(CONV_CASES[name], dtype), dtype)
 
 
+@pytest.mark.slow  # 100 random cases; the named ones above stay in the quick loop
 @settings(max_examples=100, deadline=None)
 @given(conv_cases())
 def test_conv_random_shapes(case):
@@ -118,6 +119,7 @@ def pool_errors(cls, shape, kernel, stride, padding, dtype, integer_valued, seed
     return {"y": rel_err(y, yt.detach().numpy()), "dX": rel_err(dx, xt.grad.numpy())}
 
 
+@pytest.mark.slow  # 60 random cases
 @settings(max_examples=60, deadline=None)
 @given(pool_cases())
 def test_pools_random_shapes(case):
