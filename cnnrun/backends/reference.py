@@ -14,13 +14,15 @@ import numpy as np
 
 NAME = "reference"
 
+Pair = tuple[int, int]
+
 
 def native(a: np.ndarray) -> np.ndarray:
     """The loops take any layout: ``a`` itself."""
     return a
 
 
-def dilate(dy: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
+def dilate(dy: np.ndarray, stride: Pair) -> np.ndarray:
     """Insert ``stride - 1`` zeros between the pixels of dy: (N, F, Ho, Wo) -> (N, F, Hd, Wd)."""
     n, f, ho, wo = dy.shape
     sh, sw = stride
@@ -29,7 +31,9 @@ def dilate(dy: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def conv2d_forward(x_pad, w, stride, dilation):
+def conv2d_forward(
+    x_pad: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair
+) -> tuple[np.ndarray, None]:
     """``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * w[f, c, p, q]``."""
     n, _, hp, wp = x_pad.shape
     f, _, kh, kw = w.shape
@@ -52,7 +56,14 @@ def conv2d_forward(x_pad, w, stride, dilation):
     return y, None
 
 
-def conv2d_grad_weight(x_pad, ctx, dy, kernel_size, stride, dilation):
+def conv2d_grad_weight(
+    x_pad: np.ndarray,
+    ctx: None,
+    dy: np.ndarray,
+    kernel_size: Pair,
+    stride: Pair,
+    dilation: Pair,
+) -> np.ndarray:
     """dW: the *valid* cross-correlation of x_pad with dy dilated by the stride.
 
     ``dW[f, c, p, q] = sum_n sum_{u,v} x_pad[n, c, p*dh + u, q*dw + v] * dyd[n, f, u, v]``,
@@ -74,7 +85,9 @@ def conv2d_grad_weight(x_pad, ctx, dy, kernel_size, stride, dilation):
     return dW
 
 
-def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
+def conv2d_grad_input(
+    dy: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair, padded_hw: Pair
+) -> np.ndarray:
     """dX_pad: the *full* convolution of the dilated dy with w, summed over the filters.
 
     A full convolution is a correlation with the kernel rotated by 180 degrees over dy padded by
@@ -103,7 +116,9 @@ def conv2d_grad_input(dy, w, stride, dilation, padded_hw):
     return dx_pad
 
 
-def maxpool2d_forward(x_pad, kernel_size, stride):
+def maxpool2d_forward(
+    x_pad: np.ndarray, kernel_size: Pair, stride: Pair
+) -> tuple[np.ndarray, np.ndarray]:
     """``y = max`` over each window; ``ctx`` holds the flat index of the first maximum."""
     n, c, hp, wp = x_pad.shape
     (kh, kw), (sh, sw) = kernel_size, stride
@@ -120,7 +135,9 @@ def maxpool2d_forward(x_pad, kernel_size, stride):
     return y, arg
 
 
-def maxpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
+def maxpool2d_backward(
+    dy: np.ndarray, ctx: np.ndarray, kernel_size: Pair, stride: Pair, padded_hw: Pair
+) -> np.ndarray:
     """Each dy goes to the one input pixel that was the (first) maximum of its window."""
     n, c, ho, wo = dy.shape
     (_, kw), (sh, sw) = kernel_size, stride
@@ -134,7 +151,9 @@ def maxpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
     return dx_pad
 
 
-def avgpool2d_forward(x_pad, kernel_size, stride):
+def avgpool2d_forward(
+    x_pad: np.ndarray, kernel_size: Pair, stride: Pair
+) -> tuple[np.ndarray, None]:
     """Mean over each window; padding counts as zeros (PyTorch's ``count_include_pad=True``)."""
     n, c, hp, wp = x_pad.shape
     (kh, kw), (sh, sw) = kernel_size, stride
@@ -150,7 +169,9 @@ def avgpool2d_forward(x_pad, kernel_size, stride):
     return y, None
 
 
-def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
+def avgpool2d_backward(
+    dy: np.ndarray, ctx: None, kernel_size: Pair, stride: Pair, padded_hw: Pair
+) -> np.ndarray:
     """Each dy is shared equally by the ``kh * kw`` pixels of its window."""
     n, c, ho, wo = dy.shape
     (kh, kw), (sh, sw) = kernel_size, stride
@@ -165,7 +186,14 @@ def avgpool2d_backward(dy, ctx, kernel_size, stride, padded_hw):
     return dx_pad
 
 
-def batchnorm2d_forward(x, gamma, beta, eps, mean=None, var=None):
+def batchnorm2d_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    mean: np.ndarray | None = None,
+    var: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel of (N, C, H, W); with the
     batch's mean and biased variance over (N, H, W) when ``mean`` is None (training), the given
     ones otherwise. Returns (y, xhat, mean, var, inv_std), the last three (C,)."""
@@ -177,7 +205,9 @@ def batchnorm2d_forward(x, gamma, beta, eps, mean=None, var=None):
     return y, xhat, mean, var, inv_std
 
 
-def batchnorm2d_backward(dy, xhat, gamma, inv_std, training):
+def batchnorm2d_backward(
+    dy: np.ndarray, xhat: np.ndarray, gamma: np.ndarray, inv_std: np.ndarray, training: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dgamma, dbeta). In training, with the means over (N, H, W)::
 
         dxhat = dy * gamma
