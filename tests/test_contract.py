@@ -135,3 +135,21 @@ def test_activation_kernels_propagate_nan(backend, name):
         assert np.isnan(dx[0, 0, 0, 0])
     else:  # NaN > 0 is false: the slope for x <= 0
         assert dx[0, 0, 0, 0] == ACTIVATIONS[name].get("negative_slope", 0.0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_activation_kernels_treat_infinities_and_nans_as_the_formulas_do(backend, name, dtype):
+    # every pairing of x in {inf, -inf, NaN, 0, -0} with dy in {1, inf, NaN}: ReLU's backward is
+    # a select (a non-finite dy where x <= 0 gives 0, not NaN), tanh and sigmoid saturate at
+    # +-inf (y = +-1, 0 or 1; there dx is 0 for a finite dy and NaN for an infinite one)
+    special = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], dtype)
+    x = np.repeat(special, 3).reshape(1, 1, 5, 3)
+    dy = np.tile(np.array([1.0, np.inf, np.nan], dtype), 5).reshape(x.shape)
+    with np.errstate(invalid="ignore"):
+        got = run_activation(backend, name, x, dy)
+        want = run_activation("reference", name, x, dy)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype
+        np.testing.assert_array_equal(g, w, err_msg=f"{backend} {name}")
