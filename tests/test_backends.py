@@ -381,6 +381,10 @@ def test_backward_uses_the_kernels_of_its_forward():
         lambda: MaxPool2d(2),
         lambda: AvgPool2d(2, stride=1),
         lambda: nn.Conv2d(2, 3, 3, rng=np.random.default_rng(0)),
+        nn.ReLU,  # the activations' ctx differs too: a mask, a slope, x or y
+        lambda: nn.LeakyReLU(0.2),
+        nn.Tanh,
+        nn.Sigmoid,
     ):
         want_layer = make().set_backend("reference")
         y = want_layer.forward(x)
