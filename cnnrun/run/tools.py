@@ -12,10 +12,10 @@ import sys
 import numpy as np
 
 from ..gradcheck import gradcheck
-from ..models import build_model
 from ..trace import format_text, padding_summary, shape_trace
+from .build import build_run_model
 from .cli import compose_from_argv, run_cli
-from .config import image_hw, model_spec, validate, value
+from .config import image_hw, validate
 
 GRADCHECK_OPTIONS = {"batch": 2, "max_checks": 24}
 GRADCHECK_TOL = 1e-6
@@ -31,15 +31,8 @@ def example_batch(cfg, rng: np.random.Generator, batch: int | None = None, dtype
 
 
 def model_for(cfg, rng: np.random.Generator):
-    """The config's model for its data's (C, H, W), on its backend."""
-    channels = cfg.data.channels or 1
-    model = build_model(
-        model_spec(cfg),
-        (channels, *image_hw(cfg)),
-        default_padding=value(cfg.conv.padding),
-        rng=rng,
-    )
-    return model.set_backend(value(cfg.backend.name))
+    """The config's model for its data's (C, H, W), on its backend, as a run builds it."""
+    return build_run_model(cfg, (cfg.data.channels or 1, *image_hw(cfg)), rng)
 
 
 def shapes_main(argv: list[str] | None = None) -> None:
