@@ -1,9 +1,5 @@
-"""The numba backend against the plain loops and the NumPy backend, over the conv tests' shapes;
-threads; and ``python -m cnnrun.bench``. No timings are asserted: speed is the benchmark's."""
-
-import json
-import subprocess
-import sys
+"""The numba backend against the plain loops and the NumPy backend, over the conv tests' shapes.
+No timings are asserted: speed is the benchmark's (tests/test_bench.py)."""
 
 import numpy as np
 import pytest
@@ -20,7 +16,7 @@ from helpers import (
 )
 from hypothesis import given, settings
 
-from cnnrun import bench, nn, optim
+from cnnrun import nn, optim
 from cnnrun.backends import get_backend, numpy_backend, reference
 from cnnrun.errors import ConfigError
 from cnnrun.nn import AvgPool2d, MaxPool2d
@@ -484,58 +480,3 @@ def test_get_backend_loads_numba_and_names_the_accepted_ones():
     assert get_backend("numpy") is numpy_backend
     with pytest.raises(ConfigError, match="numpy, numba, reference"):
         get_backend("tpu")
-
-
-# --- the benchmark -------------------------------------------------------------------------
-
-
-def fake_best(scale: float) -> dict:
-    names = [f"step/{b}" for b in bench.STEP_BATCHES] + [
-        f"{kind}/{name}" for name in bench.LAYERS for kind in ("forward", "forward_backward")
-    ]
-    return {name: scale * 1e-3 for name in names}
-
-
-def test_bench_report_ratios_and_table():
-    result = bench.report(
-        {"numpy": fake_best(4.0), "numba": fake_best(1.25), "torch": fake_best(1.0)}, threads=2
-    )
-    assert result["step"]["numba"]["64"]["ratio_to_torch"] == pytest.approx(0.8)
-    assert result["step"]["torch"]["256"]["images_per_s"] == pytest.approx(256 / 1e-3)
-    forward, both = bench.conv_flops("lenet_conv1")
-    assert forward == 2 * 64 * 6 * 28 * 28 * 25 and both == 2 * forward  # conv1: no dX
-    assert bench.conv_flops("lenet_conv2")[1] == 3 * bench.conv_flops("lenet_conv2")[0]
-    row = result["layers"]["numpy"]["same3x3_16to32"]
-    assert row["forward_gflops"] == pytest.approx(2 * 64 * 32 * 32 * 32 * 16 * 9 / 4e-3 / 1e9)
-    assert row["forward_backward_ratio_to_torch"] == pytest.approx(0.25)
-    table = bench.format_table(result)
-    assert "(0.80x)" in table and "lenet_conv2" in table
-    alone = bench.report({"numpy": fake_best(4.0)}, threads=1)  # no PyTorch: no ratios
-    assert "ratio_to_torch" not in alone["step"]["numpy"]["64"]
-    bench.format_table(alone)
-
-
-@pytest.mark.slow
-def test_bench_quick_writes_json(tmp_path):
-    out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "cnnrun.bench", "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(out.read_text())
-    assert {"step", "layers", "numba_compile", "machine", "settings"} <= set(result)
-    impls = {"numpy", "numba"} | ({"torch"} if result["machine"]["torch"] else set())
-    assert set(result["step"]) == impls
-    for impl in impls:
-        assert set(result["step"][impl]) == {"64", "256"}
-        assert result["step"][impl]["64"]["images_per_s"] > 0
-        assert set(result["layers"][impl]) == set(bench.LAYERS)
-    if "torch" in impls:
-        assert result["step"]["torch"]["64"]["ratio_to_torch"] == pytest.approx(1.0)
-    compile_ = result["numba_compile"]
-    assert compile_["cold_compile_s"] > 0 and compile_["warm_cache_misses"] == 0
-    assert "images/s" in done.stdout and "ratio to PyTorch" in done.stdout

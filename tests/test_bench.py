@@ -2,7 +2,10 @@
 PyTorch twin it times computes what the cnnrun model computes (float64: loss, gradients and
 running statistics within 1e-10). No timings are asserted: speed is the benchmark's."""
 
+import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from helpers import rel_err
 from omegaconf import OmegaConf
 
 from cnnrun import nn
-from cnnrun.bench import cases, twin
+from cnnrun.bench import cases, report, twin
 from cnnrun.models import build_model
 from cnnrun.run.config import config_dir
 
@@ -124,3 +127,58 @@ def test_the_torch_conv_cases_compute_the_layer(torch, name):
     assert rel_err(y, yt.detach().numpy()) < TOL
     assert rel_err(layer.weight.grad, module.weight.grad.numpy()) < TOL
     assert rel_err(layer.bias.grad, module.bias.grad.numpy()) < TOL
+
+
+# --- the benchmark -------------------------------------------------------------------------
+
+
+def fake_best(scale: float) -> dict:
+    names = [f"step/{b}" for b in cases.STEP_BATCHES] + [
+        f"{kind}/{name}" for name in cases.LAYERS for kind in ("forward", "forward_backward")
+    ]
+    return {name: scale * 1e-3 for name in names}
+
+
+def test_bench_report_ratios_and_table():
+    result = report.report(
+        {"numpy": fake_best(4.0), "numba": fake_best(1.25), "torch": fake_best(1.0)}, threads=2
+    )
+    assert result["step"]["numba"]["64"]["ratio_to_torch"] == pytest.approx(0.8)
+    assert result["step"]["torch"]["256"]["images_per_s"] == pytest.approx(256 / 1e-3)
+    forward, both = cases.conv_flops("lenet_conv1")
+    assert forward == 2 * 64 * 6 * 28 * 28 * 25 and both == 2 * forward  # conv1: no dX
+    assert cases.conv_flops("lenet_conv2")[1] == 3 * cases.conv_flops("lenet_conv2")[0]
+    row = result["layers"]["numpy"]["same3x3_16to32"]
+    assert row["forward_gflops"] == pytest.approx(2 * 64 * 32 * 32 * 32 * 16 * 9 / 4e-3 / 1e9)
+    assert row["forward_backward_ratio_to_torch"] == pytest.approx(0.25)
+    table = report.format_table(result)
+    assert "(0.80x)" in table and "lenet_conv2" in table
+    alone = report.report({"numpy": fake_best(4.0)}, threads=1)  # no PyTorch: no ratios
+    assert "ratio_to_torch" not in alone["step"]["numpy"]["64"]
+    report.format_table(alone)
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnrun.bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert {"step", "layers", "numba_compile", "machine", "settings"} <= set(result)
+    impls = {"numpy", "numba"} | ({"torch"} if result["machine"]["torch"] else set())
+    assert set(result["step"]) == impls
+    for impl in impls:
+        assert set(result["step"][impl]) == {"64", "256"}
+        assert result["step"][impl]["64"]["images_per_s"] > 0
+        assert set(result["layers"][impl]) == set(cases.LAYERS)
+    if "torch" in impls:
+        assert result["step"]["torch"]["64"]["ratio_to_torch"] == pytest.approx(1.0)
+    compile_ = result["numba_compile"]
+    assert compile_["cold_compile_s"] > 0 and compile_["warm_cache_misses"] == 0
+    assert "images/s" in done.stdout and "ratio to PyTorch" in done.stdout

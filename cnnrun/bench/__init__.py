@@ -27,8 +27,3 @@ Modules: :mod:`~cnnrun.bench.cases` (what is timed), :mod:`~cnnrun.bench.twin` (
 model in PyTorch), :mod:`~cnnrun.bench.worker` (the timing processes),
 :mod:`~cnnrun.bench.report` (figures and table).
 """
-
-from .cases import LAYERS, STEP_BATCHES, conv_flops
-from .report import format_table, report
-
-__all__ = ["LAYERS", "STEP_BATCHES", "conv_flops", "format_table", "report"]
