@@ -2,13 +2,16 @@
 
 Layout: ``model/<param or buffer>`` and ``optim/<index>/<state>`` arrays, and ``meta``, a JSON
 string with the format version, model name, epoch, step, best validation loss, RNG states,
-optimiser hyperparameters and the config as YAML. Written atomically: a temporary file in the
+optimiser hyperparameters, the config as YAML and a SHA-256 of every array (dtype, shape and
+bytes), checked on load: a changed array is named, even where the zip's own CRCs were redone.
+Written atomically: a temporary file in the
 same folder, flushed and fsynced, then renamed over the old one, so a run killed at any instant
 leaves the previous complete checkpoint readable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -20,7 +23,15 @@ import numpy as np
 from ..errors import CheckpointError, CnnrunError
 
 FORMAT = "cnnrun-checkpoint"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # version 1 had no array hashes: it loads unverified
+
+
+def array_hash(a: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes (C order)."""
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def save_checkpoint(path: str | Path, model, optimizer, meta: dict) -> Path:
@@ -36,6 +47,7 @@ def save_checkpoint(path: str | Path, model, optimizer, meta: dict) -> Path:
         "format": FORMAT,
         "version": VERSION,
         "optimizer": {k: opt_state[k] for k in ("type", "hyper", "steps", "param_names")},
+        "hashes": {k: array_hash(v) for k, v in arrays.items()},
     }
     arrays["meta"] = np.array(json.dumps(info))
     return atomic_write(path, lambda f: np.savez(f, **arrays), what="checkpoint")
@@ -71,6 +83,16 @@ def atomic_write(path: Path, write, what: str = "file") -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()), what="file")
+
+
+def atomic_write_json(path: Path, values: dict) -> Path:
+    """Strict JSON, atomically: a NaN or infinite float is written as null."""
+    import math
+
+    clean = {
+        k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in values.items()
+    }
+    return atomic_write_text(path, json.dumps(clean, indent=2, allow_nan=False) + "\n")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -111,11 +133,14 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{str(path)!r}: its 'meta' entry is not valid JSON") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a cnnrun checkpoint")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READS:
         raise CheckpointError(
             f"checkpoint {str(path)!r} has format version "
-            f"{meta.get('version')!r}; this cnnrun reads version {VERSION}"
+            f"{meta.get('version')!r}; this cnnrun reads versions "
+            f"{', '.join(map(str, READS))}"
         )
+    if meta["version"] >= 2:
+        _verify(path, arrays, meta.get("hashes") or {})
     model = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
     optim: dict[int, dict[str, np.ndarray]] = {}
     for k, v in arrays.items():
@@ -123,6 +148,19 @@ def load_checkpoint(path: str | Path) -> dict:
             _, index, name = k.split("/", 2)
             optim.setdefault(int(index), {})[name] = v
     return {"meta": meta, "model": model, "optim": optim}
+
+
+def _verify(path: Path, arrays: dict, hashes: dict) -> None:
+    """Every array as written: none changed, missing or added since."""
+    changed = sorted(k for k in arrays.keys() & hashes.keys() if array_hash(arrays[k]) != hashes[k])
+    missing, extra = sorted(hashes.keys() - arrays.keys()), sorted(arrays.keys() - hashes.keys())
+    found = (("changed", changed), ("missing", missing), ("not written by it", extra))
+    problems = [f"{what} {', '.join(names)}" for what, names in found if names]
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not as cnnrun wrote it (arrays {'; '.join(problems)}): "
+            "use an intact copy, or start a new run"
+        )
 
 
 def restore(checkpoint: dict, model, optimizer, path: str | Path = "checkpoint") -> dict:
