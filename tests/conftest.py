@@ -1,4 +1,7 @@
-"""Shared fixtures of the engine tests (the oracles themselves live in helpers.py)."""
+"""Shared fixtures of the tests (the engine's oracles live in helpers.py, the runner's pieces in
+runner_helpers.py)."""
+
+import subprocess
 
 import numpy as np
 import pytest
@@ -16,3 +19,19 @@ def torch():
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)  # the same summation order run to run
     return torch
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """A 1.5 MiB tmpfs of our own (root only; skipped where mounting is not allowed)."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(point)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

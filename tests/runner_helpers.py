@@ -10,8 +10,10 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -98,3 +100,65 @@ def event_accumulator(logdir: Path):
     acc = EventAccumulator(str(logdir), size_guidance={k: 0 for k in kinds})
     acc.Reload()
     return acc
+
+
+# long enough that a signal 0.3 s into training lands in the middle of it: 3 epochs of
+# STEPS_PER_EPOCH steps (2400 training images of the synthetic 3200 at batch 8), over a second
+# of training even with the batch-last NumPy kernels
+STEPS_PER_EPOCH = 300
+LONG = [
+    "data.num_samples=3200",
+    "data.batch_size=8",
+    "trainer.max_epochs=3",
+    "trainer.histogram_every_n_steps=1000",
+    "seed=5",
+]
+
+
+def arrays(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files if k != "meta"}
+
+
+def assert_same_arrays(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def start_run(folder, extra=()) -> subprocess.Popen:
+    """``python -m cnnrun`` on the tiny model with LONG's schedule, writing into ``folder``."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    args = [*TINY, *LONG, *extra, f"hydra.run.dir={folder}"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnrun", *args],
+        cwd=folder.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_training(folder, proc, timeout=60.0) -> None:
+    """Until the run has written its shape trace, i.e. is in the training loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (folder / "shape_trace.md").exists():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("run did not start training in time")
+
+
+def live_holder(job: Path) -> int | None:
+    """The PID of the live run holding ``job``'s folder lock (None when no run holds it)."""
+    from cnnrun.run.folder import lock_holder
+
+    fd = os.open(job, os.O_RDONLY)
+    try:
+        return lock_holder(fd)
+    finally:
+        os.close(fd)

@@ -11,68 +11,27 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from runner_helpers import event_accumulator, last_line, run_cnnrun, run_config, sha256
+from runner_helpers import (
+    LONG,
+    STEPS_PER_EPOCH,
+    arrays,
+    assert_same_arrays,
+    event_accumulator,
+    last_line,
+    run_cnnrun,
+    run_config,
+    sha256,
+    start_run,
+    wait_for_training,
+)
 
 from cnnrun.errors import CheckpointError, CnnrunError
 from cnnrun.run import checkpoint as ckpt
 from cnnrun.run.train import NonFiniteError, train
-
-# long enough that a signal 0.3 s into training lands in the middle of it: 3 epochs of
-# STEPS_PER_EPOCH steps (2400 training images of the synthetic 3200 at batch 8), over a second
-# of training even with the batch-last NumPy kernels
-STEPS_PER_EPOCH = 300
-LONG = [
-    "data.num_samples=3200",
-    "data.batch_size=8",
-    "trainer.max_epochs=3",
-    "trainer.histogram_every_n_steps=1000",
-    "seed=5",
-]
-
-
-def arrays(path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files if k != "meta"}
-
-
-def assert_same_arrays(a: dict, b: dict) -> None:
-    assert sorted(a) == sorted(b)
-    for key in a:
-        assert np.array_equal(a[key], b[key]), key
-
-
-def start_run(folder, extra=()) -> subprocess.Popen:
-    """``python -m cnnrun`` on the tiny model with LONG's schedule, writing into ``folder``."""
-    from runner_helpers import TINY
-
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    args = [*TINY, *LONG, *extra, f"hydra.run.dir={folder}"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "cnnrun", *args],
-        cwd=folder.parent,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_training(folder, proc, timeout=60.0) -> None:
-    """Until the run has written its shape trace, i.e. is in the training loop."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (folder / "shape_trace.md").exists():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended early: {proc.communicate()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("run did not start training in time")
 
 
 @pytest.fixture(scope="module")
@@ -163,12 +122,6 @@ def test_resume_last_continues_the_same_folder_without_duplicate_steps(tmp_path)
     assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
 
 
-def test_resume_last_with_nothing_to_resume_is_clear(tmp_path):
-    cfg = run_config(tmp_path / "run", ["trainer.resume=last", f"paths.runs_dir={tmp_path}"])
-    with pytest.raises(CheckpointError, match="trainer.resume=last: no checkpoints/last.npz"):
-        train(cfg)
-
-
 def test_nan_stops_with_step_and_layer_and_keeps_the_checkpoint(tmp_path):
     out = tmp_path / "run"
     train(run_config(out, ["model=mlp"]))
@@ -187,15 +140,21 @@ def test_nan_stops_with_step_and_layer_and_keeps_the_checkpoint(tmp_path):
     ckpt.load_checkpoint(last)
 
 
-def test_nan_skip_drops_batches_and_counts_them(tmp_path):
+def test_nan_skip_drops_batches_and_counts_them(tmp_path, monkeypatch):
+    """Every third training batch holds a NaN: each is skipped and counted, the run goes on."""
+    import cnnrun.run.train as train_module
+
+    real, calls = train_module.train_step, []
+
+    def nan_every_third_batch(model, loss_fn, optimizer, x, y):
+        calls.append(len(y))
+        return real(model, loss_fn, optimizer, x * np.nan if len(calls) % 3 == 0 else x, y)
+
+    monkeypatch.setattr(train_module, "train_step", nan_every_third_batch)
     out = tmp_path / "run"
-    train(
-        run_config(
-            out, ["model=mlp", "optim.lr=1e6", "trainer.max_epochs=2", "trainer.on_nan=skip"]
-        )
-    )
+    train(run_config(out, ["trainer.max_epochs=2", "trainer.on_nan=skip"]))  # 3 batches an epoch
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train/skipped_batches"] > 0
+    assert metrics["train/skipped_batches"] == 2 and metrics["step"] == 4
     skipped = event_accumulator(out / "tb").Scalars("train/skipped_batches")
     assert skipped[-1].value == metrics["train/skipped_batches"]
     assert "batch skipped" in (out / "cnnrun.log").read_text()
@@ -263,22 +222,6 @@ def test_run_folder_that_cannot_be_made(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert last_line(result.stderr).startswith("cnnrun: error:")
     assert blocker.read_text() == "not a folder"
-
-
-@pytest.fixture
-def small_mount(tmp_path):
-    """A 1.5 MiB tmpfs of our own (root only; skipped where mounting is not allowed)."""
-    point = tmp_path / "mnt"
-    point.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(point)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
-        yield point
-    finally:
-        subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
 def test_read_only_and_full_disks_for_real(small_mount):

@@ -102,7 +102,6 @@ def test_nan_job_is_recorded_as_failed(tmp_path):
 
 
 def test_joblib_sweep_of_four_jobs(tmp_path):
-    needs("hydra_joblib_launcher")
     result = run_cnnrun(
         [
             "-m",
@@ -172,7 +171,7 @@ def test_job_threads_divide_the_cores(monkeypatch):
 
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setattr("cnnrun.run.sweep.cores", lambda: 8)
-    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    joblib = "hydra_plugins.cnnrun_launcher.process_launcher.ProcessLauncher"
     assert job_threads(OmegaConf.create({"_target_": joblib, "n_jobs": 2})) == 4
     assert job_threads(OmegaConf.create({"_target_": joblib, "n_jobs": -1})) == 1
     assert job_threads(OmegaConf.create({"_target_": joblib, "n_jobs": 16})) == 1

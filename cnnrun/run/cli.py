@@ -62,17 +62,6 @@ def describe(err: BaseException) -> str | None:
     return None
 
 
-def log_to_files(message: str) -> None:
-    """Record an error in the run's log file(s) only: the terminal gets :func:`fail`'s line."""
-    import logging
-
-    record = logging.LogRecord("cnnrun", logging.ERROR, __file__, 0, message, None, None)
-    for logger in (logging.getLogger(), logging.getLogger("cnnrun")):
-        for handler in logger.handlers:
-            if isinstance(handler, logging.FileHandler):
-                handler.handle(record)
-
-
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     print(f"cnnrun: error: {message}", file=sys.stderr)
     sys.exit(code)

@@ -129,6 +129,7 @@ class TrainerConfig:
     resume: str | None = None
     progress: bool | None = None
     on_nan: OnNan = OnNan.stop
+    max_consecutive_skips: int = 10
 
 
 @dataclass
@@ -246,7 +247,7 @@ def _validate_data(d: DictConfig) -> None:
 
 def _validate_trainer(t: DictConfig) -> None:
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "an int >= 1")
-    for key in ("log_every_n_steps", "histogram_every_n_steps"):
+    for key in ("log_every_n_steps", "histogram_every_n_steps", "max_consecutive_skips"):
         _check(t[key] >= 1, f"trainer.{key}", t[key], "an int >= 1")
     for key in ("limit_train_batches", "limit_val_batches"):
         v = t[key]

@@ -15,9 +15,27 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .cli import describe, fail, log_to_files, run_cli, trace_wanted
+from .cli import describe, fail, run_cli, trace_wanted
 from .config import config_dir
-from .sweep import pending_failure, write_status
+from .folder import HYDRA_FILES, FolderInUse, write_hydra_files
+from .sweep import finished, pending_failure, write_status
+
+
+def _register_launcher() -> None:
+    """cnnrun's launchers (:mod:`cnnrun.run.launcher`). Hydra finds plugins by scanning
+    ``hydra_plugins`` with pkgutil, which cannot see into a setuptools editable install
+    (``pip install -e .``); Hydra's own register() finds ours."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.cnnrun_launcher import submitit_launchers
+    from hydra_plugins.cnnrun_launcher.process_launcher import ProcessLauncher
+
+    plugins = Plugins.instance()  # Hydra scans its plugins here, once per process
+    plugins.register(ProcessLauncher)
+    submitit_launchers.register(plugins)  # after the scan: over the submitit plugin's configs
+
+
+_register_launcher()
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
@@ -32,7 +50,6 @@ def _task(cfg: DictConfig) -> float:
         message = describe(err)
         if message is None:
             raise
-        log_to_files(message)
         if trace_wanted():
             raise
         fail(message, getattr(err, "exit_code", 2))
@@ -41,17 +58,26 @@ def _task(cfg: DictConfig) -> float:
 
 def _sweep_job(cfg: DictConfig, train) -> float:
     """One job of a sweep: its failure is recorded in its folder (status.json, cnnrun.log) and
-    returned as NaN, so that the other jobs still run; the sweep's summary reports it."""
+    returned as NaN, so that the other jobs still run; the sweep's summary reports it. A job
+    that finished in an earlier run of the same sweep command is kept as it is."""
     out = Path(HydraConfig.get().runtime.output_dir)
+    log = logging.getLogger("cnnrun")
+    done = finished(out)
+    if done is not None:
+        log.info("job %s finished in an earlier run of this sweep: kept as it is", out.name)
+        return done
     try:
         loss = train(cfg)
+    except FolderInUse as err:  # another live process runs this very job: its folder is not ours
+        log.error("job not run: %s", err)
+        return math.nan
     except Exception as err:
         reason = describe(err)
-        if reason is None:  # a bug, not a bad value: keep its traceback in the job's log
+        if reason is None:  # a bug, not a bad value: its traceback is in the job's log
             reason = f"{type(err).__name__}: {err}"
-            logging.getLogger("cnnrun").exception("job failed: %s", reason)
-        else:
-            logging.getLogger("cnnrun").error("job failed: %s", reason)
+        log.error("job failed: %s", reason)
+        if not (out / HYDRA_FILES).exists():  # failed before its start: the summary's overrides
+            write_hydra_files(out, cfg)
         write_status(out, "failed", reason)
         return math.nan
     write_status(out, "ok")

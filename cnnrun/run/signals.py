@@ -7,8 +7,11 @@ handler that was there before (submitit's requeue) and raises :class:`Interrupte
 
 from __future__ import annotations
 
+import re
+import shlex
 import signal
 import threading
+from pathlib import Path
 
 from ..errors import CnnrunError
 
@@ -59,3 +62,34 @@ class SignalGuard:
         self.__exit__()
         if callable(handler) and handler is not signal.default_int_handler:
             handler(self.received, None)
+
+
+def override(key: str, text: object) -> str:
+    """``key=value`` as it can be pasted into a shell, quoted for Hydra's override grammar
+    where the value has characters that grammar reads (``=``, ``,``, spaces, quotes)."""
+    value = str(text)
+    if not re.fullmatch(r"[\w./\-+@%~]+", value):
+        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return shlex.quote(f"{key}={value}")
+
+
+def continue_hint(out: Path, checkpoint: Path) -> str:
+    """How to continue an interrupted run: a sweep by re-running it into its folder, a single
+    run in its folder, or from its checkpoint in a new one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return f"to continue, call train() again with {override('trainer.resume', checkpoint)}"
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        return (
+            "to continue the sweep, run the same command with "
+            f"{override('hydra.sweep.dir', hydra.sweep.dir)} (finished jobs are kept, this "
+            "one resumes)"
+        )
+    return (
+        f"to continue in this folder, run the same command with "
+        f"{override('hydra.run.dir', out)} trainer.resume=last (or "
+        f"{override('trainer.resume', checkpoint)} for a new folder)"
+    )

@@ -51,6 +51,7 @@ class RunState:
     batch: int = 0
     step: int = 0
     skipped: int = 0
+    skips_in_a_row: int = 0
     best_val_loss: float = math.inf
     val_loss: float = math.nan
     val_acc: float = math.nan
@@ -89,6 +90,7 @@ class RunState:
             "step": self.step,
             "best_val_loss": self.best_val_loss,
             "skipped": self.skipped,
+            "skips_in_a_row": self.skips_in_a_row,
             "sums": [s.loss, s.correct, s.seen],
             "val_loss": self.val_loss,
             "val_acc": self.val_acc,
@@ -99,6 +101,7 @@ class RunState:
         """Restore what :meth:`to_meta` saved; the shuffle restarts at the epoch's start."""
         self.epoch, self.batch, self.step = meta["epoch"], meta["batch"], meta["step"]
         self.best_val_loss, self.skipped = meta["best_val_loss"], meta["skipped"]
+        self.skips_in_a_row = meta.get("skips_in_a_row", 0)
         self.sums = EpochSums(*meta["sums"])
         self.val_loss, self.val_acc = meta["val_loss"], meta["val_acc"]
         self.init_rng.bit_generator.state = meta["rng"]["init"]

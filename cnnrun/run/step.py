@@ -17,8 +17,9 @@ from ..data import iterate_batches
 @dataclass
 class StepResult:
     """What one step did. ``problem`` is None when every value was finite; otherwise it says
-    what was not (``"loss (nan)"``, ``"gradient"``, ``"weights"``) and ``where`` names the
-    first layer or parameter it appeared in. ``updated``: the optimiser stepped."""
+    what was not (``"loss (nan)"``, ``"batch-norm statistics"``, ``"gradient"``,
+    ``"weights"``) and ``where`` names the first layer, buffer or parameter it appeared in.
+    ``updated``: the optimiser stepped."""
 
     loss: float
     acc: float = math.nan
@@ -38,6 +39,10 @@ def train_step(model, loss_fn, optimizer, x: np.ndarray, y: np.ndarray) -> StepR
     loss = loss_fn.forward(logits, y)
     if not math.isfinite(loss):
         return StepResult(loss, problem=f"loss ({loss})", where=_first_bad_output(outputs))
+    buffer = next((n for n, b in model.named_buffers() if not np.isfinite(b).all()), None)
+    if buffer is not None:  # batch-norm statistics: updated by the forward pass
+        what = "batch-norm statistics" if "running_" in buffer else "buffer"
+        return StepResult(loss, problem=what, where=buffer)
     model.backward(loss_fn.backward(), input_grad=False)  # no dX for the data
     norms = grad_norms(model)
     global_norm = math.sqrt(sum(v * v for v in norms.values()))

@@ -42,7 +42,7 @@ def job_threads(launcher: DictConfig | None) -> int | None:
         return None
     target = str(launcher.get("_target_", ""))
     n = cores()
-    if "Joblib" in target:
+    if "n_jobs" in launcher:  # cnnrun's process launcher (hydra/launcher=joblib), or joblib's
         jobs = int(launcher.get("n_jobs", -1) or -1)
         workers = jobs if jobs > 0 else max(n + 1 + jobs, 1)  # joblib: -1 all, -2 all but one
         return max(n // min(workers, n), 1)
@@ -65,6 +65,20 @@ def write_status(folder: Path, status: str, reason: str = "") -> None:
     atomic_write_text(
         Path(folder) / STATUS_FILE, json.dumps({"status": status, "reason": reason}) + "\n"
     )
+
+
+def finished(job: Path) -> float | None:
+    """The final validation loss of a job that finished (``status.json`` says ok, and its
+    ``metrics.json`` is there), else None: a sweep run again into its folder keeps it."""
+    try:
+        status = json.loads((job / STATUS_FILE).read_text())
+        metrics = json.loads((job / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if status.get("status") != "ok":
+        return None
+    loss = metrics.get("val/loss")
+    return float(loss) if isinstance(loss, (int, float)) else math.nan
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -37,11 +37,17 @@ from .build import (
     learning_rate,
     load_run_data,
 )
-from .checkpoint import atomic_write_text, load_checkpoint, restore, save_checkpoint
+from .checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from .config import model_spec, validate, value
-from .folder import check_writable, log_file, output_dir, resolve_resume
+from .folder import RunFolder, output_dir
 from .logger import RunLogger
-from .signals import Interrupted, SignalGuard
+from .resume import continues_own_checkpoint, repair_best, resolve_resume, resume_record
+from .signals import Interrupted, SignalGuard, continue_hint
 from .state import RunState
 from .step import StepResult, evaluate, train_step
 from .sweep import run_threads
@@ -62,8 +68,13 @@ class Trainer:
         # process-wide settings (thread pools, allocator): set here, once, for this run
         threads = run_threads(cfg.backend.threads)
         self.process = configure_process(threads, value(cfg.backend.name))
-        self.resume_from = resolve_resume(cfg.trainer.resume, out, cfg.paths.runs_dir)
+        self.resume_from = resolve_resume(cfg.trainer.resume, out, continues_own_checkpoint())
         checkpoint = load_checkpoint(self.resume_from) if self.resume_from else None
+        self.changes: list[dict] = []  # what each resume changed (optimiser, backend)
+        if checkpoint is not None:  # before the data is read: a wrong checkpoint fails fast
+            self.changes = resume_record(
+                checkpoint["meta"], cfg, self.resume_from, self.process.threads
+            )
         self.state = RunState.fresh(cfg.seed)
         self.data = load_run_data(cfg)
         in_shape = (self.data.channels, *self.data.image_size)
@@ -73,10 +84,12 @@ class Trainer:
         self._describe(in_shape)
         # the trace runs before a checkpoint is restored: restoring resets every RNG it used
         bs = cfg.data.batch_size
-        self.trace_rows = shape_trace(
-            self.model, self.data.x_train[:bs], self.data.y_train[:bs], self.loss_fn
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # a NaN is reported by the loop
+            self.trace_rows = shape_trace(
+                self.model, self.data.x_train[:bs], self.data.y_train[:bs], self.loss_fn
+            )
         self.images, self.train_seconds = 0, 0.0  # throughput of the training steps
+        self.logger: RunLogger | None = None  # opened by fit()
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -109,14 +122,12 @@ class Trainer:
     def _restore(self, checkpoint: dict) -> None:
         configured = self.optimizer.state_dict()["hyper"]
         meta = restore(checkpoint, self.model, self.optimizer, self.resume_from)
-        for key, want in configured.items():  # the command line wins over the checkpoint
-            had = getattr(self.optimizer, key)
-            if key != "lr" and had != want:  # lr follows the schedule every epoch anyway
-                log.warning(
-                    "optim.%s: %s from the config replaces the checkpoint's %s", key, want, had
-                )
+        for key, want in configured.items():  # the config wins (check_resume allowed it)
+            if key != "lr":  # lr follows the schedule every epoch anyway
                 setattr(self.optimizer, key, want)
         self.state.load_meta(meta)
+        if self.resume_from == self.out / "checkpoints" / "last.npz":
+            repair_best(self.out, meta)
         s = self.state
         log.info(
             "resumed from %s at epoch %d, batch %d, step %d",
@@ -127,11 +138,17 @@ class Trainer:
         )
 
     def save(self, name: str = "last.npz") -> Path:
+        """A checkpoint, after every event up to its step is on disk: a run resumed from it
+        drops the events after its step, and must find all those before it."""
+        if getattr(self, "logger", None) is not None:
+            self.logger.flush()
         meta = {
             "model_name": self.cfg.model.name,
             **self.state.to_meta(),
             "config": OmegaConf.to_yaml(self.cfg),
             "cnnrun_version": __version__,
+            "process": {"backend": value(self.cfg.backend.name), "threads": self.process.threads},
+            "changes_on_resume": self.changes,
         }
         path = self.out / "checkpoints" / name
         return save_checkpoint(path, self.model, self.optimizer, meta)
@@ -233,6 +250,7 @@ class Trainer:
         self.train_seconds += time.perf_counter() - tick
         self.images += len(yb)
         s.sums.add(result.loss, result.acc, len(yb))
+        s.skips_in_a_row = 0
         self.logger.train_step(s.step, result, lr, self.model)
         if self.progress:
             bar.set_postfix(loss=f"{result.loss:.4f}", acc=f"{result.acc:.3f}")
@@ -251,12 +269,14 @@ class Trainer:
                 f"non-finite weights in {result.where} after the update at step {s.step} "
                 f"(epoch {s.epoch + 1}); {self._kept()}. Lower optim.lr"
             )
-        if before is not None:
+        limit = self.cfg.trainer.max_consecutive_skips
+        if before is not None and s.skips_in_a_row < limit:
             buffers, rng_state = before  # as if the batch had never been seen
             self.model.load_state_dict(buffers, strict=False)
             s.init_rng.bit_generator.state = rng_state
             self.model.zero_grad()
             s.skipped += 1
+            s.skips_in_a_row += 1
             log.warning(
                 "non-finite %s at step %d, first in %s: batch skipped (%d so far)",
                 result.problem,
@@ -266,6 +286,12 @@ class Trainer:
             )
             self.logger.skipped(s.step, s.skipped)
             return
+        if before is not None:
+            raise NonFiniteError(
+                f"non-finite {result.problem} at step {s.step} (epoch {s.epoch + 1}), first in "
+                f"{result.where}, after {limit} batches skipped in a row: the run has diverged; "
+                f"{self._kept()}. Lower optim.lr, or raise trainer.max_consecutive_skips"
+            )
         raise NonFiniteError(
             f"non-finite {result.problem} at step {s.step} (epoch {s.epoch + 1}), first in "
             f"{result.where}; {self._kept()}. Lower optim.lr, or set trainer.on_nan=skip"
@@ -278,15 +304,9 @@ class Trainer:
     def _interrupt(self, guard: SignalGuard) -> None:
         s, name = self.state, signal.Signals(guard.received).name
         path = self.save()
-        self.logger.flush()
-        from hydra.core.hydra_config import HydraConfig
-
-        folder = "hydra.run.dir" if HydraConfig.initialized() else "paths.output_dir"
         message = (
             f"{name} at step {s.step} (epoch {s.epoch + 1}, batch {s.batch}): "
-            f"checkpoint written to {path}; to continue in this folder, run the same "
-            f"command with {folder}={self.out} trainer.resume=last (or "
-            f"trainer.resume={path} for a new folder)"
+            f"checkpoint written to {path}; {continue_hint(self.out, path)}"
         )
         log.warning(message)
         guard.forward()  # a cluster launcher's own handler (requeue) runs now, if any
@@ -300,6 +320,11 @@ class Trainer:
     def _end_epoch(self) -> None:
         s = self.state
         val_loss, val_acc = self._evaluate()
+        if not math.isfinite(val_loss) or not s.sums.seen:  # never saved over a good checkpoint
+            what = f"validation loss {val_loss}" if s.sums.seen else "every batch skipped"
+            raise NonFiniteError(
+                f"epoch {s.epoch + 1}: {what}, the run has diverged; {self._kept()}. Lower optim.lr"
+            )
         # at the epoch's last training step: a run resumed from this checkpoint purges events
         # from its step on, and must keep this point
         self.logger.validation(max(s.step - 1, 0), val_loss, val_acc)
@@ -315,9 +340,9 @@ class Trainer:
             self.optimizer.lr,
         )
         improved = s.end_epoch(val_loss, val_acc)  # the checkpoint continues at the next epoch
-        self.save("last.npz")
-        if improved:
+        if improved:  # best first: a kill between the two leaves best.npz never behind
             self.save("best.npz")
+        self.save("last.npz")
 
     def _finish(self, seconds: float) -> dict:
         s = self.state
@@ -335,6 +360,8 @@ class Trainer:
             "train/images_per_s": self.images / self.train_seconds if self.train_seconds else 0.0,
             "train/skipped_batches": s.skipped,
         }
+        if self.changes:
+            metrics["changes_on_resume"] = self.changes
         # strict JSON: a NaN or infinite metric is written as null
         clean = {
             k: v if not isinstance(v, float) or math.isfinite(v) else None
@@ -355,14 +382,13 @@ class Trainer:
 
 
 def train(cfg: DictConfig) -> float:
-    """Train the model of ``cfg`` in its run folder; returns the final validation loss."""
+    """Train the model of ``cfg`` in its run folder; returns the final validation loss.
+
+    The folder is locked for the run; nothing is written into it until the run has passed
+    its checks (:class:`cnnrun.run.folder.RunFolder`)."""
     validate(cfg)
     out = output_dir(cfg)
-    check_writable(out)
-    handler = log_file(out)
-    try:
-        return float(Trainer(cfg, out).fit()["val/loss"])
-    finally:
-        if handler is not None:
-            log.removeHandler(handler)
-            handler.close()
+    with RunFolder(out) as folder:
+        trainer = Trainer(cfg, out)
+        folder.commit(cfg)
+        return float(trainer.fit()["val/loss"])

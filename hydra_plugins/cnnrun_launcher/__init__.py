@@ -1,0 +1,1 @@
+"""cnnrun's Hydra launcher plugin: Hydra accepts launchers only from ``hydra_plugins``."""
