@@ -9,14 +9,15 @@ import sys
 
 import pytest
 
-from cnnrun.backends import ProcessSettings, configure_process
+from cnnrun.backends import ProcessSettings, configure_process, gemm
 from cnnrun.errors import ConfigError
 
 SETTINGS = """
 import json, numba, threadpoolctl
 def now():
     blas = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
-    return {"blas": blas, "numba": numba.get_num_threads()}
+    from cnnrun.backends import gemm
+    return {"blas": blas, "numba": numba.get_num_threads(), "gemm": gemm.workers()}
 """
 
 
@@ -49,9 +50,10 @@ def test_settings_depend_only_on_the_arguments():
         "configure_process(2, 'numpy'); again = now()\n"
         "print(json.dumps({'first': first, 'numba': numba_run, 'again': again}))\n"
     )
-    assert set(seen["numba"]["blas"]) == {1}  # the numba backend: BLAS keeps one thread
+    assert set(seen["numba"]["blas"]) == {1}  # BLAS always keeps one thread: its results
+    assert set(seen["first"]["blas"]) == {1}  # depend on its thread count
     assert seen["again"] == seen["first"]
-    assert set(seen["first"]["blas"]) == {2}
+    assert seen["first"]["gemm"] == seen["numba"]["gemm"] == 2  # the products' blocks
 
 
 def test_configure_process_reports_what_it_set():
@@ -59,11 +61,12 @@ def test_configure_process_reports_what_it_set():
 
     try:
         settings = configure_process(1, "numba")
-        assert settings == ProcessSettings(1, 1, 1, settings.freed_memory_kept)
+        assert settings == ProcessSettings(1, 1, 1, 1, settings.freed_memory_kept)
         assert numba.get_num_threads() == 1
-        assert str(settings).startswith("threads 1 (BLAS 1, numba 1)")
+        assert str(settings).startswith("threads 1 (gemm blocks 1, BLAS 1, numba 1)")
         whole = configure_process(None, "numpy")
-        assert whole.threads >= 1 and whole.blas_threads == whole.threads
+        assert whole.threads >= 1 and whole.gemm_workers == whole.threads
+        assert whole.blas_threads == 1 and gemm.workers() == whole.threads
     finally:
         configure_process(None, "numpy")
 

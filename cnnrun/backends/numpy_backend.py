@@ -1,4 +1,4 @@
-"""Vectorised NumPy kernels in the batch-last layout: im2col by kernel tap, one BLAS product per
+"""Vectorised NumPy kernels in the batch-last layout: im2col by kernel tap, one matrix product per
 conv product.
 
 Same contract as :mod:`cnnrun.backends.reference` (the loops these are tested against): arrays
@@ -30,7 +30,9 @@ output pixel. It is filled with one strided copy per tap, and then:
   ``w[f, c, p, q] * dy[n, f, i, j]`` of every window that covered it. That is the correlation of
   the zero-padded, stride-dilated dY with the rotated kernel, without building either.
 
-Nothing here scatters with ``np.add.at``, and every array stays in its input's dtype.
+Every product goes through :func:`cnnrun.backends.gemm.matmul`: single-threaded BLAS calls on
+a fixed plan of blocks, so the bits do not depend on the thread count. Nothing here scatters
+with ``np.add.at``, and every array stays in its input's dtype.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from .elementwise import (  # noqa: F401
     tanh_backward,
     tanh_forward,
 )
+from .gemm import matmul
 
 NAME = "numpy"
 Pair = tuple[int, int]
@@ -113,7 +116,7 @@ def conv2d_forward(
     cols = im2col(batch_last(x_pad), (kh, kw), stride, dilation, (ho, wo))
     w = w.astype(x_pad.dtype, copy=False)
     # (F, C, kh, kw) -> (F, C*kh*kw) and (C, kh, kw, Ho, Wo, N) -> (C*kh*kw, Ho*Wo*N)
-    y_t = w.reshape(f, c * kh * kw) @ cols.reshape(c * kh * kw, ho * wo * n)
+    y_t = matmul(w.reshape(f, c * kh * kw), cols.reshape(c * kh * kw, ho * wo * n))
     return batch_first(y_t.reshape(f, ho, wo, n)), cols  # (F, Ho*Wo*N) -> (F, Ho, Wo, N)
 
 
@@ -123,14 +126,14 @@ def _product_over_pixels(cols: np.ndarray, dy_t: np.ndarray) -> np.ndarray:
     k, m = cols.shape
     blocks = m // REDUCTION_BLOCK
     if k > SHORT_KERNEL_AXIS or blocks < 2:
-        return cols @ dy_t.T  # (K, M) @ (M, F)
+        return matmul(cols, dy_t.T)  # (K, M) @ (M, F)
     split = blocks * REDUCTION_BLOCK
     # views: (K, B*512) -> (K, B, 512) -> (B, K, 512) and (F, B*512) -> (F, B, 512) -> (B, 512, F)
     cols_b = cols[:, :split].reshape(k, blocks, REDUCTION_BLOCK).transpose(1, 0, 2)
     dy_b = dy_t[:, :split].reshape(dy_t.shape[0], blocks, REDUCTION_BLOCK).transpose(1, 2, 0)
-    total = np.matmul(cols_b, dy_b).sum(axis=0)  # (K, F)
+    total = matmul(cols_b, dy_b).sum(axis=0)  # (K, F)
     if split < m:
-        total += cols[:, split:] @ dy_t[:, split:].T  # (K, rest) @ (rest, F)
+        total += matmul(cols[:, split:], dy_t[:, split:].T)  # (K, rest) @ (rest, F)
     return total
 
 
@@ -165,7 +168,7 @@ def conv2d_grad_input(
     n, _, ho, wo = dy.shape
     w = w.astype(dy.dtype, copy=False)
     # (F, C, kh, kw) -> (C*kh*kw, F) and dy (N, F, Ho, Wo) -> (F, Ho*Wo*N)
-    dcols = w.reshape(f, c * kh * kw).T @ batch_last(dy).reshape(f, ho * wo * n)
+    dcols = matmul(w.reshape(f, c * kh * kw).T, batch_last(dy).reshape(f, ho * wo * n))
     dcols = dcols.reshape(c, kh, kw, ho, wo, n)  # (C*kh*kw, Ho*Wo*N) -> (C, kh, kw, Ho, Wo, N)
     dx_t = np.zeros((c, *padded_hw, n), dtype=dy.dtype)
     for p in range(kh):

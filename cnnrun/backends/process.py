@@ -4,11 +4,15 @@
 ``threads`` and ``backend`` compute with the same settings whatever ran before them in the
 process (a notebook, a test session, a sweep's worker):
 
-* threads: BLAS and Numba share the cores. With the numba backend BLAS keeps a single thread:
-  the conv and pooling kernels then run on Numba's threads and BLAS only serves the small
-  Linear layers, and OpenBLAS's idle workers spin for a while after each product on the cores
-  that Numba's threads need next (measured on 2 cores: a LeNet step ran 10 times slower with
-  both at 2 threads). With the numpy backend BLAS takes every thread.
+* threads: the results do not depend on them. BLAS always has one thread: OpenBLAS's results
+  depend on its thread count (float32 LeNet products gave other bits on 2 threads than on 1),
+  so the products run through :func:`cnnrun.backends.gemm.matmul` instead, which cuts the large
+  ones into a plan of blocks made from the shapes alone, each one single-threaded BLAS call, on
+  a pool of ``threads`` threads. Numba's kernels (the numba backend) get ``threads`` threads and
+  are bit-identical at any count. A single-threaded BLAS also spares Numba's threads the cores
+  that OpenBLAS's idle workers spin on after each product (measured on 2 cores: a LeNet step on
+  the numba backend ran 10 times slower with BLAS and Numba both at 2 threads); the gemm pool's
+  idle threads wait without spinning.
 * memory: glibc hands freed blocks above 128 KiB back to the system, so every step faulted its
   large arrays back in, page by page (about 15% of a LeNet step at batch 256 on the numba
   backend). Freed memory is kept for reuse instead: blocks up to 32 MiB come from the heap, and
@@ -23,6 +27,7 @@ import sys
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from . import gemm
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class ProcessSettings:
     """What :func:`configure_process` set; ``str()`` is the phrase a run logs."""
 
     threads: int
+    gemm_workers: int
     blas_threads: int
     numba_threads: int
     freed_memory_kept: bool
@@ -37,8 +43,8 @@ class ProcessSettings:
     def __str__(self) -> str:
         memory = "freed memory kept" if self.freed_memory_kept else "default allocator"
         return (
-            f"threads {self.threads} (BLAS {self.blas_threads}, numba {self.numba_threads}), "
-            f"{memory}"
+            f"threads {self.threads} (gemm blocks {self.gemm_workers}, BLAS {self.blas_threads}, "
+            f"numba {self.numba_threads}), {memory}"
         )
 
 
@@ -51,9 +57,11 @@ def machine_cores() -> int:
 
 
 def configure_process(threads: int | None = None, backend: str = "numpy") -> ProcessSettings:
-    """Use ``threads`` threads (None or 0: :func:`machine_cores`) for Numba's kernels, OpenMP
-    and BLAS (BLAS: one under the numba backend), and keep freed memory for reuse; see the
-    module's notes. A sweep running k jobs at once gives each ``machine_cores() // k``."""
+    """Use ``threads`` threads (None or 0: :func:`machine_cores`) for the blocks of the matrix
+    products, Numba's kernels and OpenMP, one for BLAS, and keep freed memory for reuse; see the
+    module's notes. The results are the same at any ``threads``, and both backends get the same
+    settings (``backend`` is kept for the callers that name it). A sweep running k jobs at once
+    gives each ``machine_cores() // k``."""
     if threads is not None and (
         isinstance(threads, bool) or int(threads) != threads or threads < 0
     ):
@@ -67,10 +75,10 @@ def configure_process(threads: int | None = None, backend: str = "numpy") -> Pro
 
     numba_threads = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(numba_threads)
-    blas = 1 if str(backend).lower() == "numba" else n
     threadpool_limits(limits=n)  # OpenMP and every other pool
-    threadpool_limits(limits=blas, user_api="blas")
-    return ProcessSettings(n, blas, numba_threads, keep_freed_memory())
+    threadpool_limits(limits=1, user_api="blas")
+    gemm.set_workers(n)
+    return ProcessSettings(n, n, 1, numba_threads, keep_freed_memory())
 
 
 def keep_freed_memory() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backends.gemm import matmul
 from ..errors import ConfigError, ShapeError
 from .conv import check_count
 from .init import init_weight_and_bias
@@ -65,7 +66,7 @@ class Linear(Module):
                 f"{self.in_features}) array, got {got}"
             )
         self._x = x
-        y = x @ self.weight.data.astype(x.dtype, copy=False).T  # (N, out)
+        y = matmul(x, self.weight.data.astype(x.dtype, copy=False).T)  # (N, out)
         if self.bias is not None:
             y += self.bias.data.astype(x.dtype, copy=False)
         return y
@@ -73,13 +74,13 @@ class Linear(Module):
     def backward(self, dy):
         x = self._x
         w = self.weight.data.astype(dy.dtype, copy=False)
-        dW = dy.T @ x  # (out, N) @ (N, in)
+        dW = matmul(dy.T, x)  # (out, N) @ (N, in)
         self.weight.grad += dW
         db = None
         if self.bias is not None:
             db = dy.sum(axis=0)  # (out,)
             self.bias.grad += db
-        dx = dy @ w  # (N, out) @ (out, in)
+        dx = matmul(dy, w)  # (N, out) @ (out, in)
         if self.tracing:
             self.products = [
                 Product("dW", "matmul", [("dY^T", dy.T.shape), ("x", x.shape)], dW.shape),

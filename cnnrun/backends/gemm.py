@@ -1,0 +1,152 @@
+"""Matrix products whose bits depend on the operands alone, never on the thread count.
+
+OpenBLAS splits a product among its threads in a way that depends on how many it has, and the
+split changes the order in which the terms of a sum are added: with numpy's bundled OpenBLAS
+0.3.31 (Haswell), float32 ``a @ b`` gave other bits with 2 BLAS threads than with 1 for 7 of 8
+LeNet-sized shapes tried, among them (6, 25) @ (25, 18432), (32, 256) @ (256, 120) and
+(64, 1600) @ (1600, 10) (up to 4e-5 apart). A run's numbers, and a sweep's winner, then changed
+with the cores its launcher gave it.
+
+So after :func:`cnnrun.backends.configure_process` BLAS has one thread, and :func:`matmul` cuts
+a large product into a fixed plan of blocks along one axis of its *output* (the stack of a
+stacked product, or the rows of ``a``, or the columns of ``b``, whichever is longer), each block
+one single-threaded BLAS call writing straight into its slice of the result
+(``np.matmul(..., out=view)``: BLAS takes a strided row or column block of a C-contiguous
+array as it is), and the caller and a pool of ``threads - 1`` threads take the blocks in turn
+(NumPy releases the GIL in matmul). The plan is made from the shapes alone and no block splits
+the reduction axis, so every element of the result is the same sum in the same order whatever
+the pool's size, and whichever thread computed it.
+
+Before ``configure_process`` is called (a library user in a notebook) :func:`matmul` is plain
+``a @ b`` under the environment's BLAS settings: the promise holds for runs, which call it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+# a product is cut into a power of two of blocks of at least BLOCK_WORK multiply-adds (each BLAS
+# call, one per matrix of a stack, counted as CALL_WORK more: its own cost, about 5 us), at most
+# MAX_BLOCKS of them and none thinner than MIN_WIDTH rows or columns (stacks: one matrix). A block
+# is worth its thread's wake-up (some 30-50 us on 2 cores) only when it takes a few times that.
+BLOCK_WORK = 1 << 22
+CALL_WORK = 1 << 17
+MAX_BLOCKS = 16
+MIN_WIDTH = 64
+
+_workers: int | None = None  # None: configure_process has not been called
+_pool: ThreadPoolExecutor | None = None
+
+
+def set_workers(workers: int | None) -> None:
+    """Run blocks on ``workers`` threads from now on (1: in the caller's thread; None: back to
+    plain ``a @ b``). Called by :func:`cnnrun.backends.configure_process` only."""
+    global _workers, _pool
+    if workers == _workers:
+        return
+    if _pool is not None:
+        _pool.shutdown(wait=False)  # idle: every matmul waits for its blocks
+    _workers = workers
+    # the caller takes blocks too: the pool has the other workers' threads
+    _pool = ThreadPoolExecutor(workers - 1, "cnnrun-gemm") if workers and workers > 1 else None
+
+
+def workers() -> int | None:
+    """The threads that run the blocks (None: plain ``a @ b``, configure_process not called)."""
+    return _workers
+
+
+def _after_fork_in_child() -> None:
+    """A forked child inherits the pool without its threads: give it a pool of its own."""
+    global _workers, _pool
+    size, _workers, _pool = _workers, None, None
+    set_workers(size)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def plan(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[int, list[int]]:
+    """(axis of the output to cut, edges of the blocks along it) for ``a @ b``, from the shapes
+    alone; fewer than three edges: one call. 3-D products with the same stack are cut along the
+    stack, 2-D ones along the rows of ``a`` or the columns of ``b``, whichever is longer, at
+    multiples of :data:`MIN_WIDTH`; others (broadcasting, vectors) are one call."""
+    if len(a_shape) != len(b_shape) or a_shape[-1:] != b_shape[-2:-1]:
+        return 0, []  # vectors, or shapes that do not match: a @ b says why
+    if len(a_shape) == 3 and a_shape[0] == b_shape[0]:
+        axis, length, step = 0, a_shape[0], 1
+    elif len(a_shape) == 2:
+        axis = 0 if a_shape[0] >= b_shape[1] else 1
+        length, step = (a_shape[0], b_shape[1])[axis], MIN_WIDTH
+    else:
+        return 0, []
+    calls = a_shape[0] if len(a_shape) == 3 else 1
+    work = math.prod(a_shape) * b_shape[-1] + calls * CALL_WORK
+    most = min(MAX_BLOCKS, work // BLOCK_WORK, length // step)
+    if most < 2:
+        return axis, [0, length]
+    blocks = 1 << (most.bit_length() - 1)  # a power of two: as many for each of 2, 4, 8 threads
+    return axis, [length * i // blocks // step * step for i in range(blocks)] + [length]
+
+
+def _block(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int, lo: int, hi: int) -> None:
+    """Block ``[lo, hi)`` of the plan: one BLAS call writing into its slice of ``out`` (a block
+    of a stack: one call per matrix)."""
+    if out.ndim == 3:  # the stack
+        np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
+    elif axis == 0:  # rows of a
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
+    else:  # columns of b
+        np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+
+class _Product:
+    """The blocks of one product, each taken by whichever thread is free first (the caller or a
+    pool thread: which one computes a block changes none of its bits)."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, axis: int, edges: list[int]):
+        self.args = (a, b, np.empty((*a.shape[:-1], b.shape[-1]), np.result_type(a, b)), axis)
+        self.todo = iter(zip(edges[:-1], edges[1:]))
+        self.left = len(edges) - 1  # blocks not finished yet
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        """Compute blocks until none is left to take."""
+        while True:
+            with self.lock:
+                span = next(self.todo, None)
+            if span is None:
+                return
+            try:
+                _block(*self.args, *span)
+            except BaseException as error:  # handed to the caller, which waits for every block
+                self.error = error
+            with self.lock:
+                self.left -= 1
+                if self.left == 0:
+                    self.finished.set()
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (2-D, or 3-D with the same stack), computed by the plan of :func:`plan` on the
+    configured threads: the same bits whatever their number (see the module's notes)."""
+    if _workers is None:
+        return a @ b
+    axis, edges = plan(a.shape, b.shape)
+    if len(edges) < 3:
+        return a @ b
+    product = _Product(a, b, axis, edges)
+    for _ in range(min(_workers, len(edges) - 1) - 1):
+        _pool.submit(product.work)
+    product.work()  # the caller too: it waits only for blocks that a pool thread took
+    product.finished.wait()
+    if product.error is not None:
+        raise product.error
+    return product.args[2]
