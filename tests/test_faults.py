@@ -57,6 +57,7 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, straight, sig):
     assert line.startswith("cnnrun: error:") and signal.Signals(sig).name in line
     last = folder / "checkpoints" / "last.npz"
     assert f"trainer.resume={last}" in line
+    assert (folder / "cnnrun.log").read_text().count("checkpoint written to") == 1  # once
     meta = ckpt.load_checkpoint(last)["meta"]
     stopped_at = meta["step"]
     assert 0 < stopped_at < 3 * STEPS_PER_EPOCH

@@ -42,10 +42,10 @@ def sweep_args(folder: Path, launcher: str = "joblib") -> list[str]:
     return ["-m", *TINY, *LONG, *chosen, *SWEPT, f"hydra.sweep.dir={folder}"]
 
 
-def start_sweep(folder: Path, cwd: Path) -> subprocess.Popen:
+def start_sweep(folder: Path, cwd: Path, launcher: str = "joblib") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.Popen(
-        [sys.executable, "-m", "cnnrun", *sweep_args(folder)],
+        [sys.executable, "-m", "cnnrun", *sweep_args(folder, launcher)],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -175,3 +175,48 @@ def test_a_killed_submitit_job_is_recorded_and_the_summary_written(tmp_path):
     assert table[victim.name]["status"] == "failed"
     assert "ended without a result" in table[victim.name]["reason"]
     assert [r["status"] for j, r in table.items() if j != victim.name] == ["ok"]
+
+
+def test_the_same_sweep_started_twice_at_once_is_refused(tmp_path):
+    """The second one ran no job, exited 0, and overwrote the first one's multirun.yaml."""
+    sweep = tmp_path / "sweep"
+    first = start_sweep(sweep, tmp_path)
+    running_job(sweep, first)
+    plan = (sweep / "multirun.yaml").read_text()
+    second = run_cnnrun(sweep_args(sweep), tmp_path, timeout=120)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    line = last_line(second.stderr)
+    assert f"sweep folder {sweep} is in use by another sweep (PID {first.pid})" in line
+    assert (sweep / "multirun.yaml").read_text() == plan
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+
+
+def test_a_signal_stops_a_sweep_of_the_basic_launcher_after_its_current_job(tmp_path):
+    """Only the job in progress stopped; the next jobs started one after another."""
+    sweep = tmp_path / "sweep"
+    proc = start_sweep(sweep, tmp_path, launcher="")
+    job, _ = running_job(sweep, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in out + err
+    assert f"hydra.sweep.dir={sweep}" in last_line(err)
+    assert [p.name for p in sweep.glob("*_*") if p.is_dir()] == [job.name]  # none after it
+    again = run_cnnrun(sweep_args(sweep, launcher=""), tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from" in (job / "cnnrun.log").read_text()
+    assert {r["status"] for r in rows(sweep).values()} == {"ok"} and len(rows(sweep)) == 4
+
+
+def test_a_second_ctrl_c_stops_a_parallel_sweep_at_once_and_says_so(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = start_sweep(sweep, tmp_path)
+    running_job(sweep, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "Traceback" not in out + err
+    assert "SIGINT: the sweep stopped" in last_line(err)

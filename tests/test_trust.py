@@ -66,8 +66,9 @@ def test_resume_last_never_continues_another_run(tmp_path):
     [
         (["seed=1"], "seed 0 there, 1 here"),
         (["model=mlp"], "model.name 'lenet' there, 'mlp' here"),
-        (["data.image_size=10"], "data.image_size 12 there, 10 here"),
+        (["data.image_size=10"], "data.image_size (12, 12) there, (10, 10) here"),
         (["conv.padding=valid"], "conv.padding 'same' there, 'valid' here"),
+        (["optim=adam"], "optim.name 'sgd' there, 'adam' here"),
     ],
 )
 def test_a_checkpoint_of_another_experiment_is_refused(tmp_path, changed, named):
@@ -93,7 +94,7 @@ def test_optimiser_changes_need_the_command_line_and_are_recorded(tmp_path):
     forgot = run_cnnrun([*TINY, *run, "trainer.resume=last", "trainer.max_epochs=2"], tmp_path)
     assert forgot.returncode != 0 and "Traceback" not in forgot.stderr
     line = last_line(forgot.stderr)
-    assert "optim.lr 0.2 there, 0.05 here" in line and "set it on the command line" in line
+    assert "optim.lr 0.2 there, 0.05 here" in line and "pass optim.lr=0.2 to continue" in line
     assert snapshot(folder) == before
     said = run_cnnrun(
         [*TINY, *run, "trainer.resume=last", "trainer.max_epochs=2", "optim.lr=0.1"], tmp_path
@@ -118,6 +119,45 @@ def test_a_change_of_backend_on_resume_is_warned_and_recorded(tmp_path):
     assert meta["process"]["backend"] == "numba" and meta["process"]["threads"] >= 1
 
 
+def test_a_fresh_run_into_a_folder_that_holds_a_run_is_refused(tmp_path):
+    """It overwrote the checkpoints and metrics and mixed three runs' curves in tb/."""
+    out = tmp_path / "run"
+    train(run_config(out))
+    before = snapshot(out)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(run_config(out, ["seed=1"]))
+    assert snapshot(out) == before
+
+
+def test_a_job_that_started_from_a_checkpoint_continues_its_own(tmp_path):
+    """A sweep job given trainer.resume=<path> and interrupted went back to <path> when the
+    sweep ran again, and threw its own progress away."""
+    from cnnrun.run.resume import resolve_resume
+
+    given = tmp_path / "given.npz"
+    own = tmp_path / "job" / "checkpoints" / "last.npz"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"the job's own")
+    assert resolve_resume(str(given), own.parent.parent, continue_own=True) == own
+    assert resolve_resume(str(given), own.parent.parent, continue_own=False) == given
+
+
+def test_an_equal_size_written_otherwise_resumes(tmp_path):
+    out = tmp_path / "run"
+    train(run_config(out))
+    train(
+        run_config(out, ["trainer.resume=last", "trainer.max_epochs=2", "data.image_size=[12,12]"])
+    )
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
+
+
+def test_a_failed_start_leaves_no_new_folder_behind(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(CheckpointError, match="not found"):
+        train(run_config(out, [f"trainer.resume={tmp_path / 'nope.npz'}"]))
+    assert not out.exists()
+
+
 def test_resume_from_a_run_folder_takes_its_last_checkpoint(tmp_path):
     first = tmp_path / "first"
     train(run_config(first))
@@ -126,6 +166,16 @@ def test_resume_from_a_run_folder_takes_its_last_checkpoint(tmp_path):
     assert f"resumed from {last_of(first)}" in log_of(second)
     with pytest.raises(CheckpointError, match="has no checkpoints/last.npz"):
         train(run_config(tmp_path / "third", [f"trainer.resume={tmp_path / 'third'}"]))
+
+
+# -- 3. the same numbers at any thread count --------------------------------------------------
+def test_thread_count_does_not_change_a_run(tmp_path):
+    """The numpy backend's BLAS products gave other bits with other thread counts, so a
+    sweep's ranking depended on its launcher."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(run_config(one, ["backend.threads=1", "trainer.max_epochs=2"]))
+    train(run_config(two, ["backend.threads=2", "trainer.max_epochs=2"]))
+    assert_same_arrays(arrays(last_of(one)), arrays(last_of(two)))
 
 
 # -- 4. one run per folder --------------------------------------------------------------------
@@ -142,6 +192,42 @@ def test_a_locked_folder_is_refused_and_left_alone(tmp_path):
     finally:
         os.close(fd)
     assert snapshot(out) == before
+
+
+HOLD_LOCKF = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_without_flock_a_lock_file_is_used_and_its_holder_named(tmp_path, monkeypatch):
+    """NFS cannot flock a folder opened read-only, Lustre with noflock not at all (ENOSYS):
+    that was a traceback, or no lock. Now a POSIX lock on .cnnrun.lock stands in."""
+    import errno
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCKF, str(out / ".cnnrun.lock")], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+
+        def no_flock(fd, op):
+            raise OSError(errno.ENOSYS, "Function not implemented")
+
+        monkeypatch.setattr(fcntl, "flock", no_flock)
+        with pytest.raises(FolderInUse, match=f"PID {holder.pid}"):
+            train(run_config(out))
+    finally:
+        holder.kill()
+        holder.wait()
+    train(run_config(out))  # the holder gone, the lock file serves this run
+    assert (out / "metrics.json").is_file()
 
 
 @pytest.mark.slow  # two `python -m cnnrun` processes at once
@@ -352,3 +438,30 @@ def test_start_up_faults_are_one_line(small_mount, tmp_path):
     result = run_cnnrun([*TINY, f"hydra.run.dir={small_mount / 'ro'}"], tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_changed_meta_entry_is_named(tmp_path):
+    """The seed, config and RNG states live in the meta entry: they are checked too."""
+    out = tmp_path / "run"
+    train(run_config(out))
+    with np.load(last_of(out), allow_pickle=False) as data:
+        items = {k: data[k] for k in data.files}
+    meta = json.loads(str(items["meta"]))
+    meta["epoch"] = 7
+    items["meta"] = np.array(json.dumps(meta))
+    changed = tmp_path / "changed.npz"
+    np.savez(changed, **items)
+    with pytest.raises(CheckpointError, match="changed meta"):
+        ckpt.load_checkpoint(changed)
+
+
+def test_results_are_readable_by_others_as_the_rest_of_the_folder_is(tmp_path):
+    """mkstemp made every atomically written file 0600: metrics, checkpoints, .hydra/."""
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        train(run_config(out))
+    finally:
+        os.umask(old)
+    for name in ("metrics.json", "shape_trace.md", "checkpoints/last.npz"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name

@@ -47,8 +47,9 @@ def save_checkpoint(path: str | Path, model, optimizer, meta: dict) -> Path:
         "format": FORMAT,
         "version": VERSION,
         "optimizer": {k: opt_state[k] for k in ("type", "hyper", "steps", "param_names")},
-        "hashes": {k: array_hash(v) for k, v in arrays.items()},
     }
+    info["hashes"] = {k: array_hash(v) for k, v in arrays.items()}
+    info["hashes"]["meta"] = meta_hash(info)
     arrays["meta"] = np.array(json.dumps(info))
     return atomic_write(path, lambda f: np.savez(f, **arrays), what="checkpoint")
 
@@ -63,6 +64,7 @@ def atomic_write(path: Path, write, what: str = "file") -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -79,6 +81,12 @@ def atomic_write(path: Path, write, what: str = "file") -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -140,7 +148,7 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{', '.join(map(str, READS))}"
         )
     if meta["version"] >= 2:
-        _verify(path, arrays, meta.get("hashes") or {})
+        _verify(path, arrays, meta)
     model = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
     optim: dict[int, dict[str, np.ndarray]] = {}
     for k, v in arrays.items():
@@ -150,9 +158,24 @@ def load_checkpoint(path: str | Path) -> dict:
     return {"meta": meta, "model": model, "optim": optim}
 
 
-def _verify(path: Path, arrays: dict, hashes: dict) -> None:
-    """Every array as written: none changed, missing or added since."""
-    changed = sorted(k for k in arrays.keys() & hashes.keys() if array_hash(arrays[k]) != hashes[k])
+def meta_hash(meta: dict) -> str:
+    """SHA-256 of the meta entry (its own hashes left out): the config, seed, RNG states and
+    position are checked as the arrays are."""
+    rest = {k: v for k, v in meta.items() if k != "hashes"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
+def _verify(path: Path, arrays: dict, meta: dict) -> None:
+    """Every array and the meta entry as written: none changed, missing or added since."""
+    hashes = dict(meta.get("hashes") or {})
+    if hashes.pop("meta", None) not in (None, meta_hash(meta)):
+        arrays = {**arrays, "meta": None}
+        hashes["meta"] = ""  # reported as changed below
+    changed = sorted(
+        k
+        for k in arrays.keys() & hashes.keys()
+        if arrays[k] is None or array_hash(arrays[k]) != hashes[k]
+    )
     missing, extra = sorted(hashes.keys() - arrays.keys()), sorted(arrays.keys() - hashes.keys())
     found = (("changed", changed), ("missing", missing), ("not written by it", extra))
     problems = [f"{what} {', '.join(names)}" for what, names in found if names]

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from ..errors import CnnrunError
+from .signals import StopSweep
 
 EXIT_USAGE = 2
 
@@ -83,6 +84,10 @@ def run_cli(entry: Callable[[], object]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         entry()
+    except StopSweep as stop:  # a signal to a sweep: its job in progress has its checkpoint
+        if wants_trace:
+            raise
+        fail(str(stop), stop.exit_code)
     except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
         if wants_trace:
             raise

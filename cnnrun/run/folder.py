@@ -18,6 +18,7 @@ import errno
 import fcntl
 import logging
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -64,9 +65,13 @@ def _cannot_write(out: Path, err: OSError) -> CnnrunError:
     )
 
 
-def lock_folder(out: Path) -> int:
+def lock_folder(out: Path, what: str = "run") -> int:
     """An exclusive lock on ``out`` (made if missing), as an open descriptor; a
-    :class:`FolderInUse` naming the holder when another process has it."""
+    :class:`FolderInUse` naming the holder when another process has it.
+
+    A ``flock`` on the folder itself where the file system has it; where it does not (NFS
+    emulates flock with POSIX locks, which a folder opened read-only cannot take; Lustre
+    mounted ``noflock``), a POSIX lock on ``.cnnrun.lock`` in the folder."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
@@ -74,19 +79,51 @@ def lock_folder(out: Path) -> int:
         raise _cannot_write(out, err) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
     except BlockingIOError:
         holder = lock_holder(fd)
         os.close(fd)
-        pid = f" (PID {holder})" if holder else ""
-        raise FolderInUse(
-            f"run folder {out} is in use by another run{pid}: wait for it to end, or give "
-            "this run a folder of its own (hydra.run.dir=...)"
-        ) from None
-    except OSError as err:  # a file system without flock (some network mounts)
-        if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EBADF, errno.EINVAL):
-            raise
-        log.warning("run folder %s cannot be locked (%s): run one run at a time in it", out, err)
-    return fd
+        raise _in_use(out, holder, what) from None
+    except OSError as err:
+        os.close(fd)
+        if err.errno not in NO_FLOCK:
+            raise _cannot_write(out, err) from None
+    return _lock_file(out, what)
+
+
+NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EBADF, errno.EINVAL, errno.ENOSYS)
+LOCK_FILE = ".cnnrun.lock"
+
+
+def _in_use(out: Path, holder: int | None, what: str) -> FolderInUse:
+    pid = f" (PID {holder})" if holder else ""
+    key = "hydra.sweep.dir" if what == "sweep" else "hydra.run.dir"
+    return FolderInUse(
+        f"{what} folder {out} is in use by another {what}{pid}: wait for it to end, or give "
+        f"this {what} a folder of its own ({key}=...)"
+    )
+
+
+def _lock_file(out: Path, what: str) -> int:
+    """A POSIX write lock on ``out/.cnnrun.lock``; its holder's PID comes from F_GETLK."""
+    try:
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise _cannot_write(out, err) from None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EAGAIN):
+            os.close(fd)
+            log.warning(
+                "run folder %s cannot be locked (%s): run one run at a time in it", out, err
+            )
+            return os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+        query = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
+        holder = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, query))[4]
+        os.close(fd)
+        raise _in_use(out, holder or None, what) from None
 
 
 def lock_holder(fd: int) -> int | None:
@@ -156,18 +193,20 @@ class RunFolder:
         self.fd: int | None = None
         self.held: _Held | None = None
         self.handler: logging.Handler | None = None
+        self.made = False
 
     def __enter__(self) -> RunFolder:
-        self.fd = lock_folder(self.out)
-        try:
-            check_writable(self.out)
-        except BaseException:
-            self._unlock()
-            raise
-        self.held = _Held()
+        self.held = _Held()  # first: a warning about the lock belongs in cnnrun.log too
         log.addHandler(self.held)
         if log.level == logging.NOTSET or log.level > logging.INFO:
             log.setLevel(logging.INFO)
+        self.made = not self.out.exists()  # by this run, outside Hydra (which makes its own)
+        try:
+            self.fd = lock_folder(self.out)
+            check_writable(self.out)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def commit(self, cfg: DictConfig) -> None:
@@ -186,10 +225,15 @@ class RunFolder:
                 self.handler.handle(record)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.held is not None:
+        from .signals import Interrupted
+
+        if self.held is not None:  # ended before commit: nothing of this run is kept
             log.removeHandler(self.held)
+            self.held = None
+            if self.made and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()
         if self.handler is not None:
-            if exc is not None and not isinstance(exc, FolderInUse):
+            if exc is not None and not isinstance(exc, Interrupted):  # logged where it arose
                 self.handler.handle(_error_record(exc))
             log.removeHandler(self.handler)
             self.handler.close()

@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -32,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..errors import ConfigError
 from .folder import HYDRA_FILES, write_hydra_files
 from .signals import Interrupted, SignalGuard, override
-from .sweep import cores, write_status
+from .sweep import cores, finished, write_status
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,14 @@ def _job_config(launcher, idx: int, overrides: Sequence[str]) -> DictConfig:
 
 def _child(conn, launcher, idx: int, overrides: Sequence[str]) -> None:
     """In the job's process: run it and send its JobReturn back. The job has a process group
-    of its own, so that a Ctrl-C in the terminal reaches the sweep, which passes it on once."""
+    of its own, so that a Ctrl-C in the terminal reaches the sweep, which passes it on once.
+    A Ctrl-C that ends the job before its checkpoint guard is up (or a second one) ends the
+    process quietly: the sweep records it."""
     os.setpgid(0, 0)
     for s in SignalGuard.SIGNALS:  # the sweep's handlers are not the job's
         signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SignalGuard.SIGNALS)  # blocked by the fork
         cfg = _job_config(launcher, idx, overrides)
         ret = run_job(
             hydra_context=launcher.hydra_context,
@@ -68,11 +72,11 @@ def _child(conn, launcher, idx: int, overrides: Sequence[str]) -> None:
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the result is what is left to do
         conn.send(_plain(ret))
-    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, quietly
-        os._exit(128 + signal.SIGINT)
-    finally:
         conn.close()
+    except KeyboardInterrupt:
+        os._exit(128 + signal.SIGINT)
 
 
 def _plain(ret: JobReturn) -> JobReturn:
@@ -97,13 +101,8 @@ def _lost(launcher, idx: int, overrides: Sequence[str], reason: str) -> JobRetur
     sweeper, so that the other jobs and the summary go on."""
     cfg = _job_config(launcher, idx, overrides)
     folder = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-    log.error("job %d (%s) %s: recorded as failed", idx, " ".join(overrides), reason)
     task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / HYDRA_FILES).exists():
-        write_hydra_files(folder, task_cfg)
-    write_status(folder, "failed", reason)
-    return JobReturn(
+    ret = JobReturn(
         overrides=list(overrides),
         cfg=task_cfg,
         hydra_cfg=cfg,
@@ -112,6 +111,16 @@ def _lost(launcher, idx: int, overrides: Sequence[str], reason: str) -> JobRetur
         status=JobStatus.COMPLETED,
         _return_value=math.nan,
     )
+    done = finished(folder)
+    if done is not None:  # killed after it had recorded its result
+        ret.return_value = done
+        return ret
+    log.error("job %d (%s) %s: recorded as failed", idx, " ".join(overrides), reason)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / HYDRA_FILES).exists():
+        write_hydra_files(folder, task_cfg)
+    write_status(folder, "failed", reason)
+    return ret
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
@@ -135,8 +144,10 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             results = sweep.run(at_once)
         except KeyboardInterrupt:  # a second Ctrl-C: the jobs stop at once too
             sweep.pass_on(signal.SIGINT)
-            raise
-    if guard.received is not None:
+            sweep.wait(timeout=10.0)
+            results = sweep.results
+    stopped = sweep.stopped or any(r is None for r in results)
+    if guard.received is not None and stopped:
         name = signal.Signals(guard.received).name
         done = sum(r is not None for r in results)
         raise Interrupted(
@@ -156,6 +167,7 @@ class _Jobs:
         self.results: list[JobReturn | None] = [None] * len(jobs)
         self.running: dict = {}  # the read end of a job's pipe -> (position, process)
         self.passed_on = False
+        self.stopped = False
 
     def run(self, at_once: int) -> list:
         context = multiprocessing.get_context("fork")
@@ -167,7 +179,12 @@ class _Jobs:
                     break
                 receive, send = context.Pipe(duplex=False)
                 proc = context.Process(target=_child, args=(send, self.launcher, *self.jobs[k]))
-                proc.start()
+                # a signal between the fork and the job's own handlers waits for the latter
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SignalGuard.SIGNALS)
+                try:
+                    proc.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 send.close()  # the job holds the only write end: its end is our EOF
                 self.running[receive] = (k, proc)
             if not self.running:
@@ -177,7 +194,14 @@ class _Jobs:
     def pass_on(self, signum: int) -> None:
         for _, proc in self.running.values():
             if proc.is_alive():
+                self.stopped = True  # a job in progress was stopped by the signal
                 os.kill(proc.pid, signum)
+
+    def wait(self, timeout: float) -> None:
+        """Collect what the running jobs leave, for at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            self._collect()
 
     def _collect(self) -> None:
         """Wait for a job to send its result or end, and record what it left."""
@@ -189,7 +213,7 @@ class _Jobs:
             k, proc = self.running.pop(receive)
             try:
                 ret = receive.recv()
-            except (EOFError, OSError):  # it ended without sending anything
+            except Exception:  # noqa: BLE001 - nothing sent (EOF), or nothing readable
                 ret = None
             receive.close()
             proc.join()

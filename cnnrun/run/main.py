@@ -15,10 +15,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ..errors import CnnrunError
 from .cli import describe, fail, run_cli, trace_wanted
 from .config import config_dir
 from .folder import HYDRA_FILES, FolderInUse, write_hydra_files
-from .sweep import finished, pending_failure, write_status
+from .signals import Interrupted, StopSweep
+from .sweep import finished, in_sweep_process, pending_failure, write_status
 
 
 def _register_launcher() -> None:
@@ -59,7 +61,8 @@ def _task(cfg: DictConfig) -> float:
 def _sweep_job(cfg: DictConfig, train) -> float:
     """One job of a sweep: its failure is recorded in its folder (status.json, cnnrun.log) and
     returned as NaN, so that the other jobs still run; the sweep's summary reports it. A job
-    that finished in an earlier run of the same sweep command is kept as it is."""
+    that finished in an earlier run of the same sweep command is kept as it is. A signal to
+    the sweep's own process (Hydra's basic launcher runs the jobs in it) stops the sweep."""
     out = Path(HydraConfig.get().runtime.output_dir)
     log = logging.getLogger("cnnrun")
     done = finished(out)
@@ -68,20 +71,28 @@ def _sweep_job(cfg: DictConfig, train) -> float:
         return done
     try:
         loss = train(cfg)
-    except FolderInUse as err:  # another live process runs this very job: its folder is not ours
-        log.error("job not run: %s", err)
-        return math.nan
+    except FolderInUse:  # another live process runs this very job: its folder is not ours
+        raise
     except Exception as err:
         reason = describe(err)
         if reason is None:  # a bug, not a bad value: its traceback is in the job's log
             reason = f"{type(err).__name__}: {err}"
         log.error("job failed: %s", reason)
-        if not (out / HYDRA_FILES).exists():  # failed before its start: the summary's overrides
-            write_hydra_files(out, cfg)
-        write_status(out, "failed", reason)
+        _record_failure(out, cfg, reason)
+        if isinstance(err, Interrupted) and in_sweep_process():
+            raise StopSweep(str(err), err.exit_code) from None
         return math.nan
     write_status(out, "ok")
     return loss
+
+
+def _record_failure(out: Path, cfg: DictConfig, reason: str) -> None:
+    try:
+        if not (out / HYDRA_FILES).exists():  # failed before its start: the summary's overrides
+            write_hydra_files(out, cfg)
+        write_status(out, "failed", reason)
+    except CnnrunError as err:  # a full disk: the sweep goes on, the summary lacks this row
+        logging.getLogger("cnnrun").error("could not record the failure: %s", err)
 
 
 def main() -> None:

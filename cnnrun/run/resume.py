@@ -23,23 +23,35 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import CheckpointError
+from ..models import takes_default_padding
 from .folder import absolute
 
 log = logging.getLogger("cnnrun")
 
 # what makes two runs the same experiment: must match on any resume
-SAME_EXPERIMENT = ("model", "conv.padding", "data", "seed")
-NOT_COMPARED = ("data.root",)  # the data may move between machines
+SAME_EXPERIMENT = ("model", "conv.padding", "data", "seed", "optim.name")
+# the data may move between machines, and checking its files changes no number
+NOT_COMPARED = ("data.root", "data.verify_checksums")
 EXPLICIT_ONLY = ("optim",)  # may change, where the command line says so
 WARN_ONLY = ("backend.name",)
 SHOWN = 4  # differences spelled out in the one-line refusal
 
 
 def resolve_resume(resume: str | None, out: Path, continue_own: bool) -> Path | None:
-    """The checkpoint to continue from, or None for a fresh start."""
+    """The checkpoint to continue from, or None for a fresh start. A sweep job or a requeued
+    job that has its own checkpoint continues it, whatever ``trainer.resume`` says (that was
+    where it started from). Without ``trainer.resume``, a folder that already holds a run's
+    checkpoint is refused: a fresh run would overwrite it."""
     own = out / "checkpoints" / "last.npz"
+    if continue_own and own.is_file():
+        return own
     if resume is None:
-        return own if continue_own and own.is_file() else None
+        if own.is_file():
+            raise CheckpointError(
+                f"run folder {out} already holds a run ({own}): continue it with "
+                "trainer.resume=last, or give this run a folder of its own"
+            )
+        return None
     if str(resume) != "last":
         path = Path(absolute(resume))
         if path.is_dir():
@@ -104,6 +116,14 @@ def _leaves(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, object]:
         elif hasattr(node, "name") and not isinstance(node, (str, int, float)):
             node = node.name  # an enum value
         out.update(_flat(node, key))
+    size = [v for k, v in sorted(out.items()) if k.startswith("data.image_size")]
+    if size:  # 12 and [12, 12] are the same size: one leaf, (H, W)
+        for k in [k for k in out if k.startswith("data.image_size")]:
+            del out[k]
+        out["data.image_size"] = tuple(size * 2 if len(size) == 1 else size)
+    model = OmegaConf.select(cfg, "model", default=None)
+    if model is not None and "layers" in model and not takes_default_padding(model):
+        out.pop("conv.padding", None)  # every conv layer sets its own
     return {k: v for k, v in out.items() if k not in NOT_COMPARED}
 
 
@@ -135,13 +155,15 @@ def check_resume(meta: dict, cfg: DictConfig, path: Path, explicit: set[str] | N
     except Exception:  # noqa: BLE001 - any YAML problem: the checkpoint is damaged
         raise CheckpointError(f"checkpoint {str(path)!r}: its config cannot be read") from None
     other = _differences(was, cfg, SAME_EXPERIMENT)
-    optim = _differences(was, cfg, EXPLICIT_ONLY)
+    optim = {k: v for k, v in _differences(was, cfg, EXPLICIT_ONLY).items() if k not in other}
     implicit = {k: v for k, v in optim.items() if not _explicit(k, explicit)}
     if other or implicit:
+        keep = " ".join(f"{k}={was}" for k, (was, _) in implicit.items())
         hint = (
-            f"; to change {', '.join(implicit)} on resume, set it on the command line"
+            f"; pass {keep} to continue as the checkpoint did, or give the new value on the "
+            "command line to change it"
             if implicit and not other
-            else "; resume with the same model, data and seed, or start a new run"
+            else "; resume with the same model, optimiser, data and seed, or start a new run"
         )
         raise CheckpointError(
             f"checkpoint {str(path)!r} is from another run: {_spelled({**other, **implicit})}"

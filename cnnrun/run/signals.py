@@ -21,7 +21,23 @@ class Interrupted(CnnrunError):
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
-        self.exit_code = 128 + signum
+        self.signum, self.exit_code = signum, 128 + signum
+
+    def __reduce__(self):  # sent back from a sweep's job process
+        return (type(self), (str(self), self.signum))
+
+
+class StopSweep(BaseException):
+    """The whole sweep stops: a signal to the process that runs its jobs one after another
+    (Hydra's basic launcher; the job in progress wrote its checkpoint and status, and the jobs
+    left must not start), or its folder in use by another sweep. A BaseException, so that
+    neither Hydra's run_job (which records an Exception as the job's return and goes on) nor
+    its callbacks (which turn one into a warning) swallow it; the command line prints it as
+    its one line."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class SignalGuard:

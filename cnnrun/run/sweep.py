@@ -20,6 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ..errors import CnnrunError
 from .checkpoint import atomic_write_text
 
 STATUS_FILE = "status.json"
@@ -157,8 +158,30 @@ def pending_failure() -> str | None:
     return _failure
 
 
+_sweep_pid: int | None = None
+
+
+def in_sweep_process() -> bool:
+    """Whether this is the process that runs the sweep (and, under Hydra's basic launcher,
+    its jobs), rather than a job's process of its own."""
+    return _sweep_pid == os.getpid()
+
+
 class SweepSummary(Callback):
-    """At the end of a multirun: ``summary.csv`` and the table, best first."""
+    """At the start of a multirun, a lock on the sweep's folder (a second sweep into it, run
+    again while the first is still running, stops at once); at the end, ``summary.csv`` and
+    the table, best first."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .folder import FolderInUse, lock_folder
+        from .signals import StopSweep
+
+        global _sweep_pid
+        _sweep_pid = os.getpid()
+        try:  # held to the end of the process; job processes forked from it share it
+            self.lock = lock_folder(Path(config.hydra.sweep.dir), what="sweep")
+        except (FolderInUse, CnnrunError) as err:
+            raise StopSweep(str(err), 2) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
