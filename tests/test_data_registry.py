@@ -33,8 +33,7 @@ def tiny():
     @register("tiny", channels=1, classes=("a", "b", "c"))
     def load_tiny(request: Request) -> Splits:
         seen.append(request)
-        x, y = tiny_images(0)
-        return Splits(*split_by_class(x, y, request.val_fraction, request.rng))
+        return Splits(*tiny_images(0))  # its training files: no test files of its own
 
     try:
         yield seen
@@ -44,15 +43,19 @@ def tiny():
 
 def test_a_registered_data_set_loads_normalised_and_split(tiny):
     assert names()[-1] == "tiny" and "tiny" not in DATASETS
-    data = load_data("tiny", val_fraction=0.25, seed=3)
+    data = load_data("tiny", val_fraction=0.25, test_fraction=0.2, seed=3)
     x, y = tiny_images(0)
-    x_train, y_train, x_val, y_val = split_by_class(x, y, 0.25, np.random.default_rng(3))
+    rng = np.random.default_rng(3)  # the test split first, then validation from the rest
+    x, y, x_test, y_test = split_by_class(x, y, 0.2, rng)
+    x_train, y_train, x_val, y_val = split_by_class(x, y, 0.25, rng)
     mean = x_train.astype(np.float64).mean(axis=(0, 2, 3), keepdims=True)
     std = x_train.astype(np.float64).std(axis=(0, 2, 3), keepdims=True)
     np.testing.assert_allclose(data.x_train, (x_train - mean) / std, atol=1e-5)
     np.testing.assert_allclose(data.x_val, (x_val - mean) / std, atol=1e-5)  # train stats
     np.testing.assert_array_equal(data.y_train, y_train)
     np.testing.assert_array_equal(data.y_val, y_val)
+    np.testing.assert_allclose(data.x_test, (x_test - mean) / std, atol=1e-5)
+    np.testing.assert_array_equal(data.y_test, y_test)
     assert data.x_train.dtype == np.float32 and data.y_val.dtype == np.int64
     assert (data.name, data.classes, data.num_classes) == ("tiny", ["a", "b", "c"], 3)
     assert (data.channels, data.image_size) == (1, (4, 6))
@@ -63,7 +66,7 @@ def test_a_registered_data_set_loads_normalised_and_split(tiny):
 
 def test_a_registered_data_set_is_resized_and_checked(tiny, tmp_path):
     data = load_data("Tiny", root=tmp_path, image_size=(8, 3), channels=1, num_classes=3)
-    assert data.x_train.shape == (10, 1, 8, 3) and data.image_size == (8, 3)
+    assert data.x_train.shape == (8, 1, 8, 3) and data.image_size == (8, 3)
     assert abs(float(data.x_train.mean())) < 1e-5
     assert tiny[0].root == tmp_path.resolve() and tiny[0].image_size == (8, 3)
     with pytest.raises(DataError, match="data set tiny has channels=1, got channels=3"):
@@ -94,7 +97,8 @@ def test_a_data_set_without_fixed_channels_reads_them_from_the_request():
         again = load_data("free", channels=2, num_samples=8, seed=1)
     finally:
         unregister("free")
-    assert data.x_train.shape == (4, 2, 3, 3) and data.classes == ["p", "q"]
+    assert data.x_train.shape == (3, 2, 3, 3) and data.classes == ["p", "q"]
+    assert data.x_test.shape == (4, 2, 3, 3)  # its own test files, as they are
     np.testing.assert_array_equal(data.x_val, again.x_val)  # the rng comes from the seed
 
 

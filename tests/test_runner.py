@@ -215,7 +215,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, model, optim):
     """1 epoch, then resumed to 3, ends bit for bit where 3 epochs in one go end."""
     straight = tmp_path / "straight"
     first, resumed = tmp_path / "first", tmp_path / "resumed"
-    common = [f"model={model}", f"optim={optim}", "data.num_samples=48", "seed=3"]  # 3 batches
+    common = [f"model={model}", f"optim={optim}", "data.num_samples=64", "seed=3"]  # 3 batches
     loss_straight = train(run_config(straight, [*common, "trainer.max_epochs=3"]))
     train(run_config(first, [*common, "trainer.max_epochs=1"]))
     resume_from = first / "checkpoints" / "last.npz"

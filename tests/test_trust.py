@@ -108,6 +108,7 @@ def test_optimiser_changes_need_the_command_line_and_are_recorded(tmp_path):
     assert "resume: optim.lr is 0.1, the checkpoint's was 0.2" in log_of(folder)
 
 
+@pytest.mark.slow  # numba's kernels: loaded from its cache, compiled on a fresh machine
 def test_a_change_of_backend_on_resume_is_warned_and_recorded(tmp_path):
     out = tmp_path / "run"
     train(run_config(out))
@@ -280,7 +281,7 @@ def kill_after_writing(tmp_path, name: str, epoch: int, args: list[str]) -> None
 
 @pytest.mark.slow  # real processes killed with SIGKILL
 def test_a_kill_between_the_two_checkpoints_leaves_them_consistent(tmp_path):
-    schedule = [*TINY, "trainer.max_epochs=3", "optim.lr=0.02"]
+    schedule = [*TINY, "trainer.max_epochs=3", "optim.lr=0.02", "data.num_samples=256"]
     straight = tmp_path / "straight"
     assert run_cnnrun([*schedule, f"hydra.run.dir={straight}"], tmp_path).returncode == 0
     folder = tmp_path / "killed"
@@ -299,14 +300,16 @@ def test_a_kill_between_the_two_checkpoints_leaves_them_consistent(tmp_path):
 def test_a_stale_best_is_repaired_from_last_on_resume(tmp_path):
     """A kill between last.npz and best.npz (the order before) left best.npz behind for good."""
     out = tmp_path / "run"
-    train(run_config(out, ["optim.lr=0.02"]))
+    improving = ["optim.lr=0.02", "data.num_samples=256"]  # validation improves in epoch 2
+    resumed = [*improving, "trainer.resume=last", "trainer.max_epochs=2"]
+    train(run_config(out, improving))
     stale = tmp_path / "best-after-epoch-1.npz"
     stale.write_bytes((out / "checkpoints" / "best.npz").read_bytes())
-    train(run_config(out, ["optim.lr=0.02", "trainer.resume=last", "trainer.max_epochs=2"]))
+    train(run_config(out, resumed))
     meta = ckpt.load_checkpoint(last_of(out))["meta"]
     assert meta["val_loss"] == meta["best_val_loss"]  # epoch 2 was the best: best.npz is it
     (out / "checkpoints" / "best.npz").write_bytes(stale.read_bytes())  # as the kill left it
-    train(run_config(out, ["optim.lr=0.02", "trainer.resume=last", "trainer.max_epochs=2"]))
+    train(run_config(out, resumed))
     assert "repaired" in log_of(out)
     assert sha256(out / "checkpoints" / "best.npz") == sha256(last_of(out))
 

@@ -1,10 +1,10 @@
 """``cifar10``: 60,000 32x32 colour images in ten classes, CIFAR-10's python version.
 
-The files are the pickled batches ``data_batch_1`` to ``data_batch_5`` (the train split) and
-``test_batch`` (the validation split), looked for in ``root/cifar-10-batches-py`` (where the
-official archive unpacks), then ``root/cifar10/cifar-10-batches-py``, then ``root`` itself.
-With ``verify_checksums`` each must have its published MD5 digest.
-"""
+The files are the pickled batches ``data_batch_1`` to ``data_batch_5`` (the training files:
+validation is held out of them, ``val_fraction``) and ``test_batch`` (the test split), looked
+for in ``root/cifar-10-batches-py`` (where the official archive unpacks), then
+``root/cifar10/cifar-10-batches-py``, then ``root`` itself. With ``verify_checksums`` each
+must have its published MD5 digest."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ _CIFAR10_MD5 = {  # the python batches, as listed by torchvision
 
 @register("cifar10", channels=3, classes=CIFAR10_CLASSES, order=20)
 def load_cifar10(request: Request) -> Splits:
-    """Train (batches 1-5) and test splits as ``(N, 3, 32, 32)`` float32 in [0, 1]."""
+    """The training batches 1-5 and the test batch as ``(N, 3, 32, 32)`` float32 in [0, 1]."""
     root = request.root
     paths = _batch_paths(root, request.verify_checksums)
     train = [read_cifar_batch(paths[f"data_batch_{i}"]) for i in range(1, 6)]

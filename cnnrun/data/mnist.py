@@ -5,9 +5,11 @@ Each is four IDX files, gzipped (``.gz``, as downloaded) or not::
     train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
 
 looked for in ``root/mnist`` (``root/fashion_mnist``), then ``root/MNIST/raw``
-(``root/FashionMNIST/raw``) as torchvision leaves them, then ``root`` itself. The train files
-are the train split, t10k the validation split. With ``verify_checksums`` the files under their
-official ``.gz`` names must have the published MD5 digests.
+(``root/FashionMNIST/raw``) as torchvision leaves them, then ``root`` itself. The t10k files
+are the test split; validation is held out of the train files (``val_fraction``). With
+``verify_checksums`` the gzipped files must have the published MD5 digests. The uncompressed
+files have no published digests, so they are checked by their structure only (IDX magic
+numbers, sizes, label range).
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def load_fashion_mnist(request: Request) -> Splits:
 
 
 def _load_idx_set(spec: _IdxSet, root: Path, verify: bool) -> Splits:
-    """Train and t10k splits as ``(N, 1, H, W)`` float32 in [0, 1] and int64 labels."""
+    """The train files and the t10k (test) files as ``(N, 1, H, W)`` float32 in [0, 1] and
+    int64 labels."""
     paths = _idx_paths(spec, root, verify)
     train_x, train_y = _read_pair(paths, "train")
     val_x, val_y = _read_pair(paths, "t10k")

@@ -1,5 +1,5 @@
-"""Standardisation per channel with the *train* split's mean and std, applied to both splits
-(the validation split is never looked at to fit it)."""
+"""Standardisation per channel with the *train* split's mean and std, applied to every split
+(validation and test are never looked at to fit it)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,9 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndar
     return mean, np.where(std > 1e-8, std, 1.0)  # a constant channel is only centred
 
 
-def standardise(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both ``(N, C, H, W)`` splits as float32 ``(x - mean) / std``, with the train stats."""
+def standardise(x_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The ``(N, C, H, W)`` splits as float32 ``(x - mean) / std``, with the train stats."""
     mean, std = channel_stats(x_train)
     shift = mean.astype(np.float32)[:, None, None]  # (C, 1, 1), broadcasts over (N, C, H, W)
     scale = (1.0 / std).astype(np.float32)[:, None, None]
-    x_train = ((x_train - shift) * scale).astype(np.float32, copy=False)
-    x_val = ((x_val - shift) * scale).astype(np.float32, copy=False)
-    return x_train, x_val
+    return tuple(((x - shift) * scale).astype(np.float32, copy=False) for x in (x_train, *others))

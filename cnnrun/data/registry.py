@@ -6,8 +6,12 @@ Adding a data set is one module in this package (and its ``conf/data/<name>.yaml
 
     @register("tiny", channels=1, classes=("no", "yes"))
     def load_tiny(request: Request) -> Splits:
-        ...  # (N, 1, H, W) float32 in [0, 1] and (N,) labels, for train and validation
-        return Splits(x_train, y_train, x_val, y_val)
+        ...  # (N, 1, H, W) float32 in [0, 1] and (N,) labels: the training files, and the
+        return Splits(x_train, y_train, x_test, y_test)  # official test files if there are
+
+:func:`cnnrun.data.load_data` makes the three splits from that: validation is carved out of
+the training files (``val_fraction``, stratified by class, seeded), and a data set without
+test files of its own gets a held-out test split carved first (``test_fraction``).
 
 :func:`discover` imports every module of the package when :mod:`cnnrun.data` is imported, so
 nothing else needs an edit; :func:`names` lists the registered data sets, by their ``order``
@@ -39,19 +43,22 @@ class Request:
     channels: object  # as given: None, or for a data set with fixed channels that number
     num_classes: object  # as given, likewise
     num_samples: object  # as given (unchecked: only data sets that generate samples use it)
-    val_fraction: float  # in (0, 1)
+    val_fraction: float  # in (0, 1): of the training files, for validation
+    test_fraction: float  # in (0, 1): held out for testing, where there are no test files
     rng: np.random.Generator  # the only randomness a loader may use
     verify_checksums: bool
 
 
 @dataclass
 class Splits:
-    """What a loader returns: images in [0, 1], before resizing and standardising."""
+    """What a loader returns: images in [0, 1], before resizing and standardising. The
+    training files, and the official test files where the data set has them (None: a test
+    split is held out of the training files)."""
 
     x_train: np.ndarray  # (N_train, C, H, W) float32
     y_train: np.ndarray  # (N_train,) integer labels in [0, num_classes)
-    x_val: np.ndarray  # (N_val, C, H, W) float32
-    y_val: np.ndarray  # (N_val,) integer labels
+    x_test: np.ndarray | None = None  # (N_test, C, H, W) float32
+    y_test: np.ndarray | None = None  # (N_test,) integer labels
     classes: Sequence[str] | None = None  # None: the class names the data set registered
 
 

@@ -1,8 +1,11 @@
-"""The stratified train/validation split of the data sets without a fixed test split."""
+"""Stratified, seeded splits: validation out of the training files, and a test split out of
+a data set that has no test files."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from cnnrun.errors import DataError
 
 
 def stratified_split(
@@ -30,9 +33,22 @@ def stratified_split(
 
 
 def split_by_class(
-    x: np.ndarray, y: np.ndarray, val_fraction: float, rng: np.random.Generator
+    x: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator, what: str = ""
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``x_train, y_train, x_val, y_val``: the samples of ``(N, ...)`` ``x`` and ``(N,)`` ``y``
-    taken by :func:`stratified_split`."""
-    train, val = stratified_split(y, val_fraction, rng)
-    return x[train], y[train], x[val], y[val]
+    """``x_kept, y_kept, x_out, y_out``: the samples of ``(N, ...)`` ``x`` and ``(N,)`` ``y``
+    split by :func:`stratified_split`, ``fraction`` of them held out. With ``what`` (the
+    config key, e.g. ``data.val_fraction``) a split that leaves a class without a kept
+    sample, or either part empty, is a :class:`DataError` naming the value."""
+    if what and len(y) < 2:
+        raise DataError(
+            f"{what}={fraction}: {len(y)} image(s) cannot be split in two; use more data"
+        )
+    kept, out = stratified_split(y, fraction, rng)
+    if what:
+        lost = sorted(set(np.unique(y).tolist()) - set(np.unique(y[kept]).tolist()))
+        if lost:
+            raise DataError(
+                f"{what}={fraction} leaves class {lost[0]} without an image to train on "
+                f"({int((y == lost[0]).sum())} in all): choose a smaller fraction or more data"
+            )
+    return x[kept], y[kept], x[out], y[out]

@@ -15,7 +15,6 @@ from cnnrun.errors import DataError
 
 from .checks import check_int, parse_image_size
 from .registry import Request, Splits, register
-from .splits import split_by_class
 
 # Each shape is a distance-like function d(u, v) of the pixel's offset from the shape's centre
 # in units of its half-size: d <= 0 inside, d grows by about 1 per half-size outside.
@@ -61,12 +60,12 @@ SHAPES = tuple(SHAPE_FUNCTIONS)
 
 @register("synthetic", order=30)
 def load_synthetic(request: Request) -> Splits:
-    """``num_samples`` images from :func:`make_synthetic`, split by class."""
+    """``num_samples`` images from :func:`make_synthetic` (no test files: load_data holds
+    the test split out)."""
     channels, num_classes, num_samples = _counts(request)
     size = request.image_size or (28, 28)
     x, y = make_synthetic(num_samples, size, channels, num_classes, request.rng)
-    x_train, y_train, x_val, y_val = split_by_class(x, y, request.val_fraction, request.rng)
-    return Splits(x_train, y_train, x_val, y_val, classes=SHAPES[:num_classes])
+    return Splits(x, y, classes=SHAPES[:num_classes])
 
 
 def _counts(request: Request) -> tuple[int, int, int]:
