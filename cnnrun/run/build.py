@@ -3,6 +3,7 @@ hyperparameters that tell runs apart."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -10,10 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import nn, optim
 from ..data import DataSplit, load_data
-from ..models import build_model
+from ..models import build_model, takes_default_padding
 from ..trace import padding_summary
 from .config import image_hw, model_spec, optimizer_hyper, value
 from .folder import absolute
+
+log = logging.getLogger("cnnrun")
 
 
 def load_run_data(cfg: DictConfig) -> DataSplit:
@@ -27,6 +30,7 @@ def load_run_data(cfg: DictConfig) -> DataSplit:
         num_classes=d.num_classes,
         num_samples=d.num_samples,
         val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
         seed=cfg.seed,
         verify_checksums=d.verify_checksums,
     )
@@ -74,3 +78,32 @@ def hyperparameters(cfg: DictConfig, model: nn.Sequential) -> dict:
         "trainer.max_epochs": cfg.trainer.max_epochs,
         "seed": cfg.seed,
     }
+
+
+def describe_run(cfg: DictConfig, model, data: DataSplit, process) -> None:
+    """The run's first log lines: the model, its padding and backend, the process settings,
+    and the three splits' sizes."""
+    log.info(
+        "model %s: %d parameters, input %s, padding %s, backend %s, %s",
+        cfg.model.name,
+        sum(p.data.size for p in model.parameters()),
+        (data.channels, *data.image_size),
+        value(cfg.conv.padding),
+        value(cfg.backend.name),
+        process,
+    )
+    if not takes_default_padding(model_spec(cfg)):
+        log.warning(
+            "conv.padding=%s is not used: every conv layer of %s sets its own padding (%s)",
+            value(cfg.conv.padding),
+            cfg.model.name,
+            padding_summary(model),
+        )
+    log.info(
+        "data %s: %d train, %d validation, %d test images%s",
+        data.name,
+        len(data.y_train),
+        len(data.y_val),
+        len(data.y_test),
+        " (training images augmented: random crop, horizontal flip)" if cfg.data.augment else "",
+    )

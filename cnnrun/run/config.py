@@ -73,7 +73,9 @@ class DataConfig:
     channels: int | None = None
     num_classes: int = 10
     batch_size: int = 32
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # of the training files, held out for validation
+    test_fraction: float = 0.2  # held out for testing where there are no test files
+    augment: bool = False  # random crop (4 px padding) and horizontal flip, training only
     num_samples: int = 1000  # synthetic only
     verify_checksums: bool = True
 
@@ -242,7 +244,8 @@ def _validate_data(d: DictConfig) -> None:
     )
     _check(d.num_classes >= 2, "data.num_classes", d.num_classes, "an int >= 2")
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an int >= 1")
-    _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "a float in (0, 1)")
+    for key in ("val_fraction", "test_fraction"):
+        _check(0 < d[key] < 1, f"data.{key}", d[key], "a float in (0, 1)")
 
 
 def _validate_trainer(t: DictConfig) -> None:

@@ -30,7 +30,7 @@ SHAPE_TRACE = "shapes/trace"  # text
 # the scalars every run writes, besides GRAD_NORM per parameter
 SCALARS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, LR, GRAD_NORM_GLOBAL)
 # the final metrics shown beside the hyperparameters in HParams
-HPARAM_METRICS = (VAL_LOSS, VAL_ACC, TRAIN_LOSS, TRAIN_ACC)
+HPARAM_METRICS = (VAL_LOSS, VAL_ACC, TRAIN_LOSS, TRAIN_ACC, "test/loss", "test/acc")
 
 
 class RunLogger:

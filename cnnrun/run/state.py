@@ -40,12 +40,13 @@ class RunState:
 
     ``epoch`` is 0-based, the one in progress; ``batch`` the next batch of that epoch; ``step``
     the optimiser steps so far. ``init_rng`` draws the weights and then the dropout masks,
-    ``shuffle_rng`` the order of the batches; ``epoch_start`` is ``shuffle_rng``'s state when
-    the current epoch began.
+    ``shuffle_rng`` the order of the batches, ``augment_rng`` the crops and flips of
+    ``data.augment``; ``epoch_start`` is ``shuffle_rng``'s state when the current epoch began.
     """
 
     init_rng: np.random.Generator
     shuffle_rng: np.random.Generator
+    augment_rng: np.random.Generator
     epoch_start: dict = field(default_factory=dict)
     epoch: int = 0
     batch: int = 0
@@ -59,11 +60,13 @@ class RunState:
 
     @classmethod
     def fresh(cls, seed: int) -> RunState:
-        """Step 0 of a run: two independent streams spawned from one seed."""
-        init_rng, shuffle_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
+        """Step 0 of a run: independent streams spawned from one seed (the first two are
+        those of the runs before augmentation existed: spawned children depend on their
+        index only)."""
+        init_rng, shuffle_rng, augment_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
         )
-        return cls(init_rng, shuffle_rng, shuffle_rng.bit_generator.state)
+        return cls(init_rng, shuffle_rng, augment_rng, shuffle_rng.bit_generator.state)
 
     def start_epoch(self) -> None:
         """A fresh epoch: remember where its shuffle starts and reset its sums."""
@@ -94,7 +97,11 @@ class RunState:
             "sums": [s.loss, s.correct, s.seen],
             "val_loss": self.val_loss,
             "val_acc": self.val_acc,
-            "rng": {"init": self.init_rng.bit_generator.state, "epoch_start": self.epoch_start},
+            "rng": {
+                "init": self.init_rng.bit_generator.state,
+                "epoch_start": self.epoch_start,
+                "augment": self.augment_rng.bit_generator.state,  # now, not at the epoch's start
+            },
         }
 
     def load_meta(self, meta: dict) -> None:
@@ -107,3 +114,5 @@ class RunState:
         self.init_rng.bit_generator.state = meta["rng"]["init"]
         self.shuffle_rng.bit_generator.state = meta["rng"]["epoch_start"]
         self.epoch_start = meta["rng"]["epoch_start"]
+        if "augment" in meta["rng"]:  # a checkpoint from before augmentation: never drawn
+            self.augment_rng.bit_generator.state = meta["rng"]["augment"]

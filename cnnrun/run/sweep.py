@@ -21,10 +21,20 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import CnnrunError
+from . import seeds
 from .checkpoint import atomic_write_text
 
 STATUS_FILE = "status.json"
-METRICS = ("val/loss", "val/acc", "train/loss", "train/acc", "epoch", "seconds")
+METRICS = (
+    "val/loss",
+    "val/acc",
+    "test/loss",
+    "test/acc",
+    "train/loss",
+    "train/acc",
+    "epoch",
+    "seconds",
+)
 
 
 def cores() -> int:
@@ -193,6 +203,14 @@ class SweepSummary(Callback):
             f"\nsweep {sweep_dir}: {len(rows)} jobs, best first (summary.csv)\n" + to_table(rows),
             flush=True,
         )
+        if seeds.varies_seed(rows):
+            settings = seeds.by_setting(rows)
+            atomic_write_text(sweep_dir / seeds.FILE, seeds.to_csv(settings))
+            print(
+                f"\nper setting, over its seeds: mean ± sample std, best val/loss first "
+                f"({seeds.FILE})\n" + seeds.to_table(settings),
+                flush=True,
+            )
         global _failure
         failed = [r for r in rows if r["status"] != "ok"]
         if failed:

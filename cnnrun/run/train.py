@@ -27,12 +27,13 @@ from tqdm.auto import tqdm
 from .. import __version__, nn
 from ..backends import configure_process
 from ..data import iterate_batches
+from ..data.augment import random_crop_flip
 from ..errors import CnnrunError
-from ..models import takes_default_padding
 from ..trace import format_markdown, format_text, padding_summary, shape_trace
 from .build import (
     build_optimizer,
     build_run_model,
+    describe_run,
     hyperparameters,
     learning_rate,
     load_run_data,
@@ -43,7 +44,7 @@ from .checkpoint import (
     restore,
     save_checkpoint,
 )
-from .config import model_spec, validate, value
+from .config import validate, value
 from .folder import RunFolder, output_dir
 from .logger import RunLogger
 from .resume import continues_own_checkpoint, repair_best, resolve_resume, resume_record
@@ -81,7 +82,7 @@ class Trainer:
         self.model = build_run_model(cfg, in_shape, self.state.init_rng)
         self.optimizer = build_optimizer(cfg, self.model.parameters())
         self.loss_fn = nn.CrossEntropyLoss()
-        self._describe(in_shape)
+        describe_run(cfg, self.model, self.data, self.process)
         # the trace runs before a checkpoint is restored: restoring resets every RNG it used
         bs = cfg.data.batch_size
         with np.errstate(over="ignore", invalid="ignore"):  # a NaN is reported by the loop
@@ -92,31 +93,6 @@ class Trainer:
         self.logger: RunLogger | None = None  # opened by fit()
         if checkpoint is not None:
             self._restore(checkpoint)
-
-    def _describe(self, in_shape: tuple[int, ...]) -> None:
-        cfg = self.cfg
-        log.info(
-            "model %s: %d parameters, input %s, padding %s, backend %s, %s",
-            cfg.model.name,
-            sum(p.data.size for p in self.model.parameters()),
-            in_shape,
-            value(cfg.conv.padding),
-            value(cfg.backend.name),
-            self.process,
-        )
-        if not takes_default_padding(model_spec(cfg)):
-            log.warning(
-                "conv.padding=%s is not used: every conv layer of %s sets its own padding (%s)",
-                value(cfg.conv.padding),
-                cfg.model.name,
-                padding_summary(self.model),
-            )
-        log.info(
-            "data %s: %d train, %d validation images",
-            self.data.name,
-            len(self.data.y_train),
-            len(self.data.y_val),
-        )
 
     # -- checkpoints -----------------------------------------------------------------------
     def _restore(self, checkpoint: dict) -> None:
@@ -228,6 +204,8 @@ class Trainer:
                 break
             if i < s.batch:  # resumed mid-epoch: these batches were trained already
                 continue
+            if self.cfg.data.augment:  # its stream is saved at every checkpoint
+                xb = random_crop_flip(xb, s.augment_rng)
             self._train_step(xb, yb, lr, bar)
             s.batch = i + 1
             bar.update(1)
@@ -312,6 +290,22 @@ class Trainer:
         guard.forward()  # a cluster launcher's own handler (requeue) runs now, if any
         raise Interrupted(message, guard.received)
 
+    def _test(self) -> dict[str, float]:
+        """The test split, once at the end: with the last weights, then with best.npz's (the
+        model keeps those). Nothing is chosen on it."""
+        d, bs = self.data, self.cfg.data.batch_size
+        last = evaluate(self.model, self.loss_fn, d.x_test, d.y_test, bs, None)
+        best = self.out / "checkpoints" / "best.npz"
+        if best.is_file():
+            self.model.load_state_dict(load_checkpoint(best)["model"])
+        loss, acc = evaluate(self.model, self.loss_fn, d.x_test, d.y_test, bs, None)
+        return {
+            "test/loss": loss,
+            "test/acc": acc,
+            "test/loss_last": last[0],
+            "test/acc_last": last[1],
+        }
+
     def _evaluate(self) -> tuple[float, float]:
         d, bs = self.data, self.cfg.data.batch_size
         limit = self.cfg.trainer.limit_val_batches
@@ -360,6 +354,7 @@ class Trainer:
             "train/images_per_s": self.images / self.train_seconds if self.train_seconds else 0.0,
             "train/skipped_batches": s.skipped,
         }
+        metrics.update(self._test())
         if self.changes:
             metrics["changes_on_resume"] = self.changes
         # strict JSON: a NaN or infinite metric is written as null
@@ -371,10 +366,12 @@ class Trainer:
         atomic_write_text(self.out / "metrics.json", text)
         self.logger.hparams(hyperparameters(self.cfg, self.model), metrics)
         log.info(
-            "done in %.1f s: val/loss %.4f, val/acc %.4f, %.0f images/s; run folder %s",
+            "done in %.1f s: val/loss %.4f, val/acc %.4f; test/loss %.4f, test/acc %.4f (best "
+            "checkpoint; last: %.4f, %.4f); %.0f images/s; run folder %s",
             seconds,
             s.val_loss,
             s.val_acc,
+            *(metrics[k] for k in ("test/loss", "test/acc", "test/loss_last", "test/acc_last")),
             metrics["train/images_per_s"],
             self.out,
         )
