@@ -19,7 +19,8 @@ from cnnrun.backends import gemm
 
 THREADS = (1, 2, 3)
 
-# a few SGD steps of a small LeNet-like network on non-square images, batch 77; prints, per
+# a few SGD steps of a small LeNet-like network on non-square images, batch 77, its conv1 and
+# fc1 large enough for their products to be cut into blocks; prints, per
 # backend, a hash of every parameter's bytes (and the losses)
 TRAIN = """
 import hashlib, json, sys
@@ -36,15 +37,15 @@ def net(rng):
         nn.Tanh(),
         nn.AvgPool2d(2),
         nn.Flatten(),
-        nn.Linear(16 * 6 * 5, 256, rng=rng),  # wide enough for its products to be cut
+        nn.Linear(16 * 8 * 7, 512, rng=rng),
         nn.ReLU(),
-        nn.Linear(256, 10, rng=rng),
+        nn.Linear(512, 10, rng=rng),
     )
 
 def train(backend):
     configure_process(int(sys.argv[1]), backend)
     data = np.random.default_rng(5)
-    x = data.standard_normal((77, 2, 31, 27)).astype(np.float32)
+    x = data.standard_normal((77, 2, 40, 36)).astype(np.float32)
     y = data.integers(0, 10, 77)
     model = net(np.random.default_rng(3)).set_backend(backend)
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -85,8 +86,8 @@ def trained() -> dict[int, dict]:
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_training_steps_give_the_same_bits_at_any_thread_count(trained, backend):
     # the products are cut into blocks, those of fc1 on both backends: the test is not vacuous
-    assert len(gemm.plan((6, 32), (32, 28 * 24 * 77))[1]) > 2  # conv1's forward
-    assert len(gemm.plan((77, 256), (256, 16 * 6 * 5))[1]) > 2  # fc1's dX
+    assert len(gemm.plan((6, 32), (32, 37 * 33 * 77))[1]) > 2  # conv1's forward
+    assert len(gemm.plan((77, 512), (512, 16 * 8 * 7))[1]) > 2  # fc1's dX
     one = trained[THREADS[0]][backend]
     assert len(one["weights"]) == 8
     for t in THREADS[1:]:
@@ -105,8 +106,8 @@ def _operands(case: str, rng: np.random.Generator, dtype=np.float32):
     """(a, b) for a product that the plan cuts into blocks."""
     shapes = {
         "columns": ((16, 150), (150, 25600)),  # LeNet conv2's forward at batch 256
-        "rows": ((2000, 100), (100, 120)),
-        "stack": ((120, 25, 512), (120, 512, 6)),  # dW's fixed reduction blocks
+        "rows": ((4000, 100), (100, 120)),
+        "stack": ((240, 25, 512), (240, 512, 6)),  # dW's fixed reduction blocks
     }
     a_shape, b_shape = shapes[case]
     return rng.standard_normal(a_shape).astype(dtype), rng.standard_normal(b_shape).astype(dtype)

@@ -32,9 +32,10 @@ import numpy as np
 
 # a product is cut into a power of two of blocks of at least BLOCK_WORK multiply-adds (each BLAS
 # call, one per matrix of a stack, counted as CALL_WORK more: its own cost, about 5 us), at most
-# MAX_BLOCKS of them and none thinner than MIN_WIDTH rows or columns (stacks: one matrix). A block
-# is worth its thread's wake-up (some 30-50 us on 2 cores) only when it takes a few times that.
-BLOCK_WORK = 1 << 22
+# MAX_BLOCKS of them and none thinner than MIN_WIDTH rows or columns (stacks: one matrix). A
+# block must be worth waking a pool thread for: on a 2-core VM that took 50-150 us, and each
+# GIL hand-over between the threads as long, so smaller blocks made products slower, not faster.
+BLOCK_WORK = 1 << 23
 CALL_WORK = 1 << 17
 MAX_BLOCKS = 16
 MIN_WIDTH = 64
