@@ -32,7 +32,9 @@ def rows_of(x: np.ndarray) -> set[bytes]:
 
 
 # -- three splits -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["mnist", "cifar10", "digits", "synthetic"])
+@pytest.mark.parametrize(
+    "kind", ["mnist", "cifar10", pytest.param("digits", marks=pytest.mark.slow), "synthetic"]
+)
 def test_three_disjoint_stratified_splits_that_follow_the_seed(tmp_path, kind):
     if kind == "mnist":
         fake_mnist(tmp_path / "mnist", gz=False, n_train=200, n_val=30)

@@ -44,6 +44,7 @@ def log_of(folder) -> str:
 
 
 # -- 1. a resume continues only its own run --------------------------------------------------
+@pytest.mark.slow  # four runs
 def test_resume_last_never_continues_another_run(tmp_path):
     """It took the newest last.npz anywhere under paths.runs_dir: another run's."""
     runs = tmp_path / "runs"
@@ -66,9 +67,17 @@ def test_resume_last_never_continues_another_run(tmp_path):
     [
         (["seed=1"], "seed 0 there, 1 here"),
         (["model=mlp"], "model.name 'lenet' there, 'mlp' here"),
-        (["data.image_size=10"], "data.image_size (12, 12) there, (10, 10) here"),
-        (["conv.padding=valid"], "conv.padding 'same' there, 'valid' here"),
-        (["optim=adam"], "optim.name 'sgd' there, 'adam' here"),
+        pytest.param(
+            *(["data.image_size=10"], "data.image_size (12, 12) there, (10, 10) here"),
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            *(["conv.padding=valid"], "conv.padding 'same' there, 'valid' here"),
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            *(["optim=adam"], "optim.name 'sgd' there, 'adam' here"), marks=pytest.mark.slow
+        ),
     ],
 )
 def test_a_checkpoint_of_another_experiment_is_refused(tmp_path, changed, named):
