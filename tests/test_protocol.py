@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import statistics
 
@@ -60,6 +61,14 @@ def test_val_fraction_is_used_for_the_data_sets_with_test_files(tmp_path):
     for fraction, n_val in ((0.1, 10), (0.3, 30)):
         data = load_data("mnist", root=tmp_path, verify_checksums=False, val_fraction=fraction)
         assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (100 - n_val, n_val, 10)
+
+
+def test_a_class_of_one_image_keeps_it_where_the_others_can_give_instead():
+    from cnnrun.data.splits import stratified_split
+
+    y = np.array([0] * 50 + [1])
+    train, val = stratified_split(y, 0.5, np.random.default_rng(0))
+    assert len(val) == 26 and 50 in train  # all 26 from class 0, class 1 keeps its image
 
 
 def test_a_fraction_that_leaves_a_class_without_training_images_is_named(tmp_path):
@@ -143,6 +152,39 @@ def test_test_figures_come_from_best_and_from_last(tmp_path):
         model.load_state_dict(ckpt.load_checkpoint(out / "checkpoints" / name)["model"])
         loss, acc = evaluate(model, nn.CrossEntropyLoss(), data.x_test, data.y_test, 16, None)
         assert (metrics[f"test/loss{suffix}"], metrics[f"test/acc{suffix}"]) == (loss, acc)
+
+
+@pytest.mark.slow  # three runs
+def test_a_run_resumed_into_a_new_folder_reports_the_best_checkpoints_test_figures(tmp_path):
+    """Its folder had no best.npz, so the 'best' test figures were the last weights'."""
+    schedule = ["optim.schedule=none"]  # epochs 2 and 3 validate worse than epoch 1
+    straight, first, second = tmp_path / "straight", tmp_path / "first", tmp_path / "second"
+    train(run_config(straight, [*schedule, "trainer.max_epochs=3"]))
+    train(run_config(first, [*schedule, "trainer.max_epochs=1"]))
+    last = first / "checkpoints" / "last.npz"
+    train(run_config(second, [*schedule, "trainer.max_epochs=3", f"trainer.resume={last}"]))
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((second / "metrics.json").read_text())
+    assert a["val/best_loss"] < a["val/loss"]  # the best epoch is one the resumed run never saw
+    for key in ("test/loss", "test/acc", "test/loss_last", "test/acc_last"):
+        assert a[key] == b[key], key
+
+
+def test_a_checkpoint_from_before_the_three_splits_is_refused_saying_why(tmp_path):
+    from cnnrun.errors import CheckpointError
+
+    out = tmp_path / "run"
+    train(run_config(out))
+    with np.load(out / "checkpoints" / "last.npz", allow_pickle=False) as data:
+        items = {k: data[k] for k in data.files}
+    meta = json.loads(str(items["meta"]))
+    meta["config"] = re.sub(r"\n *test_fraction: [^\n]*", "", meta["config"])
+    meta["version"] = 1  # no hashes to redo: an old checkpoint
+    items["meta"] = np.array(json.dumps(meta))
+    old = tmp_path / "old.npz"
+    np.savez(old, **items)
+    with pytest.raises(CheckpointError, match="before the three splits"):
+        train(run_config(tmp_path / "again", [f"trainer.resume={old}"]))
 
 
 # -- augmentation -------------------------------------------------------------------------------
@@ -242,7 +284,7 @@ def test_jobs_that_differ_only_in_their_seed_are_one_setting():
     ]
     assert seeds.varies_seed(rows)
     first, second = seeds.by_setting(rows)
-    assert first["setting"] == "trainer.max_epochs=2 optim.lr=0.2"  # best mean val/loss first
+    assert first["setting"] == "optim.lr=0.2 trainer.max_epochs=2"  # best mean val/loss first
     assert (first["seeds"], first["failed"]) == (2, 1)
     assert first["val/loss mean"] == pytest.approx(0.35)
     assert first["val/loss std"] == pytest.approx(statistics.stdev([0.4, 0.3]))
@@ -252,6 +294,14 @@ def test_jobs_that_differ_only_in_their_seed_are_one_setting():
     table = seeds.to_table([first, second])
     assert "0.3500 ± 0.0707" in table and "optim.lr=0.2" in table and "max_epochs" not in table
     assert not seeds.varies_seed([row(0.1, 0, 1, 1, 1), row(0.2, 0, 1, 1, 1)])
+    # the same seed twice (an Optuna search may propose it again) is one seed; the order of
+    # the overrides and a leading + do not make another setting
+    again = {**row(0.2, 1, 0.9, 0.1, 0.1), "overrides": "+seed=1 optim.lr=0.2 trainer.max_epochs=2"}
+    first_again = seeds.by_setting([*rows, again])[0]
+    assert (first_again["seeds"], first_again["val/loss mean"]) == (2, pytest.approx(0.35))
+    assert not seeds.varies_seed(
+        [row(0.1, 0, 1, 1, 1), {**row(0.1, 0, 1, 1, 1), "overrides": "+seed=0"}]
+    )
 
 
 @pytest.mark.slow  # a 6-job sweep

@@ -1,6 +1,7 @@
 """The data sets cnnrun trains on, as normalised ``(N, C, H, W)`` float32 arrays.
 
-``load_data(name, ...)`` returns a :class:`DataSplit` with a train and a validation split.
+``load_data(name, ...)`` returns a :class:`DataSplit` with a train, a validation and a test
+split (see :mod:`.load` for how they are drawn).
 The data sets, one module each (its docstring says its format and where its files are looked
 for), registered by name in :mod:`.registry` and found by importing every module here:
 

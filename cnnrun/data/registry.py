@@ -11,7 +11,8 @@ Adding a data set is one module in this package (and its ``conf/data/<name>.yaml
 
 :func:`cnnrun.data.load_data` makes the three splits from that: validation is carved out of
 the training files (``val_fraction``, stratified by class, seeded), and a data set without
-test files of its own gets a held-out test split carved first (``test_fraction``).
+test files of its own gets a held-out test split carved first (``test_fraction``). (Before the
+three splits a loader returned train and validation: its second pair is now the test split.)
 
 :func:`discover` imports every module of the package when :mod:`cnnrun.data` is imported, so
 nothing else needs an edit; :func:`names` lists the registered data sets, by their ``order``

@@ -24,12 +24,28 @@ def stratified_split(
     per_class = np.floor(exact).astype(np.int64)
     short = n_val - int(per_class.sum())
     per_class[np.argsort(per_class - exact, kind="stable")[:short]] += 1  # largest remainders
+    per_class = _keep_one_each(per_class, counts, exact)
     train, val = [], []
     for c, k in zip(classes, per_class, strict=True):
         idx = rng.permutation(np.flatnonzero(y == c))
         val.append(idx[:k])
         train.append(idx[k:])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(val))
+
+
+def _keep_one_each(per_class: np.ndarray, counts: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Move held-out images away from a class they would empty, to the classes furthest below
+    their exact share that can spare one, where the total allows."""
+    cap = np.maximum(counts - 1, 0)
+    extra = int(np.maximum(per_class - cap, 0).sum())
+    if extra == 0 or int(cap.sum()) < int(per_class.sum()):
+        return per_class  # nothing to move, or no way to keep one of each: the caller says so
+    per_class = np.minimum(per_class, cap)
+    for i in np.argsort(per_class - exact, kind="stable"):
+        take = min(int(cap[i] - per_class[i]), extra)
+        per_class[i] += take
+        extra -= take
+    return per_class
 
 
 def split_by_class(

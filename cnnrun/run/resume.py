@@ -154,6 +154,12 @@ def check_resume(meta: dict, cfg: DictConfig, path: Path, explicit: set[str] | N
         was = OmegaConf.create(meta.get("config") or "{}")
     except Exception:  # noqa: BLE001 - any YAML problem: the checkpoint is damaged
         raise CheckpointError(f"checkpoint {str(path)!r}: its config cannot be read") from None
+    if OmegaConf.select(was, "data.test_fraction", default=None) is None:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is from a cnnrun before the three splits (its validation "
+            "split was the test files, or the whole of digits and synthetic): its run cannot "
+            "go on with the same data; start a new run"
+        )
     other = _differences(was, cfg, SAME_EXPERIMENT)
     optim = {k: v for k, v in _differences(was, cfg, EXPLICIT_ONLY).items() if k not in other}
     implicit = {k: v for k, v in optim.items() if not _explicit(k, explicit)}
@@ -193,6 +199,27 @@ def resume_record(meta: dict, cfg: DictConfig, path: Path, threads: int) -> list
             threads,
         )
     return record
+
+
+def adopt_best(out: Path, resumed_from: Path | None, best_val_loss: float) -> None:
+    """A run resumed from another folder's checkpoint takes that run's ``best.npz`` too,
+    where it is the best epoch the checkpoint knows of: the test figures of the best
+    checkpoint come from it, as in the run that continued in its own folder."""
+    from .checkpoint import atomic_write, load_checkpoint
+
+    own = out / "checkpoints" / "best.npz"
+    if resumed_from is None or resumed_from.parent == own.parent or own.exists():
+        return
+    theirs = resumed_from.parent / "best.npz"
+    try:
+        if load_checkpoint(theirs)["meta"]["val_loss"] != best_val_loss:
+            raise CheckpointError("a later best")
+    except CheckpointError:
+        log.warning(
+            "no best.npz beside %s for its best epoch: test figures of the last only", resumed_from
+        )
+        return
+    atomic_write(own, lambda f: f.write(theirs.read_bytes()), what="checkpoint")
 
 
 def repair_best(folder: Path, last_meta: dict) -> None:

@@ -21,10 +21,19 @@ def _seed(override: str) -> bool:
     return override.lstrip("+").startswith("seed=")
 
 
+def _seed_of(row: dict) -> str | None:
+    found = [o.lstrip("+").split("=", 1)[1] for o in row["overrides"].split() if _seed(o)]
+    return found[-1] if found else None
+
+
+def _setting(row: dict) -> str:
+    """The job's overrides without its seed, in a fixed order (``a=1 b=2`` is ``b=2 a=1``)."""
+    return " ".join(sorted(o.lstrip("+") for o in row["overrides"].split() if not _seed(o)))
+
+
 def varies_seed(rows: list[dict]) -> bool:
     """Whether the jobs were run with more than one seed."""
-    seeds = {o for r in rows for o in r["overrides"].split() if _seed(o)}
-    return len(seeds) > 1
+    return len({_seed_of(r) for r in rows}) > 1
 
 
 def _number(v) -> float | None:
@@ -33,12 +42,14 @@ def _number(v) -> float | None:
 
 def by_setting(rows: list[dict]) -> list[dict]:
     """One row per setting (its overrides without the seed), best mean val/loss first."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        setting = " ".join(o for o in r["overrides"].split() if not _seed(o))
-        groups.setdefault(setting, []).append(r)
+    groups: dict[str, dict[str | None, dict]] = {}
+    for r in rows:  # a seed run twice (an Optuna search can): counted once, its first finish
+        by_seed, seed = groups.setdefault(_setting(r), {}), _seed_of(r)
+        if seed not in by_seed or by_seed[seed]["status"] != "ok":
+            by_seed[seed] = r
     out = []
-    for setting, jobs in groups.items():
+    for setting, per_seed in groups.items():
+        jobs = list(per_seed.values())
         ok = [j for j in jobs if j["status"] == "ok"]
         row = {"setting": setting, "seeds": len(ok), "failed": len(jobs) - len(ok)}
         for m in SUMMARISED:

@@ -114,5 +114,4 @@ class RunState:
         self.init_rng.bit_generator.state = meta["rng"]["init"]
         self.shuffle_rng.bit_generator.state = meta["rng"]["epoch_start"]
         self.epoch_start = meta["rng"]["epoch_start"]
-        if "augment" in meta["rng"]:  # a checkpoint from before augmentation: never drawn
-            self.augment_rng.bit_generator.state = meta["rng"]["augment"]
+        self.augment_rng.bit_generator.state = meta["rng"]["augment"]

@@ -47,7 +47,13 @@ from .checkpoint import (
 from .config import validate, value
 from .folder import RunFolder, output_dir
 from .logger import RunLogger
-from .resume import continues_own_checkpoint, repair_best, resolve_resume, resume_record
+from .resume import (
+    adopt_best,
+    continues_own_checkpoint,
+    repair_best,
+    resolve_resume,
+    resume_record,
+)
 from .signals import Interrupted, SignalGuard, continue_hint
 from .state import RunState
 from .step import StepResult, evaluate, train_step
@@ -147,6 +153,7 @@ class Trainer:
             # for after every step; numpy's warnings would only clutter that message
             with SignalGuard() as guard, np.errstate(over="ignore", invalid="ignore"):
                 self._shape_trace()
+                adopt_best(self.out, self.resume_from, s.best_val_loss)
                 if s.epoch >= t.max_epochs:  # resumed at the end: report where it stands
                     s.val_loss, s.val_acc = self._evaluate()
                 self._epochs(guard)
@@ -296,9 +303,10 @@ class Trainer:
         d, bs = self.data, self.cfg.data.batch_size
         last = evaluate(self.model, self.loss_fn, d.x_test, d.y_test, bs, None)
         best = self.out / "checkpoints" / "best.npz"
+        loss = acc = math.nan  # no best.npz (resumed from a folder without it): not the last's
         if best.is_file():
             self.model.load_state_dict(load_checkpoint(best)["model"])
-        loss, acc = evaluate(self.model, self.loss_fn, d.x_test, d.y_test, bs, None)
+            loss, acc = evaluate(self.model, self.loss_fn, d.x_test, d.y_test, bs, None)
         return {
             "test/loss": loss,
             "test/acc": acc,
