@@ -477,3 +477,21 @@ def test_results_are_readable_by_others_as_the_rest_of_the_folder_is(tmp_path):
         os.umask(old)
     for name in ("metrics.json", "shape_trace.md", "checkpoints/last.npz"):
         assert (out / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_flush_leaves_no_event_behind(tmp_path):
+    """tensorboardX's flush() did not wait for its writer thread's queue: the last events
+    after a flush (the epoch's validation point before a checkpoint) were not on disk yet."""
+    from runner_helpers import event_accumulator
+
+    from cnnrun.run.logger import open_writer
+
+    writer = open_writer(tmp_path / "tb")
+    try:
+        for step in range(500):
+            writer.add_scalar("val/loss", float(step), step)
+        writer.flush()  # no close: what a kill -9 right now would leave
+        steps = [e.step for e in event_accumulator(tmp_path / "tb").Scalars("val/loss")]
+        assert steps == list(range(500))
+    finally:
+        writer.close()
