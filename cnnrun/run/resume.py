@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -222,21 +221,20 @@ def adopt_best(out: Path, resumed_from: Path | None, best_val_loss: float) -> No
     atomic_write(own, lambda f: f.write(theirs.read_bytes()), what="checkpoint")
 
 
-def repair_best(folder: Path, last_meta: dict) -> None:
-    """Make ``best.npz`` the best epoch that ``last.npz`` knows of, where ``last.npz`` is
-    that epoch itself and ``best.npz`` is missing or older."""
-    from .checkpoint import load_checkpoint
+def repair_best(folder: Path, state) -> None:
+    """Make ``best.npz`` the best epoch that ``last.npz`` (restored into the RunState
+    ``state``) knows of, where ``last.npz`` is that epoch itself and ``best.npz`` is missing
+    or older. Called once the run has started: a failed start writes nothing."""
+    from .checkpoint import atomic_write, load_checkpoint
 
     best = folder / "checkpoints" / "best.npz"
     last = folder / "checkpoints" / "last.npz"
-    if last_meta.get("batch") or last_meta.get("val_loss") != last_meta.get("best_val_loss"):
+    if state.batch or state.val_loss != state.best_val_loss:
         return  # mid-epoch, or the last epoch was not the best: best.npz is older by design
     try:
         best_step = load_checkpoint(best)["meta"]["step"] if best.is_file() else None
     except CheckpointError:
         best_step = None
-    if best_step != last_meta["step"]:
+    if best_step != state.step:
         log.warning("best.npz is older than the best epoch in last.npz: repaired from it")
-        tmp = best.with_name(f".best.npz.{os.getpid()}.tmp")
-        shutil.copyfile(last, tmp)
-        os.replace(tmp, best)
+        atomic_write(best, lambda f: f.write(last.read_bytes()), what="checkpoint")

@@ -108,8 +108,6 @@ class Trainer:
             if key != "lr":  # lr follows the schedule every epoch anyway
                 setattr(self.optimizer, key, want)
         self.state.load_meta(meta)
-        if self.resume_from == self.out / "checkpoints" / "last.npz":
-            repair_best(self.out, meta)
         s = self.state
         log.info(
             "resumed from %s at epoch %d, batch %d, step %d",
@@ -153,6 +151,8 @@ class Trainer:
             # for after every step; numpy's warnings would only clutter that message
             with SignalGuard() as guard, np.errstate(over="ignore", invalid="ignore"):
                 self._shape_trace()
+                if self.resume_from == self.out / "checkpoints" / "last.npz":
+                    repair_best(self.out, s)
                 adopt_best(self.out, self.resume_from, s.best_val_loss)
                 if s.epoch >= t.max_epochs:  # resumed at the end: report where it stands
                     s.val_loss, s.val_acc = self._evaluate()
