@@ -33,8 +33,8 @@ TINY = [
     "trainer.progress=false",
 ]
 
-# the scalar tags every run writes, besides one grad_norm/<param> per parameter: the logger's
-SCALAR_TAGS = list(tags.SCALARS)
+# the scalars of every run's tb/train
+TRAIN_TAGS = [tags.LOSS, tags.ACC, tags.STEP_LOSS, tags.STEP_ACC, tags.LR]
 LENET_PARAMS = [
     f"{layer}.{kind}"
     for layer in ("conv1", "conv2", "fc1", "fc2", "fc3")

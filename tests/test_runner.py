@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 from runner_helpers import (
     LENET_PARAMS,
-    SCALAR_TAGS,
     TINY,
+    TRAIN_TAGS,
     compose_config,
     event_accumulator,
     run_cnnrun,
@@ -107,64 +107,88 @@ def test_metrics_json_and_return_value(tiny_run):
 
 def test_tensorboard_scalars(tiny_run):
     out, val_loss = tiny_run
-    acc = event_accumulator(out / "tb")
-    scalars = set(acc.Tags()["scalars"])
-    expected = {*SCALAR_TAGS, *(tags.GRAD_NORM.format(param=p) for p in LENET_PARAMS)}
-    assert expected <= scalars, expected - scalars
-    assert [e.step for e in acc.Scalars(tags.TRAIN_LOSS)] == [0, 1, 2]
-    # validation sits at the epoch's last training step (a resume purges from the next one)
-    assert [e.step for e in acc.Scalars(tags.VAL_LOSS)] == [2]
-    assert acc.Scalars(tags.VAL_LOSS)[-1].value == pytest.approx(val_loss, rel=1e-6)
-    assert acc.Scalars(tags.LR)[0].value == pytest.approx(0.05)
+    metrics = json.loads((out / "metrics.json").read_text())
+    train_run = event_accumulator(out / "tb" / tags.TRAIN_RUN)
+    assert set(TRAIN_TAGS) <= set(train_run.Tags()["scalars"])
+    assert [e.step for e in train_run.Scalars(tags.STEP_LOSS)] == [0, 1, 2]
+    # the curves are epoch averages at the epoch's last step, equal to metrics.json's
+    (train_loss,) = train_run.Scalars(tags.LOSS)
+    assert train_loss.step == 2 and train_loss.value == pytest.approx(metrics["train/loss"])
+    (train_acc,) = train_run.Scalars(tags.ACC)
+    assert train_acc.value == pytest.approx(metrics["train/acc"])
+    assert [e.value for e in train_run.Scalars(tags.LR)] == [pytest.approx(0.05)]
+    val_run = event_accumulator(out / "tb" / tags.VAL_RUN)
+    assert [e.step for e in val_run.Scalars(tags.LOSS)] == [2]  # a resume purges from step 3
+    assert val_run.Scalars(tags.LOSS)[-1].value == pytest.approx(val_loss, rel=1e-6)
+    assert val_run.Scalars(tags.ACC)[-1].value == pytest.approx(metrics["val/acc"])
+    run = event_accumulator(out / "tb")
+    named = tags.param_tags(LENET_PARAMS)
+    assert list(named.values())[:3] == ["01_conv1.weight", "02_conv1.bias", "03_conv2.weight"]
     # the global norm is the norm of the per-parameter norms, step by step
     for step in range(3):
-        parts = [acc.Scalars(tags.GRAD_NORM.format(param=p))[step].value for p in LENET_PARAMS]
-        total = acc.Scalars(tags.GRAD_NORM_GLOBAL)[step].value
+        parts = [
+            run.Scalars(tags.GRAD_NORM.format(param=named[p]))[step].value for p in LENET_PARAMS
+        ]
+        total = run.Scalars(tags.GRAD_NORM_GLOBAL)[step].value
         assert total == pytest.approx(math.sqrt(sum(v * v for v in parts)), rel=1e-5)
         assert total > 0
+    results = {tags.RESULT.format(name=n): k for k, n in tags.RESULTS.items()}
+    for tag, key in results.items():
+        assert run.Scalars(tag)[-1].value == pytest.approx(metrics[key], rel=1e-6)
 
 
 def test_tensorboard_histograms_images_text(tiny_run):
     out, _ = tiny_run
     acc = event_accumulator(out / "tb")
     found = acc.Tags()
-    expected = {kind.format(param=p) for kind in (tags.WEIGHTS, tags.GRADS) for p in LENET_PARAMS}
-    assert expected <= set(found["histograms"]), expected - set(found["histograms"])
-    weights = acc.Histograms(tags.WEIGHTS.format(param="conv1.weight"))[0].histogram_value
-    assert weights.num == 6 * 1 * 5 * 5
-    assert found["images"] == [tags.FILTERS.format(layer="conv1")]
+    layers = tags.param_tags(["conv1", "conv2", "fc1", "fc2", "fc3"])  # weights only
+    expected = {
+        kind.format(layer=n) for kind in (tags.WEIGHTS, tags.GRADS) for n in layers.values()
+    }
+    assert set(found["histograms"]) == expected
+    weights = acc.Histograms(tags.WEIGHTS.format(layer="1_conv1"))
+    assert [h.step for h in weights] == [0, 2]  # step 0 and the last step
+    assert weights[0].histogram_value.num == 6 * 1 * 5 * 5
+    pictures = {
+        tags.FILTERS.format(layer="conv1"),
+        tags.ACTIVATIONS.format(layer="1_conv1"),
+        tags.ACTIVATIONS.format(layer="2_conv2"),
+        tags.SALIENCY,
+        tags.CONFUSION,
+    }
+    assert set(found["images"]) == pictures
+    for tag in pictures - {tags.CONFUSION}:  # before training, and at the epoch's end
+        assert [i.step for i in acc.Images(tag)] == [0, 2], tag
+    assert [i.step for i in acc.Images(tags.CONFUSION)] == [2]
     image = acc.Images(tags.FILTERS.format(layer="conv1"))[0]
     assert image.width > 5 and image.height > 5 and image.encoded_image_string[:4] == b"\x89PNG"
-    # tensorboardX's add_text("shapes/trace") stores the tag as "shapes/trace/text_summary",
-    # which is how TensorBoard's Text dashboard then shows it (as with PyTorch's writer)
-    trace = (tags.SHAPE_TRACE, tags.SHAPE_TRACE + "/text_summary")
-    text_tags = [t for t in found["tensors"] if t in trace]
-    assert len(text_tags) == 1, found["tensors"]
-    assert text_tags[0] in acc.PluginTagToContent("text")
-    text = acc.Tensors(text_tags[0])[0].tensor_proto.string_val[0].decode()
+    assert tags.SHAPE_TRACE in acc.PluginTagToContent("text")
+    text = acc.Tensors(tags.SHAPE_TRACE)[0].tensor_proto.string_val[0].decode()
     assert TINY_TRACE[0] in text and TINY_TRACE[1] in text
+    assert "lenet" in text.splitlines()[0] and "```" in text  # a header, then preformatted
+    assert found["graph"]
 
 
 def test_tensorboard_hparams_in_the_run_folder(tiny_run):
-    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
     out, val_loss = tiny_run
-    # written into the run's own events file, not into a sub-folder as add_hparams does
-    assert [p for p in (out / "tb").iterdir() if p.is_dir()] == []
     acc = event_accumulator(out / "tb")
     content = acc.PluginTagToContent("hparams")
-    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(content)
+    # no experiment summary: TensorBoard infers the columns from every run, and marks the
+    # hyperparameters that differ between them
+    assert set(content) == {"_hparams_/session_start_info", "_hparams_/session_end_info"}
     start = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/session_start_info"]
     ).session_start_info
     assert start.hparams["model"].string_value == "lenet"
     assert start.hparams["conv.padding"].string_value == "same"
     assert start.hparams["optim.lr"].number_value == pytest.approx(0.05)
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(
-        content["_hparams_/experiment"]
-    ).experiment
-    metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert {tags.VAL_LOSS, tags.VAL_ACC} <= metric_tags
+    assert start.hparams["status"].string_value == "ok"
+    end = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_end_info"]
+    ).session_end_info
+    assert end.status == api_pb2.STATUS_SUCCESS
 
 
 # -- digits, the default data set ----------------------------------------------------------
@@ -194,8 +218,8 @@ def test_one_epoch_on_digits(tmp_path):
     arrays = checkpoint_arrays(out / "checkpoints" / "last.npz")
     assert arrays["model/fc1.weight"].shape == (120, 16 * 5 * 5)
     assert arrays["model/fc3.weight"].shape == (10, 84)  # digits: 10 classes
-    acc = event_accumulator(out / "tb")
-    assert [e.step for e in acc.Scalars(tags.TRAIN_LOSS)] == [0, 1, 2]
+    acc = event_accumulator(out / "tb" / tags.TRAIN_RUN)
+    assert [e.step for e in acc.Scalars(tags.STEP_LOSS)] == [0, 1, 2]
 
 
 # -- resumption and seeds ------------------------------------------------------------------

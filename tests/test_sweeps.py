@@ -16,6 +16,7 @@ import pytest
 from runner_helpers import event_accumulator, last_line, run_cnnrun, run_config
 
 from cnnrun.run import checkpoint as ckpt
+from cnnrun.run import logger as tags
 from cnnrun.run.sweep import job_threads
 from cnnrun.run.train import Interrupted, Trainer, train
 
@@ -60,8 +61,9 @@ def check_jobs(root: Path, expected: int) -> list[Path]:
         if status["status"] != "ok":
             continue
         metrics = json.loads((job / "metrics.json").read_text())
+        val = event_accumulator(job / "tb" / "validation")
+        assert [e.value for e in val.Scalars(tags.LOSS)][-1] == pytest.approx(metrics["val/loss"])
         acc = event_accumulator(job / "tb")
-        assert [e.value for e in acc.Scalars("val/loss")][-1] == pytest.approx(metrics["val/loss"])
         content = acc.PluginTagToContent("hparams")
         start = plugin_data_pb2.HParamsPluginData.FromString(
             content["_hparams_/session_start_info"]

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from runner_helpers import LENET_PARAMS, SCALAR_TAGS, run_config
+from runner_helpers import LENET_PARAMS, TRAIN_TAGS, run_config
 
 from cnnrun.run import logger as tags
 from cnnrun.run.train import train
@@ -78,10 +78,10 @@ def wait_for_scalar_tags(server, port: int) -> dict:
         if server.poll() is not None:
             pytest.fail(f"tensorboard exited with {server.returncode}: {server.stderr.read()}")
         try:
-            tags = get_json(port, "/data/plugin/scalars/tags")
-            if tags.get("tb"):
-                return tags
-            last = tags
+            listed = get_json(port, "/data/plugin/scalars/tags")
+            if len(listed) == 3:
+                return listed
+            last = listed
         except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
             last = err
         time.sleep(0.25)
@@ -91,16 +91,18 @@ def wait_for_scalar_tags(server, port: int) -> dict:
 def test_tensorboard_serves_the_run(tensorboard):
     server, port, out = tensorboard
     listed = wait_for_scalar_tags(server, port)
-    assert set(listed) == {"tb"}  # one run: the run folder's tb/
-    scalars = set(listed["tb"])
-    expected = {*SCALAR_TAGS, *(tags.GRAD_NORM.format(param=p) for p in LENET_PARAMS)}
-    assert expected <= scalars, expected - scalars
+    # three runs: the run itself, and its train and validation curves side by side
+    assert set(listed) == {"tb", "tb/train", "tb/validation"}
+    assert set(TRAIN_TAGS) <= set(listed["tb/train"])
+    assert set(listed["tb/validation"]) == {tags.LOSS, tags.ACC}
+    named = tags.param_tags(LENET_PARAMS)
+    expected = {tags.GRAD_NORM.format(param=named[p]) for p in LENET_PARAMS}
+    assert expected <= set(listed["tb"]), expected - set(listed["tb"])
     # the values come back through the API too
-    points = get_json(port, f"/data/plugin/scalars/scalars?run=tb&tag={tags.TRAIN_LOSS}")
+    query = f"/data/plugin/scalars/scalars?run=tb/train&tag={tags.STEP_LOSS}"
+    points = get_json(port, query)
     assert [step for _, step, _ in points] == [0, 1, 2]
     assert all(0 < value < 10 for _, _, value in points)
     metrics = json.loads((out / "metrics.json").read_text())
-    (val,) = get_json(port, f"/data/plugin/scalars/scalars?run=tb&tag={tags.VAL_LOSS}")
+    (val,) = get_json(port, f"/data/plugin/scalars/scalars?run=tb/validation&tag={tags.LOSS}")
     assert val[1] == 2 and val[2] == pytest.approx(metrics["val/loss"], rel=1e-6)
-    runs = get_json(port, "/data/runs")
-    assert runs == ["tb"]

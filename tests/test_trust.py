@@ -31,6 +31,7 @@ from runner_helpers import (
 
 from cnnrun.errors import CheckpointError
 from cnnrun.run import checkpoint as ckpt
+from cnnrun.run import logger as tags
 from cnnrun.run.folder import FolderInUse, lock_folder
 from cnnrun.run.train import NonFiniteError, train
 
@@ -331,9 +332,10 @@ def test_no_event_is_lost_to_a_kill_after_a_checkpoint(tmp_path):
     kill_after_writing(tmp_path, "last.npz", 2, [*schedule, f"hydra.run.dir={folder}"])
     resumed = run_cnnrun([*schedule, f"hydra.run.dir={folder}", "trainer.resume=last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    acc = event_accumulator(folder / "tb")
-    assert [e.step for e in acc.Scalars("val/loss")] == [2, 5, 8]
-    assert [e.step for e in acc.Scalars("train/loss")] == list(range(9))
+    val = event_accumulator(folder / "tb" / "validation")
+    assert [e.step for e in val.Scalars(tags.LOSS)] == [2, 5, 8]
+    steps = event_accumulator(folder / "tb" / "train")
+    assert [e.step for e in steps.Scalars(tags.STEP_LOSS)] == list(range(9))
 
 
 # -- 7, 8. a diverged state never passes, nor replaces a good one -----------------------------
@@ -367,8 +369,8 @@ def test_skipping_stops_after_a_run_of_bad_batches_and_keeps_the_good_checkpoint
     good = sha256(last_of(out))
     real = train_module.train_step
 
-    def diverged(model, loss_fn, optimizer, x, y):  # every batch from now on is NaN
-        return real(model, loss_fn, optimizer, x * np.nan, y)
+    def diverged(model, loss_fn, optimizer, x, y, *rest):  # every batch from now on is NaN
+        return real(model, loss_fn, optimizer, x * np.nan, y, *rest)
 
     monkeypatch.setattr(train_module, "train_step", diverged)
     resume = ["trainer.resume=last", "trainer.max_epochs=3", "trainer.on_nan=skip"]
@@ -480,16 +482,16 @@ def test_results_are_readable_by_others_as_the_rest_of_the_folder_is(tmp_path):
 
 
 def test_a_flush_leaves_no_event_behind(tmp_path):
-    """tensorboardX's flush() did not wait for its writer thread's queue: the last events
-    after a flush (the epoch's validation point before a checkpoint) were not on disk yet."""
+    """A flush before a checkpoint must leave every event on disk: tensorboardX's flush() did
+    not wait for its writer thread's queue, and the epoch's validation point could be lost."""
     from runner_helpers import event_accumulator
 
-    from cnnrun.run.logger import open_writer
+    from cnnrun.run import events
 
-    writer = open_writer(tmp_path / "tb")
+    writer = events.EventFile(tmp_path / "tb")
     try:
         for step in range(500):
-            writer.add_scalar("val/loss", float(step), step)
+            writer.summary(step, [events.scalar("val/loss", float(step))])
         writer.flush()  # no close: what a kill -9 right now would leave
         steps = [e.step for e in event_accumulator(tmp_path / "tb").Scalars("val/loss")]
         assert steps == list(range(500))

@@ -1,8 +1,19 @@
-"""The run's TensorBoard events: every write goes through :class:`RunLogger`, every tag is
-defined once here (the tests import them).
+"""The run's TensorBoard dashboard: every write goes through :class:`RunLogger`, every tag is
+defined once here (the tests and the README's list import or repeat them).
 
-Events are written with tensorboardX into the run's own ``tb/``. A new dashboard panel is a tag
-constant and a method (or a line in one) of :class:`RunLogger`.
+A run's ``tb/`` holds three TensorBoard runs, as Keras writes them::
+
+    tb/             the run: HParams, results, gradient flow, histograms, pictures, the
+                    model graph, the shape trace, the custom-scalars layout
+    tb/train/       training curves (Curves/*, epoch averages) and per-step values (Steps/*)
+    tb/validation/  validation curves (Curves/*)
+
+Train and validation share the tags ``Curves/loss`` and ``Curves/accuracy``, so TensorBoard
+draws them on one chart; capitalised groups sort before lower-case ones, so those two charts
+open the Time Series tab. HParams infers its columns from the runs: the hyperparameters that
+differ between runs come first, and its metrics are the runs' last values (Curves/* are epoch
+averages, as in ``metrics.json``). Per-parameter and per-layer tags carry their position in
+the network (``flow/grad_norm/03_conv2.weight``), so they sort in network order.
 """
 
 from __future__ import annotations
@@ -11,33 +22,55 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-# tensorboardX is imported where a writer is opened: it imports torch when torch is installed
-# (about 2 s), which a run that stops at a bad config value should not wait for
+from . import events, pictures
+from .graph import graph_def
+from .probe import Probe, named_layers
 
-TRAIN_LOSS = "train/loss"
-TRAIN_ACC = "train/acc"
-VAL_LOSS = "val/loss"
-VAL_ACC = "val/acc"
-LR = "lr"
-GRAD_NORM_GLOBAL = "grad_norm/global"
-GRAD_NORM = "grad_norm/{param}"  # one per parameter, e.g. grad_norm/conv1.weight
-WEIGHTS = "weights/{param}"  # histograms
-GRADS = "grads/{param}"  # histograms
-FILTERS = "filters/{layer}"  # the first conv layer's filters, as an image
-SKIPPED = "train/skipped_batches"  # trainer.on_nan=skip
+TRAIN_RUN, VAL_RUN = "train", "validation"  # sub-folders of tb/
+LOSS, ACC = "Curves/loss", "Curves/accuracy"  # train (epoch averages) and validation
+STEP_LOSS, STEP_ACC = "Steps/loss", "Steps/accuracy"  # each logged step's batch (train run)
+LR = "Steps/lr"  # once per epoch, at its first step
+SKIPPED = "Steps/skipped_batches"  # trainer.on_nan=skip
+RESULT = "Result/{name}"  # once, at the end: test_loss, test_accuracy, val_best_loss, ...
+GRAD_NORM = "flow/grad_norm/{param}"  # {param}: "03_conv2.weight", see param_tags()
+GRAD_NORM_GLOBAL = "flow/grad_norm_global"
+UPDATE_RATIO = "flow/update_ratio/{param}"  # ||w_after - w_before|| / ||w_before||
+INACTIVE = "flow/inactive/{layer}"  # dead ReLUs, saturated tanh or sigmoid units
+WEIGHTS = "hist/weights/{layer}"  # conv and linear weights, histograms
+GRADS = "hist/grads/{layer}"
+FILTERS = "pictures/filters_W_dW/{layer}"  # the first conv layer: W beside dW
+ACTIVATIONS = "pictures/activations/{layer}"  # each conv layer's maps for the probe images
+SALIENCY = "pictures/saliency"  # the probe images beside max_c |dL/dx|
+CONFUSION = "pictures/confusion_validation"
 SHAPE_TRACE = "shapes/trace"  # text
-# the scalars every run writes, besides GRAD_NORM per parameter
-SCALARS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, LR, GRAD_NORM_GLOBAL)
-# the final metrics shown beside the hyperparameters in HParams
-HPARAM_METRICS = (VAL_LOSS, VAL_ACC, TRAIN_LOSS, TRAIN_ACC, "test/loss", "test/acc")
+HPARAMS_FILE = "events.out.tfevents.9999999999.cnnrun-hparams"  # rewritten at each run's end
+# the final metrics written under RESULT, from metrics.json's keys
+RESULTS = {
+    "test/acc": "test_accuracy",
+    "test/loss": "test_loss",
+    "test/acc_last": "test_accuracy_last",
+    "test/loss_last": "test_loss_last",
+    "val/best_loss": "val_best_loss",
+}
+
+
+def param_tags(names: list[str]) -> dict[str, str]:
+    """Each name with its 1-based position in front: ``conv2.weight`` -> ``03_conv2.weight``."""
+    width = len(str(len(names)))
+    return {n: f"{i:0{width}d}_{n}" for i, n in enumerate(names, 1)}
 
 
 class RunLogger:
-    """A run's event writer: scalars every ``log_every`` steps, histograms and the first conv
-    layer's filters every ``histogram_every`` steps, validation points, the shape trace, and
-    the HParams entry at the end. ``purge_step`` (a resumed run) drops the events at and after
-    that step, which the resumed run writes again."""
+    """A run's event writers (see the module's docstring for the layout).
+
+    Scalars every ``log_every`` steps; histograms at step 0, every ``histogram_every`` steps
+    and at the last step; pictures at step 0 and at every epoch's end. ``purge_step`` (a
+    resumed run) makes TensorBoard drop what earlier files hold from that step on, which the
+    resumed run writes again."""
 
     def __init__(
         self,
@@ -45,142 +78,184 @@ class RunLogger:
         *,
         log_every: int = 1,
         histogram_every: int = 100,
-        first_conv: str | None = None,
         purge_step: int | None = None,
     ):
-        self.writer = open_writer(logdir, purge_step)
+        self.logdir = Path(logdir)
+        self.run = events.EventFile(self.logdir, purge_step=purge_step)
+        self.train = events.EventFile(self.logdir / TRAIN_RUN, purge_step=purge_step)
+        self.val = events.EventFile(self.logdir / VAL_RUN, purge_step=purge_step)
         self.log_every, self.histogram_every = log_every, histogram_every
-        self.first_conv = first_conv
+        self._last_histograms = -1
 
-    def train_step(self, step: int, result, lr: float, model) -> None:
+    # -- once per event folder ------------------------------------------------------------
+    def describe(self, model, rows, trace_text: str) -> None:
+        """The model graph, the shape trace and the custom-scalars layout, at step 0."""
+        self.run.graph(graph_def(model, rows))
+        self.run.summary(0, [events.text(SHAPE_TRACE, trace_text), _layout()])
+
+    # -- every step -----------------------------------------------------------------------
+    def wants_flow(self, step: int) -> bool:
+        """Whether the step at ``step`` should measure update ratios and inactive units."""
+        return step % self.log_every == 0
+
+    def train_step(self, step: int, result, model) -> None:
         """After a step that updated the weights (a :class:`cnnrun.run.step.StepResult`)."""
-        w = self.writer
         if step % self.log_every == 0:
-            w.add_scalar(TRAIN_LOSS, result.loss, step)
-            w.add_scalar(TRAIN_ACC, result.acc, step)
-            w.add_scalar(LR, lr, step)
-            w.add_scalar(GRAD_NORM_GLOBAL, result.global_norm, step)
-            for name, norm in result.grad_norms.items():
-                w.add_scalar(GRAD_NORM.format(param=name), norm, step)
+            self.train.summary(
+                step, [events.scalar(STEP_LOSS, result.loss), events.scalar(STEP_ACC, result.acc)]
+            )
+            self.run.summary(step, _flow(result, model))
         if step % self.histogram_every == 0:
-            for p in model.parameters():
-                add_histogram(w, WEIGHTS.format(param=p.name), p.data, step)
-                add_histogram(w, GRADS.format(param=p.name), p.grad, step)
-            if self.first_conv is not None:
-                grid = filter_grid(model[self.first_conv].weight.data)
-                w.add_image(FILTERS.format(layer=self.first_conv), grid, step)
+            self.histograms(step, model)
 
-    def validation(self, step: int, loss: float, acc: float) -> None:
-        self.writer.add_scalar(VAL_LOSS, loss, step)
-        self.writer.add_scalar(VAL_ACC, acc, step)
+    def histograms(self, step: int, model) -> None:
+        """Weights and gradients of every conv and linear layer (biases and batch-norm
+        parameters left out), once per step at most."""
+        if step == self._last_histograms:
+            return
+        self._last_histograms = step
+        values = []
+        weights = [p for p in model.parameters() if p.name.endswith("weight") and p.data.ndim > 1]
+        named = param_tags([p.name.rsplit(".", 1)[0] for p in weights])
+        for p in weights:
+            layer = named[p.name.rsplit(".", 1)[0]]
+            values += [
+                events.histogram(WEIGHTS.format(layer=layer), p.data),
+                events.histogram(GRADS.format(layer=layer), p.grad),
+            ]
+        self.run.summary(step, [v for v in values if v is not None])
 
     def skipped(self, step: int, count: int) -> None:
-        self.writer.add_scalar(SKIPPED, count, step)
+        self.train.summary(step, [events.scalar(SKIPPED, count)])
 
-    def shape_trace(self, table: str) -> None:
-        add_text(self.writer, SHAPE_TRACE, table, 0)
+    def learning_rate(self, step: int, lr: float) -> None:
+        self.train.summary(step, [events.scalar(LR, lr)])
 
-    def hparams(self, hyper: dict, metrics: dict) -> None:
-        """The HParams entry: ``hyper`` beside the finite ones of :data:`HPARAM_METRICS`."""
-        finite = {k: metrics[k] for k in HPARAM_METRICS if np.isfinite(metrics[k])}
-        write_hparams(self.writer, hyper, finite)
+    # -- epochs and the end ---------------------------------------------------------------
+    def epoch(self, step: int, train: tuple[float, float], val: tuple[float, float]) -> None:
+        """The epoch's (loss, accuracy) averages of train and validation, at its last step."""
+        for writer, (loss, acc) in ((self.train, train), (self.val, val)):
+            writer.summary(step, [events.scalar(LOSS, loss), events.scalar(ACC, acc)])
+
+    def pictures(self, step: int, seen: Probe, confusion: np.ndarray | None = None) -> None:
+        """The probe's pictures (and the validation confusion matrix, if given) at ``step``."""
+        values = []
+        if seen.first_conv is not None:
+            picture = pictures.weight_and_gradient(seen.weight, seen.weight_grad)
+            values.append(events.image(FILTERS.format(layer=seen.first_conv), picture))
+        named = param_tags(list(seen.conv_maps))
+        for name, maps in seen.conv_maps.items():
+            values.append(
+                events.image(ACTIVATIONS.format(layer=named[name]), pictures.activation_maps(maps))
+            )
+        if seen.images.ndim == 4:
+            values.append(events.image(SALIENCY, pictures.saliency(seen.images, seen.input_grad)))
+        if confusion is not None:
+            values.append(events.image(CONFUSION, pictures.confusion(confusion)))
+        self.run.summary(step, values)
+
+    def results(self, step: int, metrics: dict) -> None:
+        finite = [
+            events.scalar(RESULT.format(name=name), metrics[key])
+            for key, name in RESULTS.items()
+            if key in metrics and np.isfinite(metrics[key])
+        ]
+        self.run.summary(step, finite)
+
+    def hparams(self, hyper: dict, status: str) -> None:
+        """The HParams row: ``hyper`` and ``status`` (``ok``, ``failed: ...``,
+        ``interrupted ...``). See :func:`write_hparams`."""
+        write_hparams(self.logdir, hyper, status)
 
     def flush(self) -> None:
-        self.writer.flush()
+        for writer in (self.run, self.train, self.val):
+            writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        for writer in (self.run, self.train, self.val):
+            writer.close()
 
 
-def open_writer(logdir, purge_step: int | None = None):
-    """A tensorboardX writer; ``purge_step`` drops events at or after that step.
+def _flow(result, model) -> list[summary_pb2.Summary.Value]:
+    """Gradient norms and update ratios per parameter, inactive units per activation layer."""
+    named = param_tags([p.name for p in model.parameters()])
+    values = [events.scalar(GRAD_NORM_GLOBAL, result.global_norm)]
+    values += [
+        events.scalar(GRAD_NORM.format(param=named[n]), v) for n, v in result.grad_norms.items()
+    ]
+    values += [
+        events.scalar(UPDATE_RATIO.format(param=named[n]), v)
+        for n, v in result.update_ratios.items()
+    ]
+    kinds = dict(named_layers(model))  # "1" -> Tanh: the tag says "1_1.tanh"
+    labels = param_tags([f"{n}.{type(kinds[n]).__name__.lower()}" for n in result.inactive])
+    values += [
+        events.scalar(INACTIVE.format(layer=label), v)
+        for label, v in zip(labels.values(), result.inactive.values())
+    ]
+    return values
 
-    Event files are named by the second they were opened in: a resumed run started within the
-    same second would truncate the first run's file, so the name gets a nanosecond suffix."""
-    from tensorboardX import SummaryWriter
 
-    writer = SummaryWriter(
-        logdir=str(logdir),
-        purge_step=purge_step,
-        flush_secs=10,
-        filename_suffix=f".{time.time_ns()}",
+def _layout() -> summary_pb2.Summary.Value:
+    """The Custom Scalars tab: train and validation on one chart, and the gradient flow of
+    every layer on one chart each, in network order."""
+
+    def chart(title: str, regex: str) -> layout_pb2.Chart:
+        lines = layout_pb2.MultilineChartContent(tag=[regex])
+        return layout_pb2.Chart(title=title, multiline=lines)
+
+    layout = layout_pb2.Layout(
+        category=[
+            layout_pb2.Category(
+                title="Curves: train and validation",
+                chart=[chart("loss", f"^{LOSS}$"), chart("accuracy", f"^{ACC}$")],
+            ),
+            layout_pb2.Category(
+                title="Gradient flow, in network order",
+                chart=[
+                    chart("gradient norm per parameter", r"^flow/grad_norm/"),
+                    chart(
+                        "update / weight: ||w_after - w_before|| / ||w_before||",
+                        r"^flow/update_ratio/",
+                    ),
+                    chart(
+                        "dead ReLUs, saturated tanh or sigmoid units (fraction)",
+                        r"^flow/inactive/",
+                    ),
+                ],
+            ),
+        ]
     )
-    _write_in_this_thread(writer)
-    return writer
-
-
-def _write_in_this_thread(writer) -> None:
-    """tensorboardX hands every event to a queue that a thread of its own writes out, and its
-    flush() does not wait for that queue: a flush before a checkpoint could leave the epoch's
-    validation point in the queue, and a kill -9 then lost it (a test caught it once in
-    ~20 runs). Events are written by the caller instead, under the event file's lock, so a
-    flush leaves nothing behind; the thread still flushes every ``flush_secs``."""
-    events = getattr(writer._get_file_writer(), "event_writer", None)
-    file = getattr(events, "_ev_writer", None)
-    if file is None or not hasattr(file, "write_event"):  # another tensorboardX: its own way
-        return
-    events.add_event = lambda event: None if events._closed else file.write_event(event)
-
-
-def add_histogram(writer, tag: str, values: np.ndarray, step: int) -> bool:
-    """A histogram of the finite values; False (and nothing written) when tensorboardX cannot
-    bin them (none finite, or a range so wide that its bins overflow)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return False
-    try:
-        writer.add_histogram(tag, finite.astype(np.float64), step)
-    except ValueError:
-        return False
-    return True
-
-
-def filter_grid(weight: np.ndarray, scale: int = 8, gap: int = 1) -> np.ndarray:
-    """First-layer filters (F, C, kh, kw) as one (3, H, W) image in [0, 1]: a tile per filter,
-    each normalised on its own, RGB when C == 3 and grey (channel mean) otherwise, enlarged
-    ``scale`` times so that 5x5 kernels can be seen."""
-    f, c, kh, kw = weight.shape
-    w = weight.astype(np.float32)
-    tiles = w if c == 3 else np.repeat(w.mean(axis=1, keepdims=True), 3, axis=1)  # (F, 3, kh, kw)
-    lo = tiles.min(axis=(1, 2, 3), keepdims=True)
-    hi = tiles.max(axis=(1, 2, 3), keepdims=True)
-    tiles = (tiles - lo) / np.where(hi > lo, hi - lo, 1)
-    tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)  # (F, 3, kh*s, kw*s)
-    cols = int(np.ceil(np.sqrt(f)))
-    rows = int(np.ceil(f / cols))
-    th, tw = kh * scale, kw * scale
-    grid = np.ones((3, rows * (th + gap) + gap, cols * (tw + gap) + gap), np.float32)
-    for i in range(f):
-        r, q = divmod(i, cols)
-        top, left = gap + r * (th + gap), gap + q * (tw + gap)
-        grid[:, top : top + th, left : left + tw] = tiles[i]
-    return grid
-
-
-def add_text(writer, tag: str, text: str, step: int) -> None:
-    """Text under exactly ``tag`` (tensorboardX's ``add_text`` appends ``/text_summary``)."""
-    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboardX.proto.tensor_pb2 import TensorProto
-    from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
-
-    plugin = SummaryMetadata.PluginData(plugin_name="text")
-    tensor = TensorProto(
-        dtype="DT_STRING",
-        string_val=[text.encode("utf-8")],
-        tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]),
+    return events.plugin_tensor(
+        "custom_scalars__config__", "custom_scalars", b"", [layout.SerializeToString()]
     )
-    value = Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin), tensor=tensor)
-    writer.file_writer.add_summary(Summary(value=[value]), step)
 
 
-def write_hparams(writer, hparam_dict: dict, metric_dict: dict) -> None:
-    """The HParams entry, written into the run's own event file (tensorboardX's ``add_hparams``
-    would open a new sub-folder). Its metrics are the run's scalar tags (``val/loss`` ...), so
-    the dashboard reads their final values from the same run."""
-    from tensorboardX.summary import hparams
+STATUS = {"ok": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE}
 
-    clean = {
-        k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparam_dict.items()
-    }
-    for summary in hparams(clean, metric_dict):
-        writer.file_writer.add_summary(summary)
+
+def write_hparams(logdir: str | Path, hyper: dict, status: str) -> None:
+    """The run's HParams row in its own file, replaced whole at the end of every run (a
+    resumed run rewrites it): ``hyper`` and a ``status`` column. TensorBoard infers the
+    columns from every run's row, the hyperparameters that differ first."""
+    values = {**hyper, "status": status}
+    start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    for key, v in values.items():
+        if isinstance(v, bool):
+            start.hparams[key].bool_value = v
+        elif isinstance(v, (int, float)):
+            start.hparams[key].number_value = float(v)
+        else:
+            start.hparams[key].string_value = str(v)
+    kind = STATUS.get(status.split(":")[0], api_pb2.STATUS_RUNNING)
+    end = plugin_data_pb2.SessionEndInfo(status=kind, end_time_secs=time.time())
+    summaries = [
+        ("session_start_info", plugin_data_pb2.HParamsPluginData(session_start_info=start)),
+        ("session_end_info", plugin_data_pb2.HParamsPluginData(session_end_info=end)),
+    ]
+    written = []
+    for tag, data in summaries:
+        value = events.plugin_tensor(f"_hparams_/{tag}", "hparams", data.SerializeToString(), [])
+        summary = summary_pb2.Summary(value=[value])
+        written.append(event_pb2.Event(wall_time=time.time(), summary=summary))
+    events.write_events_atomically(Path(logdir) / HPARAMS_FILE, written)

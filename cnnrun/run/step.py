@@ -7,11 +7,15 @@ batch, timing, logging and the progress bar happen around it (:mod:`cnnrun.run.t
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..data import iterate_batches
+from .checkpoint import load_checkpoint
+from .probe import ACTIVATIONS, inactive_fraction, named_layers, recording
 
 
 @dataclass
@@ -19,7 +23,10 @@ class StepResult:
     """What one step did. ``problem`` is None when every value was finite; otherwise it says
     what was not (``"loss (nan)"``, ``"batch-norm statistics"``, ``"gradient"``,
     ``"weights"``) and ``where`` names the first layer, buffer or parameter it appeared in.
-    ``updated``: the optimiser stepped."""
+    ``updated``: the optimiser stepped. ``update_ratios`` (per parameter,
+    ``||w_after - w_before|| / ||w_before||``) and ``inactive`` (per activation layer, see
+    :func:`cnnrun.run.probe.inactive_fraction`) are filled when the step was asked to measure
+    them."""
 
     loss: float
     acc: float = math.nan
@@ -28,14 +35,20 @@ class StepResult:
     problem: str | None = None
     where: str = ""
     updated: bool = False
+    update_ratios: dict[str, float] = field(default_factory=dict)
+    inactive: dict[str, float] = field(default_factory=dict)
 
 
-def train_step(model, loss_fn, optimizer, x: np.ndarray, y: np.ndarray) -> StepResult:
+def train_step(
+    model, loss_fn, optimizer, x: np.ndarray, y: np.ndarray, measure: bool = False
+) -> StepResult:
     """Forward, loss, backward, update. Stops before the update at a non-finite loss or
-    gradient, so the weights stay those of the last good step."""
+    gradient, so the weights stay those of the last good step. ``measure``: also the update
+    ratios and the inactive units (a copy of the weights and a pass over the activations)."""
     model.zero_grad()
     outputs: list[tuple[str, np.ndarray]] = []
-    logits = model.forward(x, outputs=outputs)  # (N, classes)
+    with recording(model, ACTIVATIONS) if measure else nullcontext({}) as acts:
+        logits = model.forward(x, outputs=outputs)  # (N, classes)
     loss = loss_fn.forward(logits, y)
     if not math.isfinite(loss):
         return StepResult(loss, problem=f"loss ({loss})", where=_first_bad_output(outputs))
@@ -48,9 +61,14 @@ def train_step(model, loss_fn, optimizer, x: np.ndarray, y: np.ndarray) -> StepR
     global_norm = math.sqrt(sum(v * v for v in norms.values()))
     if not math.isfinite(global_norm):
         return StepResult(loss, problem="gradient", where=_first_bad_grad(model))
+    before = [p.data.copy() for p in model.parameters()] if measure else []
     optimizer.step()
     acc = float((logits.argmax(axis=1) == y).mean())
     result = StepResult(loss, acc, norms, global_norm, updated=True)
+    if measure:
+        result.update_ratios = update_ratios(model, before)
+        layers = dict(named_layers(model))
+        result.inactive = {n: inactive_fraction(layers[n], a) for n, a in acts.items()}
     bad = next((p.name for p in model.parameters() if not np.all(np.isfinite(p.data))), None)
     if bad is not None:  # the update itself overflowed
         result.problem, result.where = "weights", bad
@@ -63,6 +81,18 @@ def grad_norms(model) -> dict[str, float]:
     return {
         p.name: float(np.linalg.norm(p.grad.ravel().astype(np.float64))) for p in model.parameters()
     }
+
+
+def update_ratios(model, before: list[np.ndarray]) -> dict[str, float]:
+    """``||w_after - w_before|| / ||w_before||`` per parameter, in float64 (0 for a zero
+    weight that did not move, inf for one that did)."""
+    ratios = {}
+    for p, old in zip(model.parameters(), before):
+        old64 = old.ravel().astype(np.float64)
+        step = float(np.linalg.norm(p.data.ravel().astype(np.float64) - old64))
+        size = float(np.linalg.norm(old64))
+        ratios[p.name] = step / size if size > 0 else (0.0 if step == 0 else math.inf)
+    return ratios
 
 
 def _first_bad_output(outputs: list[tuple[str, np.ndarray]]) -> str:
@@ -80,8 +110,12 @@ def _first_bad_grad(model) -> str:
     return f"the gradient of {name}"
 
 
-def evaluate(model, loss_fn, x, y, batch_size: int, limit: int | None) -> tuple[float, float]:
-    """Mean loss and accuracy over (at most ``limit`` batches of) a split, in eval mode."""
+def evaluate(
+    model, loss_fn, x, y, batch_size: int, limit: int | None, confusion: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Mean loss and accuracy over (at most ``limit`` batches of) a split, in eval mode.
+    ``confusion``, a (classes, classes) integer array, receives the counts of (true class,
+    predicted class)."""
     model.eval()
     total = correct = 0
     loss_sum = 0.0
@@ -90,7 +124,21 @@ def evaluate(model, loss_fn, x, y, batch_size: int, limit: int | None) -> tuple[
             break
         logits = model.forward(xb)
         loss_sum += loss_fn.forward(logits, yb) * len(yb)
-        correct += int((logits.argmax(axis=1) == yb).sum())
+        predicted = logits.argmax(axis=1)
+        correct += int((predicted == yb).sum())
         total += len(yb)
+        if confusion is not None:
+            np.add.at(confusion, (yb, predicted), 1)
     model.train()
     return loss_sum / max(total, 1), correct / max(total, 1)
+
+
+def test_metrics(model, loss_fn, data, batch_size: int, best: Path) -> dict[str, float]:
+    """The test split, once at the end: with the last weights, then with ``best``'s (the
+    model keeps those). Nothing is chosen on it."""
+    last = evaluate(model, loss_fn, data.x_test, data.y_test, batch_size, None)
+    loss = acc = math.nan  # no best.npz (resumed from a folder without it): not the last's
+    if best.is_file():
+        model.load_state_dict(load_checkpoint(best)["model"])
+        loss, acc = evaluate(model, loss_fn, data.x_test, data.y_test, batch_size, None)
+    return {"test/loss": loss, "test/acc": acc, "test/loss_last": last[0], "test/acc_last": last[1]}

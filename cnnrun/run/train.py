@@ -45,8 +45,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import validate, value
+from .dashboard import Dashboard
 from .folder import RunFolder, output_dir
-from .logger import RunLogger
 from .resume import (
     adopt_best,
     continues_own_checkpoint,
@@ -56,7 +56,7 @@ from .resume import (
 )
 from .signals import Interrupted, SignalGuard, continue_hint
 from .state import RunState
-from .step import StepResult, evaluate, train_step
+from .step import StepResult, evaluate, test_metrics, train_step
 from .sweep import run_threads
 
 log = logging.getLogger("cnnrun")
@@ -96,7 +96,7 @@ class Trainer:
                 self.model, self.data.x_train[:bs], self.data.y_train[:bs], self.loss_fn
             )
         self.images, self.train_seconds = 0, 0.0  # throughput of the training steps
-        self.logger: RunLogger | None = None  # opened by fit()
+        self.dashboard: Dashboard | None = None  # opened by fit()
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -120,8 +120,8 @@ class Trainer:
     def save(self, name: str = "last.npz") -> Path:
         """A checkpoint, after every event up to its step is on disk: a run resumed from it
         drops the events after its step, and must find all those before it."""
-        if getattr(self, "logger", None) is not None:
-            self.logger.flush()
+        if getattr(self, "dashboard", None) is not None:
+            self.dashboard.flush()
         meta = {
             "model_name": self.cfg.model.name,
             **self.state.to_meta(),
@@ -137,12 +137,12 @@ class Trainer:
     def fit(self) -> dict:
         t, s = self.cfg.trainer, self.state
         started = time.perf_counter()
-        self.logger = RunLogger(
+        own = self.resume_from is not None and self.resume_from.parent.parent == self.out
+        self.dashboard = Dashboard(
             self.out / "tb",
-            log_every=t.log_every_n_steps,
-            histogram_every=t.histogram_every_n_steps,
-            first_conv=next((n for n, m in self.model.layers if isinstance(m, nn.Conv2d)), None),
+            self,
             purge_step=s.step if self.resume_from else None,
+            fresh_folder=not own,
         )
         self.progress = sys.stderr.isatty() if t.progress is None else bool(t.progress)
         try:
@@ -161,8 +161,11 @@ class Trainer:
                     name = signal.Signals(guard.received).name
                     log.warning("%s arrived after the last training step; the run completes", name)
             return self._finish(time.perf_counter() - started)
+        except BaseException as err:  # the HParams row stays, with how the run ended
+            self.dashboard.stopped(hyperparameters(self.cfg, self.model), err)
+            raise
         finally:
-            self.logger.close()
+            self.dashboard.close()
 
     def _epochs(self, guard: SignalGuard) -> None:
         s, max_epochs = self.state, self.cfg.trainer.max_epochs
@@ -183,8 +186,7 @@ class Trainer:
             f"batch {rows[0].input}\n\n"
         )
         atomic_write_text(self.out / "shape_trace.md", header + table)
-        if self.resume_from is None or self.resume_from.parent.parent != self.out:
-            self.logger.shape_trace(table)
+        self.dashboard.start(header + "```\n" + format_text(rows) + "```\n")
         log.info("shape trace (one real forward and backward pass):\n%s", format_text(rows))
 
     def _train_epoch(self, guard: SignalGuard) -> None:
@@ -196,6 +198,7 @@ class Trainer:
             n_batches = min(n_batches, t.limit_train_batches)
         if s.batch == 0:
             s.start_epoch()
+            self.dashboard.epoch_start(s.step, lr)
         batches = iterate_batches(
             self.data.x_train, self.data.y_train, bs, shuffle=True, rng=s.shuffle_rng
         )
@@ -228,7 +231,8 @@ class Trainer:
         tick = time.perf_counter()
         # what a skipped batch must not change (batch-norm statistics, the dropout RNG)
         before = self._snapshot() if skip else None
-        result = train_step(self.model, self.loss_fn, self.optimizer, xb, yb)
+        measure = self.dashboard.measure(s.step)
+        result = train_step(self.model, self.loss_fn, self.optimizer, xb, yb, measure)
         if result.problem is not None:
             self._non_finite(result, before)
             return
@@ -236,7 +240,7 @@ class Trainer:
         self.images += len(yb)
         s.sums.add(result.loss, result.acc, len(yb))
         s.skips_in_a_row = 0
-        self.logger.train_step(s.step, result, lr, self.model)
+        self.dashboard.step(s.step, result)
         if self.progress:
             bar.set_postfix(loss=f"{result.loss:.4f}", acc=f"{result.acc:.3f}")
         s.step += 1
@@ -269,7 +273,7 @@ class Trainer:
                 result.where,
                 s.skipped,
             )
-            self.logger.skipped(s.step, s.skipped)
+            self.dashboard.skipped(s.step, s.skipped)
             return
         if before is not None:
             raise NonFiniteError(
@@ -297,31 +301,15 @@ class Trainer:
         guard.forward()  # a cluster launcher's own handler (requeue) runs now, if any
         raise Interrupted(message, guard.received)
 
-    def _test(self) -> dict[str, float]:
-        """The test split, once at the end: with the last weights, then with best.npz's (the
-        model keeps those). Nothing is chosen on it."""
-        d, bs = self.data, self.cfg.data.batch_size
-        last = evaluate(self.model, self.loss_fn, d.x_test, d.y_test, bs, None)
-        best = self.out / "checkpoints" / "best.npz"
-        loss = acc = math.nan  # no best.npz (resumed from a folder without it): not the last's
-        if best.is_file():
-            self.model.load_state_dict(load_checkpoint(best)["model"])
-            loss, acc = evaluate(self.model, self.loss_fn, d.x_test, d.y_test, bs, None)
-        return {
-            "test/loss": loss,
-            "test/acc": acc,
-            "test/loss_last": last[0],
-            "test/acc_last": last[1],
-        }
-
-    def _evaluate(self) -> tuple[float, float]:
+    def _evaluate(self, confusion: np.ndarray | None = None) -> tuple[float, float]:
         d, bs = self.data, self.cfg.data.batch_size
         limit = self.cfg.trainer.limit_val_batches
-        return evaluate(self.model, self.loss_fn, d.x_val, d.y_val, bs, limit)
+        return evaluate(self.model, self.loss_fn, d.x_val, d.y_val, bs, limit, confusion)
 
     def _end_epoch(self) -> None:
         s = self.state
-        val_loss, val_acc = self._evaluate()
+        confusion = np.zeros((self.data.num_classes,) * 2, np.int64)
+        val_loss, val_acc = self._evaluate(confusion)
         if not math.isfinite(val_loss) or not s.sums.seen:  # never saved over a good checkpoint
             what = f"validation loss {val_loss}" if s.sums.seen else "every batch skipped"
             raise NonFiniteError(
@@ -329,8 +317,10 @@ class Trainer:
             )
         # at the epoch's last training step: a run resumed from this checkpoint purges events
         # from its step on, and must keep this point
-        self.logger.validation(max(s.step - 1, 0), val_loss, val_acc)
         train_loss, train_acc = s.sums.means()
+        self.dashboard.epoch_end(
+            max(s.step - 1, 0), (train_loss, train_acc), (val_loss, val_acc), confusion
+        )
         log.info(
             "epoch %d/%d  train/loss %.4f  train/acc %.4f  val/loss %.4f  val/acc %.4f  lr %.3g",
             s.epoch + 1,
@@ -362,7 +352,8 @@ class Trainer:
             "train/images_per_s": self.images / self.train_seconds if self.train_seconds else 0.0,
             "train/skipped_batches": s.skipped,
         }
-        metrics.update(self._test())
+        d, best = self.data, self.out / "checkpoints" / "best.npz"
+        metrics.update(test_metrics(self.model, self.loss_fn, d, self.cfg.data.batch_size, best))
         if self.changes:
             metrics["changes_on_resume"] = self.changes
         # strict JSON: a NaN or infinite metric is written as null
@@ -372,7 +363,7 @@ class Trainer:
         }
         text = json.dumps(clean, indent=2, allow_nan=False) + "\n"
         atomic_write_text(self.out / "metrics.json", text)
-        self.logger.hparams(hyperparameters(self.cfg, self.model), metrics)
+        self.dashboard.finish(metrics, hyperparameters(self.cfg, self.model))
         log.info(
             "done in %.1f s: val/loss %.4f, val/acc %.4f; test/loss %.4f, test/acc %.4f (best "
             "checkpoint; last: %.4f, %.4f); %.0f images/s; run folder %s",

@@ -1,0 +1,109 @@
+"""What a run shows in TensorBoard, and when: the trainer calls :class:`Dashboard` at the
+moments of a run (its start, each step, each epoch's start and end, its end), and the
+dashboard decides what to write through :class:`cnnrun.run.logger.RunLogger`.
+
+- at the start (once per event folder): the model graph, the shape trace, the layout of the
+  Custom Scalars tab; at step 0 the probe's pictures of the untrained network;
+- every ``trainer.log_every_n_steps`` steps: the batch's loss and accuracy, and the gradient
+  flow (gradient norms, update ratios, dead or saturated units); histograms at step 0, every
+  ``trainer.histogram_every_n_steps`` steps and at the last step;
+- at each epoch's end: train and validation curves, the probe's pictures and the validation
+  confusion matrix;
+- at the end: the test results and the HParams row, which also a failed or interrupted run
+  writes, with its status.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .logger import RunLogger
+from .probe import probe
+from .signals import Interrupted
+
+PROBE_IMAGES = 8  # the fixed validation images of the pictures: one per class, at most this many
+
+
+def probe_indices(labels: np.ndarray, count: int = PROBE_IMAGES) -> np.ndarray:
+    """The first validation image of each class, for the first ``count`` classes present."""
+    classes, first = np.unique(labels, return_index=True)
+    return np.sort(first)[:count] if len(classes) else np.zeros(0, int)
+
+
+class Dashboard:
+    """A run's TensorBoard writes (see the module's docstring). ``purge_step``: the step a
+    resumed run continues from; ``fresh_folder``: the event folder has no events of this run
+    yet (the graph and the shape trace are written once)."""
+
+    def __init__(
+        self, logdir: Path, trainer, *, purge_step: int | None, fresh_folder: bool
+    ) -> None:
+        t = trainer.cfg.trainer
+        self.trainer = trainer
+        self.logger = RunLogger(
+            logdir,
+            log_every=t.log_every_n_steps,
+            histogram_every=t.histogram_every_n_steps,
+            purge_step=purge_step,
+        )
+        self.fresh_folder = fresh_folder
+        data = trainer.data
+        keep = probe_indices(data.y_val)
+        self.probe_x, self.probe_y = data.x_val[keep], data.y_val[keep]
+        self.steps_trained = 0
+
+    def start(self, trace_text: str) -> None:
+        tr, step = self.trainer, self.trainer.state.step
+        if self.fresh_folder:
+            self.logger.describe(tr.model, tr.trace_rows, trace_text)
+        if step == 0:
+            self._pictures(0)
+
+    def measure(self, step: int) -> bool:
+        return self.logger.wants_flow(step)
+
+    def step(self, step: int, result) -> None:
+        self.logger.train_step(step, result, self.trainer.model)
+        self.steps_trained += 1
+
+    def epoch_start(self, step: int, lr: float) -> None:
+        self.logger.learning_rate(step, lr)
+
+    def epoch_end(self, step: int, train, val, confusion: np.ndarray) -> None:
+        self.logger.epoch(step, train, val)
+        self._pictures(step, confusion)
+
+    def skipped(self, step: int, count: int) -> None:
+        self.logger.skipped(step, count)
+
+    def finish(self, metrics: dict, hyper: dict) -> None:
+        step = self.trainer.state.step
+        if self.steps_trained:  # this part of the run trained: its last step's histograms
+            self.logger.histograms(step - 1, self.trainer.model)
+        self.logger.results(step, metrics)
+        self.logger.hparams(hyper, "ok")
+
+    def stopped(self, hyper: dict, err: BaseException) -> None:
+        """The HParams row of a run that failed or was interrupted, with why."""
+        if isinstance(err, Interrupted):
+            status = f"interrupted at step {self.trainer.state.step}"
+        else:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            status = f"failed: {reason[:160]}"
+        self.logger.hparams(hyper, status)
+
+    def _pictures(self, step: int, confusion: np.ndarray | None = None) -> None:
+        if len(self.probe_y) == 0:
+            return
+        tr = self.trainer
+        with np.errstate(over="ignore", invalid="ignore"):
+            seen = probe(tr.model, tr.loss_fn, self.probe_x, self.probe_y)
+        self.logger.pictures(step, seen, confusion)
+
+    def flush(self) -> None:
+        self.logger.flush()
+
+    def close(self) -> None:
+        self.logger.close()

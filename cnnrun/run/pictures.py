@@ -1,0 +1,138 @@
+"""Arrays as pictures for TensorBoard's Images tab: filters, activation maps, saliency, a
+confusion matrix. Every function returns an (H, W, 3) uint8 image.
+
+Signed quantities (weights, their gradients, pre-activation maps) use one symmetric diverging
+scale per picture: 0 is white, the largest magnitude in the picture is full red (positive) or
+full blue (negative), so sign and size compare across every tile of it. Tiles are enlarged to
+about ``TILE_PX`` pixels and separated by dark lines, which no value of the scale can take.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TILE_PX = 64  # small kernels and maps are enlarged by an integer factor to about this size
+GAP = 2  # separator width, in pixels
+SEPARATOR = np.array([40, 40, 40], np.uint8)  # darker than any colour of the scales below
+# ColorBrewer's RdBu anchors, from -1 (blue) through 0 (white) to +1 (red)
+_DIVERGING = np.array(
+    [[33, 102, 172], [103, 169, 207], [209, 229, 240], [247, 247, 247],
+     [253, 219, 199], [239, 138, 98], [178, 24, 43]], np.float64,
+)  # fmt: skip
+# white to dark blue, for magnitudes and frequencies in [0, 1]
+_SEQUENTIAL = np.array([[247, 251, 255], [198, 219, 239], [107, 174, 214], [8, 81, 156]], float)
+
+
+def _ramp(t: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``anchors`` (evenly spaced over [0, 1]) at ``t`` in [0, 1]."""
+    pos = np.clip(t, 0.0, 1.0) * (len(anchors) - 1)
+    lo = np.minimum(pos.astype(int), len(anchors) - 2)
+    frac = (pos - lo)[..., None]
+    return ((1 - frac) * anchors[lo] + frac * anchors[lo + 1]).round().astype(np.uint8)
+
+
+def diverging(values: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """Signed values as colours; ``scale`` (default: their largest magnitude) is full colour."""
+    v = np.nan_to_num(np.asarray(values, np.float64))
+    s = float(np.abs(v).max()) if scale is None else float(scale)
+    return _ramp((v / (s if s > 0 else 1.0) + 1) / 2, _DIVERGING)
+
+
+def sequential(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] as white-to-blue colours."""
+    return _ramp(np.nan_to_num(np.asarray(values, np.float64)), _SEQUENTIAL)
+
+
+def _enlarge(tile: np.ndarray, factor: int) -> np.ndarray:
+    return tile.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def factor_for(h: int, w: int) -> int:
+    """The integer enlargement that brings an (h, w) tile to about TILE_PX."""
+    return max(1, round(TILE_PX / max(h, w, 1)))
+
+
+def grid(tiles: list[list[np.ndarray]], factor: int = 1) -> np.ndarray:
+    """Rows of equally sized (h, w, 3) tiles, enlarged ``factor`` times, in one picture with
+    separators around and between them."""
+    h, w, _ = tiles[0][0].shape
+    th, tw = h * factor, w * factor
+    n_rows, n_cols = len(tiles), max(len(r) for r in tiles)
+    out = np.empty((n_rows * (th + GAP) + GAP, n_cols * (tw + GAP) + GAP, 3), np.uint8)
+    out[...] = SEPARATOR
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            top, left = GAP + r * (th + GAP), GAP + c * (tw + GAP)
+            out[top : top + th, left : left + tw] = _enlarge(tile, factor)
+    return out
+
+
+def side_by_side(*pictures: np.ndarray) -> np.ndarray:
+    """Pictures next to each other, top-aligned, a separator between them."""
+    height = max(p.shape[0] for p in pictures)
+    parts = []
+    for p in pictures:
+        padded = np.empty((height, p.shape[1], 3), np.uint8)
+        padded[...] = SEPARATOR
+        padded[: p.shape[0]] = p
+        parts += [padded, np.broadcast_to(SEPARATOR, (height, 3 * GAP, 3))]
+    return np.concatenate(parts[:-1], axis=1)
+
+
+def _wrap(tiles: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """A flat list of tiles as near-square rows."""
+    cols = int(np.ceil(np.sqrt(len(tiles))))
+    return [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
+
+
+def filters(weight: np.ndarray) -> np.ndarray:
+    """A conv weight (F, C, kh, kw): one tile per filter and input channel (a row per filter;
+    near-square rows of filters when C == 1), all on the scale of the layer's largest
+    magnitude."""
+    f, c, kh, kw = weight.shape
+    coloured = diverging(weight)  # (F, C, kh, kw, 3), one scale for the whole layer
+    if c == 1:
+        rows = _wrap([coloured[i, 0] for i in range(f)])
+    else:
+        rows = [[coloured[i, j] for j in range(c)] for i in range(f)]
+    return grid(rows, factor_for(kh, kw))
+
+
+def weight_and_gradient(weight: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """W (left) beside dW (right), each on its own symmetric scale."""
+    return side_by_side(filters(weight), filters(grad))
+
+
+def activation_maps(maps: np.ndarray, max_channels: int = 16) -> np.ndarray:
+    """A conv layer's output (N, C, H, W) for N probe images: a row per image, a tile per
+    channel (the first ``max_channels``), on one scale for the whole picture."""
+    n, c, h, w = maps.shape
+    shown = maps[:, :max_channels]
+    coloured = diverging(shown)
+    rows = [[coloured[i, j] for j in range(shown.shape[1])] for i in range(n)]
+    return grid(rows, factor_for(h, w))
+
+
+def _as_image(x: np.ndarray) -> np.ndarray:
+    """An input image (C, H, W), normalised data, as (H, W, 3) in its own min-max range."""
+    x = np.asarray(x, np.float64)
+    x = (x - x.min()) / (np.ptp(x) or 1.0)
+    rgb = x if x.shape[0] == 3 else np.repeat(x.mean(axis=0, keepdims=True), 3, axis=0)
+    return (rgb.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def saliency(images: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """A row per probe image: the image, then ``max_c |dL/dx|`` (Simonyan et al., 2014) on a
+    white-to-blue scale, each row to its own largest value (a well-classified image has a
+    much smaller gradient than a wrong one, and would show blank on a shared scale)."""
+    magnitude = np.abs(grads).max(axis=1)  # (N, H, W)
+    rows = [[_as_image(x), sequential(m / (m.max() or 1.0))] for x, m in zip(images, magnitude)]
+    return grid(rows, factor_for(*images.shape[2:]))
+
+
+def confusion(counts: np.ndarray, cell_px: int = 12) -> np.ndarray:
+    """A (K, K) confusion matrix, rows the true class and columns the predicted one, each row
+    as fractions of its class (white 0, dark blue 1)."""
+    totals = counts.sum(axis=1, keepdims=True)
+    frac = counts / np.where(totals > 0, totals, 1)
+    return grid([[sequential(frac)]], cell_px)
