@@ -14,7 +14,7 @@ import numpy as np
 from ..gradcheck import gradcheck
 from ..trace import format_text, padding_summary, shape_trace
 from .build import build_run_model
-from .cli import compose_from_argv, run_cli
+from .cli import compose_from_argv, fail, run_cli
 from .config import image_hw, validate
 
 GRADCHECK_OPTIONS = {"batch": 2, "max_checks": 24}
@@ -59,10 +59,12 @@ def gradcheck_main(argv: list[str] | None = None) -> None:
         cfg, opts = compose_from_argv(
             sys.argv[1:] if argv is None else argv, "cnnrun.gradcheck", GRADCHECK_OPTIONS
         )
+        if opts["batch"] < 1:
+            fail(f"invalid --batch {opts['batch']}: expected an int >= 1 (images in the batch)")
         validate(cfg)
         rng = np.random.default_rng(cfg.seed)
         model = model_for(cfg, rng)
-        x, y = example_batch(cfg, rng, batch=max(opts["batch"], 1), dtype=np.float64)
+        x, y = example_batch(cfg, rng, batch=opts["batch"], dtype=np.float64)
         max_checks = opts["max_checks"] or None
         result = gradcheck(model, x, y, max_checks=max_checks, rng=rng, skip_kinks=True)
         print(
