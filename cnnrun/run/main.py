@@ -31,12 +31,13 @@ def _register_launcher() -> None:
     (``pip install -e .``); Hydra's own register() finds ours."""
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.cnnrun_launcher import submitit_launchers
+    from hydra_plugins.cnnrun_launcher import optuna_search, submitit_launchers
     from hydra_plugins.cnnrun_launcher.process_launcher import ProcessLauncher
 
     plugins = Plugins.instance()  # Hydra scans its plugins here, once per process
     plugins.register(ProcessLauncher)
     submitit_launchers.register(plugins)  # after the scan: over the submitit plugin's configs
+    optuna_search.register(plugins)  # the same for the Optuna sweeper: a study in a database
 
 
 _register_launcher()
