@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..nn import CrossEntropyLoss, Module, Sequential
+from ..nn import CrossEntropyLoss, Module
 
 
 @dataclass
@@ -59,8 +59,8 @@ def central_difference(evaluate, x, flat: np.ndarray, i: int, h: float) -> float
 
 
 def _rng_layers(model: Module) -> list[Module]:
-    layers = list(model) if isinstance(model, Sequential) else [model]
-    return [layer for layer in layers if hasattr(layer, "rng")]
+    """The layers that draw random numbers (dropout), those inside containers too."""
+    return [layer for _, layer in model.named_modules() if hasattr(layer, "rng")]
 
 
 def gradcheck(
