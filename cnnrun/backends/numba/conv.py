@@ -8,9 +8,10 @@ write the tap ``p = s*p' + a`` with phase ``a = p mod s``, and it reads row ``i 
 phase, ``w_ab = w[:, :, a::sh, b::sw]``; the same holds for its gradients: ``dW[..., a::sh,
 b::sw]`` is the stride-1 dW of ``x_ab`` and dY, and ``dX_pad[:, :, a::sh, b::sw]`` the stride-1
 full convolution of dY with ``w_ab``. Each phase runs on the wide-row kernels, with no
-multiply by a zero of a dilated dY and no compiled loop of its own (a 3x3 stride-2 layer of
-ResNet-20, 16 -> 32 channels at batch 64, took 4 times less than the plain loops, and the 1x1
-shortcut 10 times less). Dilated strided layers use plain loops of the reference formulas (dX
+multiply by a zero of a dilated dY and no compiled loop of its own. ResNet-20's 3x3 stride-2
+layer (16 -> 32 channels, 32x32, batch 64, float32), forward and both gradients: 8 ms against
+106 ms for the plain loops; its 1x1 shortcut 1.2 ms against 15 ms (2 shared cores, load 2.7).
+Dilated strided layers use plain loops of the reference formulas (dX
 then adds ``w * dy`` straight into the pixels each window touched).
 
 Floating-point contraction and reassociation are allowed in the conv loops (``fastmath``, without
