@@ -88,7 +88,13 @@ def cores() -> int:
 def job_threads(launcher: DictConfig | None) -> int | None:
     """Threads for one job when ``backend.threads`` is unset, so that the jobs running at once
     do not ask for more threads than there are cores: a SLURM job takes its CPUs; a joblib
-    worker its share of the cores; a single run, or another launcher, the library defaults."""
+    worker its share of the cores; a single run, or another launcher, the library defaults.
+    A thread count the user set (``OMP_NUM_THREADS``, ...) wins: None leaves it to
+    :func:`cnnrun.backends.process.default_threads`."""
+    from ..backends.process import user_threads
+
+    if user_threads() is not None:
+        return None
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         return int(os.environ["SLURM_CPUS_PER_TASK"])
     if launcher is None:
