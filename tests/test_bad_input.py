@@ -165,3 +165,22 @@ def test_ctrl_c_while_importing_is_one_line(tmp_path):
     assert proc.returncode == 130, err
     assert last_line(err).startswith("cnnrun: error: interrupted"), err
     assert "Traceback" not in out + err
+
+
+def test_the_interrupt_advice_goes_to_the_log_file_only(tmp_path):
+    """The terminal gets the advice once, on the last line; cnnrun.log keeps it too."""
+    from cnnrun.run.signals import log_to_file_only
+
+    log = logging.getLogger("cnnrun.test_advice")
+    to_file = logging.FileHandler(tmp_path / "cnnrun.log")
+    on_screen = logging.StreamHandler(open(tmp_path / "terminal.txt", "w"))  # noqa: SIM115
+    log.addHandler(to_file)
+    log.addHandler(on_screen)
+    try:
+        log_to_file_only(log, logging.WARNING, "SIGINT at step 3: to continue, ...")
+    finally:
+        for handler in (to_file, on_screen):
+            log.removeHandler(handler)
+            handler.close()
+    assert (tmp_path / "cnnrun.log").read_text() == "SIGINT at step 3: to continue, ...\n"
+    assert (tmp_path / "terminal.txt").read_text() == ""
