@@ -214,7 +214,7 @@ def test_the_report_lists_backward_products_in_the_order_they_run():
 @pytest.mark.slow
 def test_gradcheck_passes_on_resnet20(tmp_path):
     result = run_cnnrun(
-        ["model=resnet20", "data=synthetic", "data.channels=3", "data.image_size=8"],
+        ["model=resnet20", "data.image_size=8"],
         tmp_path,
         module="cnnrun.gradcheck",
         timeout=600,

@@ -78,8 +78,10 @@ def gradcheck_main(argv: list[str] | None = None) -> None:
 
 
 def _print_gradcheck(result) -> bool:
-    """The table of :func:`gradcheck_main`, a row per layer; whether every tensor passed."""
-    print(f"{'layer':<12} {'max rel. error':>15} {'checked':>8} {'at kinks':>9}")
+    """The table of :func:`gradcheck_main`, a row per layer (by its path in the model, so as
+    wide as the longest); whether every tensor passed."""
+    width = max([12, *(len(layer) for layer in result.layers)])
+    print(f"{'layer':<{width}} {'max rel. error':>15} {'checked':>8} {'at kinks':>9}")
     unchecked = [n for n, c in result.checked.items() if c == 0]
     for layer, err in result.layers.items():
         names = [n for n in result.checked if n == layer or n.startswith(layer + ".")]
@@ -88,7 +90,7 @@ def _print_gradcheck(result) -> bool:
         flag = "" if err < GRADCHECK_TOL else "  FAIL"
         if any(n in unchecked for n in names):
             flag += "  NOT CHECKED: " + ", ".join(sorted(set(names) & set(unchecked)))
-        print(f"{layer:<12} {err:>15.3e} {checked:>8} {skipped:>9}{flag}")
+        print(f"{layer:<{width}} {err:>15.3e} {checked:>8} {skipped:>9}{flag}")
     ok = result.passed(GRADCHECK_TOL) and not unchecked
     print(
         f"{'ok' if ok else 'FAILED'}: largest relative error {result.max_error:.3e} "
