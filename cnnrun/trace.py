@@ -217,12 +217,13 @@ def format_text(rows: list[TraceRow]) -> str:
     """The trace for a terminal: a header line per layer, then its padding and products; the
     layers of a residual block indented under its row, whose product is the merge."""
     width = max(len(_indented(r)) for r in rows) if rows else 0
+    kind = max([11, *(len(r.type) for r in rows)])
     out = []
     for r in rows:
         params = _params_text(r)
         out.append(
-            f"{_indented(r):<{width}}  {r.type:<11} {fmt_shape(r.input)} -> {fmt_shape(r.output)}"
-            + (f"   {params}" if params else "")
+            f"{_indented(r):<{width}}  {r.type:<{kind}} {fmt_shape(r.input)} -> "
+            f"{fmt_shape(r.output)}" + (f"   {params}" if params else "")
         )
         pad = " " * (width + 2)
         if r.padding is not None:
