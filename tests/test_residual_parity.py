@@ -94,7 +94,7 @@ def test_resnet20_with_pytorch_s_weights_matches_pytorch(rng):
     assert max(errors.values()) < TOL, errors
 
 
-@pytest.mark.parametrize("make", ["resnet20", "residual_net"])
+@pytest.mark.parametrize("make", [pytest.param("resnet20", marks=pytest.mark.slow), "residual_net"])
 def test_ten_sgd_momentum_steps_follow_pytorch(make):
     net = resnet20(8) if make == "resnet20" else residual_net(seed=4)
     twin = torch_twin(net)
