@@ -229,3 +229,31 @@ def test_the_shapes_command_shows_the_merge(tmp_path):
     result = run_cnnrun(["model=resnet20", "data=cifar10"], tmp_path, module="cnnrun.shapes")
     assert result.returncode == 0, result.stderr
     assert "dX = dX_branch (64,16,32,32) + dX_shortcut (64,16,32,32)" in result.stdout
+
+
+BAD_USER_MODEL = """\
+name: badres
+layers:
+  - {type: conv2d, name: stem, out_channels: 8, kernel_size: 3, padding: 1}
+  - {type: basic, name: down, out_channels: 16, stride: 2}
+  - type: residual
+    name: wrong
+    branch:
+      - {type: conv2d, name: c, out_channels: 16, kernel_size: 3, stride: 2, padding: 1}
+  - {type: globalavgpool2d}
+  - {type: linear, out_features: 4}
+"""
+
+
+@pytest.mark.slow  # a whole `python -m cnnrun` process
+def test_a_bad_residual_block_in_a_user_model_is_one_line(tmp_path):
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "badres.yaml").write_text(BAD_USER_MODEL)
+    args = ["--config-dir", str(tmp_path / "conf"), "model=badres", "data=synthetic"]
+    result = run_cnnrun(args, tmp_path)
+    assert result.returncode == 2, result.stderr
+    line = last_line(result.stderr)
+    assert line.startswith("cnnrun: error: ") and "Traceback" not in result.stderr
+    for word in ("residual block wrong", "(1, 16, 4, 4)", "(1, 16, 8, 8)", "badres"):
+        assert word in line, (word, line)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.npz"))
