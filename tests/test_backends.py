@@ -15,6 +15,7 @@ from helpers import (
     term_err,
 )
 from hypothesis import given, settings
+from residual_nets import X_SHAPE, residual_net
 
 from cnnrun import nn, optim
 from cnnrun.backends import get_backend, numpy_backend, reference
@@ -444,14 +445,24 @@ def test_numba_dw_does_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(dW, results[0])  # bit for bit: chunk order, not threads
 
 
+# name: (model from a dtype, input shape, classes); the residual net has blocks with and
+# without a projection, a stride 2 and global pooling (tests/residual_nets.py)
+STEP_NETS = {
+    "lenet": (lambda dtype: lenet("valid", seed=3, dtype=dtype), (5, 1, 32, 32), 10),
+    "residual": (lambda dtype: residual_net(seed=3, dtype=dtype), X_SHAPE, 3),
+}
+
+
+@pytest.mark.parametrize("net", list(STEP_NETS))
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-11), (np.float32, 1e-5)])
-def test_a_lenet_step_gives_the_same_loss_and_grads_on_numpy_and_numba(dtype, tol):
+def test_a_step_gives_the_same_loss_and_grads_on_numpy_and_numba(net, dtype, tol):
+    make, shape, classes = STEP_NETS[net]
     data = np.random.default_rng(7)
-    x = data.standard_normal((5, 1, 32, 32)).astype(dtype)
-    y = data.integers(0, 10, 5)
+    x = data.standard_normal(shape).astype(dtype)
+    y = data.integers(0, classes, shape[0])
     results = {}
     for backend in ("numpy", "numba"):
-        model = lenet("valid", seed=3, dtype=dtype).set_backend(backend)
+        model = make(dtype).set_backend(backend)
         opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
         losses = []

@@ -68,7 +68,10 @@ def resume_from(kind: str, model: str = "lenet"):
 
 
 BAD_CONFIGS = {
-    "unknown-model": (["model=resnet"], ["unknown model 'resnet'", "lenet, mlp, vgg_small"]),
+    "unknown-model": (
+        ["model=resnet"],
+        ["unknown model 'resnet'", "lenet, mlp, plain20, resnet20, vgg_small"],
+    ),
     "padding": (["conv.padding=smae"], ["conv.padding", "'smae'", "same, valid, full"]),
     "backend": (["backend=tpu"], ["backend", "'tpu'", "numba, numpy"]),
     "negative-lr": (["optim.lr=-0.1"], ["optim.lr", "-0.1", "> 0"]),

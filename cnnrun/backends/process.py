@@ -22,6 +22,7 @@ process (a notebook, a test session, a sweep's worker):
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -39,29 +40,96 @@ class ProcessSettings:
     blas_threads: int
     numba_threads: int
     freed_memory_kept: bool
+    source: str = "backend.threads"  # where the thread count came from
+    compile_note: str = ""  # the numba backend with no compiled kernels cached yet
 
     def __str__(self) -> str:
         memory = "freed memory kept" if self.freed_memory_kept else "default allocator"
+        note = f"; {self.compile_note}" if self.compile_note else ""
         return (
             f"threads {self.threads} (gemm blocks {self.gemm_workers}, BLAS {self.blas_threads}, "
-            f"numba {self.numba_threads}), {memory}"
+            f"numba {self.numba_threads}) from {self.source}, {memory}{note}"
         )
 
 
-def machine_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system reports it)."""
+COMPILE_SECONDS = 15  # the numba kernels' first compile on 2 idle cores; longer on busy ones
+
+
+def numba_cache() -> str:
+    """Where Numba caches cnnrun's compiled kernels: ``NUMBA_CACHE_DIR``, else the
+    ``__pycache__`` beside the kernels' source."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "numba", "__pycache__")
+    return os.environ.get("NUMBA_CACHE_DIR") or here
+
+
+def compile_note(backend: str) -> str:
+    """A word before Numba's first compile, which prints nothing for its 15-40 s: empty for
+    the numpy backend, or where compiled kernels are cached already."""
+    if backend != "numba":
+        return ""
+    cache = numba_cache()
+    for _, _, files in os.walk(cache):
+        if any(f.endswith(".nbi") for f in files):
+            return ""
+    return f"compiling the numba kernels once, about {COMPILE_SECONDS} s; cached in {cache}"
+
+
+# a thread count the user set for the process: it sets the gemm blocks' and Numba's threads
+# (BLAS keeps one, for the same bits at any count), in this order of precedence
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def user_threads() -> tuple[int, str] | None:
+    """The first of :data:`THREAD_VARIABLES` set to an int >= 1, and its name."""
+    for name in THREAD_VARIABLES:
+        text = os.environ.get(name, "").strip()
+        if text.isdigit() and int(text) >= 1:
+            return int(text), name
+    return None
+
+
+def cgroup_cpus(root: str = "/sys/fs/cgroup") -> int | None:
+    """The CPUs this process's cgroup may use in a period (its quota, rounded up); None where
+    there is no quota. cgroup v2's ``cpu.max``, else v1's ``cpu.cfs_quota_us``."""
     try:
-        return len(os.sched_getaffinity(0))
+        quota, period = open(os.path.join(root, "cpu.max")).read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = open(os.path.join(root, "cpu", "cpu.cfs_quota_us")).read().strip()
+            period = open(os.path.join(root, "cpu", "cpu.cfs_period_us")).read().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit():
+        return None
+    return max(1, math.ceil(int(quota) / int(period))) if int(period) > 0 else None
+
+
+def machine_cores() -> int:
+    """The cores this process may use: its CPU affinity, within its cgroup's CPU quota (a
+    container's limit) and SLURM's allocation (``SLURM_CPUS_PER_TASK``)."""
+    try:
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    quota = cgroup_cpus()
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    for limit in (quota, int(slurm) if slurm.isdigit() and int(slurm) > 0 else None):
+        if limit:
+            n = min(n, limit)
+    return n
+
+
+def default_threads() -> tuple[int, str]:
+    """The user's thread variable (:func:`user_threads`), else :func:`machine_cores`."""
+    return user_threads() or (machine_cores(), "the cores this process may use")
 
 
 def configure_process(threads: int | None = None, backend: str = "numpy") -> ProcessSettings:
-    """Use ``threads`` threads (None or 0: :func:`machine_cores`) for the blocks of the matrix
+    """Use ``threads`` threads (None or 0: :func:`default_threads`) for the blocks of the matrix
     products, Numba's kernels and OpenMP, one for BLAS, and keep freed memory for reuse; see the
     module's notes. The results are the same at any ``threads``, and both backends get the same
-    settings (``backend`` is kept for the callers that name it). A sweep running k jobs at once
-    gives each ``machine_cores() // k``."""
+    settings (``backend`` only chooses the :func:`compile_note`). A sweep running k jobs at
+    once gives each ``machine_cores() // k``."""
     if threads is not None and (
         isinstance(threads, bool) or int(threads) != threads or threads < 0
     ):
@@ -69,7 +137,7 @@ def configure_process(threads: int | None = None, backend: str = "numpy") -> Pro
             f"invalid backend.threads {threads!r}: expected an int >= 1, "
             "or null for the machine's cores"
         )
-    n = int(threads) if threads else machine_cores()
+    n, source = (int(threads), "backend.threads") if threads else default_threads()
     import numba
     from threadpoolctl import threadpool_limits
 
@@ -78,7 +146,8 @@ def configure_process(threads: int | None = None, backend: str = "numpy") -> Pro
     threadpool_limits(limits=n)  # OpenMP and every other pool
     threadpool_limits(limits=1, user_api="blas")
     gemm.set_workers(n)
-    return ProcessSettings(n, n, 1, numba_threads, keep_freed_memory())
+    note = compile_note(backend)
+    return ProcessSettings(n, n, 1, numba_threads, keep_freed_memory(), source, note)
 
 
 def keep_freed_memory() -> bool:

@@ -29,7 +29,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="threads for every implementation (default: the machine's cores)",
     )
-    p.add_argument("--json", default="bench.json", help="where to write the results")
+    p.add_argument(
+        "--json",
+        default=None,
+        help="where to write the results (default: runs/bench/<date>_<time>.json, beside the "
+        "runs and ignored by git)",
+    )
     p.add_argument(
         "--impls",
         default=",".join(IMPLS),
@@ -64,6 +69,13 @@ def run(args: argparse.Namespace, threads: int, impls: list[str]) -> dict:
     return result
 
 
+def default_json() -> Path:
+    """``runs/bench/<date>_<time>.json``: with the run folders, not in the repository's tree."""
+    import time
+
+    return Path("runs") / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -80,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = run(args, threads, _impls(args.impls, p))
     print(format_table(result))
-    path = Path(args.json)
+    path = Path(args.json) if args.json else default_json()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten to {path}")
     return 0

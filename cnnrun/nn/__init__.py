@@ -7,8 +7,9 @@ from .layers import Dropout, Flatten, Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Product, Sequential
 from .norm import BatchNorm2d
-from .pool import AvgPool2d, MaxPool2d
+from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .registry import LAYERS, register_layer
+from .residual import Merge, Residual
 
 __all__ = [
     "LAYERS",
@@ -18,14 +19,17 @@ __all__ = [
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
+    "GlobalAvgPool2d",
     "LeakyReLU",
     "Linear",
     "MSELoss",
     "MaxPool2d",
+    "Merge",
     "Module",
     "Parameter",
     "Product",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "Tanh",

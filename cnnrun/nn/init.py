@@ -79,10 +79,10 @@ def init_weight_and_bias(weight, bias, scheme: str, rng: np.random.Generator | N
 
 
 def initialize(model, scheme: str = "default", rng: np.random.Generator | None = None):
-    """Re-initialise every Conv2d and Linear of ``model`` with ``scheme``; returns the model."""
+    """Re-initialise every Conv2d and Linear of ``model`` (those inside containers too, in
+    network order) with ``scheme``; returns the model."""
     rng = np.random.default_rng() if rng is None else rng
-    layers = list(model) if hasattr(model, "layers") else [model]
-    for layer in layers:
+    for _, layer in model.named_modules():
         if hasattr(layer, "reset_parameters"):
             layer.reset_parameters(rng, scheme)
     return model

@@ -119,24 +119,75 @@ class Module:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
+    # -- the modules inside ------------------------------------------------------------
+    def named_children(self) -> list[tuple[str, Module]]:
+        """The modules directly inside this one, by name (none for a plain layer)."""
+        return []
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """``(qualified name, module)`` for this module (named ``prefix``, ``""`` at the root)
+        and every module inside it, in network order, a container before what it holds: as
+        PyTorch's ``named_modules``. ``"block1_1.branch.conv1"`` is a conv layer in the branch
+        of the residual block ``block1_1``."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def get_submodule(self, target: str) -> Module:
+        """The module at a dotted path (``"block1_1.branch.conv1"``); ``KeyError`` if none."""
+        module = self
+        for part in target.split("."):
+            children = dict(module.named_children())
+            if part not in children:
+                raise KeyError(target)
+            module = children[part]
+        return module
+
+    def _set_names(self, prefix: str = "") -> None:
+        """Name every module inside (``.name``) and every parameter (``.name``) by its path
+        from here, ``prefix`` being this module's own; a container calls it when it is made."""
+        for name, module in self.named_modules(prefix):
+            if name:
+                module.name = name
+        for name, p in self.named_parameters():
+            p.name = f"{prefix}.{name}" if prefix else name
+
     # -- parameters and state -----------------------------------------------------------
-    def named_parameters(self) -> list[tuple[str, Parameter]]:
+    def _own_parameters(self) -> list[tuple[str, Parameter]]:
         return [(n, p) for n in self.param_names if (p := getattr(self, n)) is not None]
 
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        """This module's parameters, then those inside it, keyed by their path from here."""
+        inner = [
+            (f"{name}.{pn}", p)
+            for name, child in self.named_children()
+            for pn, p in child.named_parameters()
+        ]
+        return self._own_parameters() + inner
+
     def parameters(self) -> list[Parameter]:
+        """Every parameter, in network order (the order of :meth:`named_parameters`)."""
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self) -> list[tuple[str, np.ndarray]]:
-        return [(n, getattr(self, n)) for n in self.buffer_names]
+        inner = [
+            (f"{name}.{bn}", b)
+            for name, child in self.named_children()
+            for bn, b in child.named_buffers()
+        ]
+        return [(n, getattr(self, n)) for n in self.buffer_names] + inner
 
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad.fill(0)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of parameters and buffers, keyed and laid out as in PyTorch."""
-        state = {n: p.data.copy() for n, p in self.named_parameters()}
-        state.update({n: np.array(b, copy=True) for n, b in self.named_buffers()})
+        """Copies of parameters and buffers, keyed and laid out as in PyTorch: a module's own
+        parameters, then its own buffers, then each child's, prefixed ``"<child name>."``."""
+        state = {n: p.data.copy() for n, p in self._own_parameters()}
+        state.update({n: np.array(getattr(self, n), copy=True) for n in self.buffer_names})
+        for name, child in self.named_children():
+            state.update({f"{name}.{k}": v for k, v in child.state_dict().items()})
         return state
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
@@ -163,16 +214,24 @@ class Module:
         self._assign_state({k: np.asarray(v) for k, v in state.items() if k in own})
 
     def _assign_state(self, state: dict[str, np.ndarray]) -> None:
-        for n, p in self.named_parameters():
+        for n, p in self._own_parameters():
             if n in state:
                 p.data[...] = state[n]
-        for n, b in self.named_buffers():
+        for n in self.buffer_names:
             if n in state:
+                b = getattr(self, n)
                 setattr(self, n, np.asarray(state[n]).astype(b.dtype).reshape(b.shape))
+        for name, child in self.named_children():
+            prefix = name + "."
+            child._assign_state(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
 
-    # -- modes, dtypes, backends -------------------------------------------------------
+    # -- modes, dtypes, backends (each reaches every module inside) ----------------------
     def train(self, mode: bool = True) -> Module:
         self.training = bool(mode)
+        for _, child in self.named_children():
+            child.train(mode)
         return self
 
     def eval(self) -> Module:
@@ -181,18 +240,23 @@ class Module:
     def to(self, dtype) -> Module:
         """Cast parameters, gradients and floating buffers to ``dtype`` (like ``.double()``)."""
         dtype = np.dtype(dtype)
-        for p in self.parameters():
+        for _, p in self._own_parameters():
             p.data = p.data.astype(dtype)
             p.grad = p.grad.astype(dtype)
-        for n, b in self.named_buffers():
+        for n in self.buffer_names:
+            b = getattr(self, n)
             if np.issubdtype(b.dtype, np.floating):
                 setattr(self, n, b.astype(dtype))
+        for _, child in self.named_children():
+            child.to(dtype)
         return self
 
     def set_backend(self, name: str) -> Module:
         """Pick the kernels: ``"numpy"`` (default), ``"numba"`` or ``"reference"`` (loops)."""
         get_backend(name)  # validates the name
         self.backend = str(name).lower()
+        for _, child in self.named_children():
+            child.set_backend(name)
         return self
 
     # -- display -------------------------------------------------------------------------
@@ -207,7 +271,9 @@ class Sequential(Module):
     """Layers applied in order: ``Sequential(*layers)`` or ``Sequential([(name, layer), ...])``.
 
     Unnamed layers are named by their index, as in ``torch.nn.Sequential``; parameters are
-    keyed ``"<layer name>.weight"`` / ``"<layer name>.bias"``.
+    keyed ``"<layer name>.weight"`` / ``"<layer name>.bias"``, and a layer inside a container
+    by its path (``"block1_1.branch.conv1.weight"``, see :meth:`Module.named_modules`).
+    ``model["conv1"]``, ``model[0]`` and ``model["block1_1.branch.conv1"]`` find a layer.
     """
 
     def __init__(self, *layers):
@@ -221,20 +287,23 @@ class Sequential(Module):
         self.layers: list[tuple[str, Module]] = []
         for i, item in enumerate(items):
             name, layer = item if isinstance(item, tuple) else (str(i), item)
+            name = str(name)
             if not isinstance(layer, Module):
                 raise ConfigError(
                     f"layer {name!r} is a {type(layer).__name__}, not a cnnrun.nn layer"
                 )
             if any(name == n for n, _ in self.layers):
                 raise ConfigError(f"duplicate layer name {name!r} in Sequential")
-            layer.name = str(name)
-            self.layers.append((str(name), layer))
-        self._rename()
+            if not name or "." in name:
+                raise ConfigError(
+                    f"invalid layer name {name!r}: expected a non-empty name without '.' "
+                    "(a dot separates the names of nested layers)"
+                )
+            self.layers.append((name, layer))
+        self._set_names()
 
-    def _rename(self) -> None:
-        for name, layer in self.layers:
-            for pname, p in layer.named_parameters():
-                p.name = f"{name}.{pname}"
+    def named_children(self) -> list[tuple[str, Module]]:
+        return list(self.layers)
 
     def __iter__(self) -> Iterator[Module]:
         return (layer for _, layer in self.layers)
@@ -244,10 +313,7 @@ class Sequential(Module):
 
     def __getitem__(self, key: int | str) -> Module:
         if isinstance(key, str):
-            for name, layer in self.layers:
-                if name == key:
-                    return layer
-            raise KeyError(key)
+            return self.get_submodule(key)
         return self.layers[key][1]
 
     def forward(self, x: np.ndarray, outputs: list | None = None) -> np.ndarray:
@@ -272,40 +338,6 @@ class Sequential(Module):
         first.backward_params(dy)
         return None
 
-    def named_parameters(self) -> list[tuple[str, Parameter]]:
-        return [(f"{n}.{pn}", p) for n, layer in self.layers for pn, p in layer.named_parameters()]
-
-    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
-        return [(f"{n}.{bn}", b) for n, layer in self.layers for bn, b in layer.named_buffers()]
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Layer by layer, each layer's parameters then its buffers: PyTorch's key order."""
-        return {f"{n}.{k}": v for n, layer in self.layers for k, v in layer.state_dict().items()}
-
-    def _assign_state(self, state: dict[str, np.ndarray]) -> None:
-        for name, layer in self.layers:
-            prefix = name + "."
-            layer._assign_state(
-                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            )
-
-    def train(self, mode: bool = True) -> Sequential:
-        super().train(mode)
-        for layer in self:
-            layer.train(mode)
-        return self
-
-    def to(self, dtype) -> Sequential:
-        for layer in self:
-            layer.to(dtype)
-        return self
-
-    def set_backend(self, name: str) -> Sequential:
-        super().set_backend(name)
-        for layer in self:
-            layer.set_backend(name)
-        return self
-
     def __repr__(self) -> str:
-        lines = [f"  ({name}): {layer!r}" for name, layer in self.layers]
+        lines = [f"  ({name}): {layer!r}".replace("\n", "\n  ") for name, layer in self.layers]
         return "Sequential(\n" + "\n".join(lines) + "\n)"

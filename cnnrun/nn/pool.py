@@ -90,3 +90,33 @@ class AvgPool2d(_Pool2d):
 
     op = "spread_mean"
     kernel_names = ("avgpool2d_forward", "avgpool2d_backward")
+
+
+@register_layer
+class GlobalAvgPool2d(Module):
+    """The mean of each feature map, flattened: (N, C, H, W) -> (N, C), as PyTorch's
+    ``AdaptiveAvgPool2d(1)`` followed by ``Flatten()`` (so no flatten layer follows it).
+
+    ``y[n, c] = sum_ij x[n, c, i, j] / (H W)``. Backward spreads each dY equally over its map:
+    ``dX[n, c, i, j] = dY[n, c] / (H W)`` -> (N, C, H, W).
+
+    The sum is taken in float64 and rounded once to x's dtype, so every backend (and every
+    memory layout of x) gives the same numbers.
+    """
+
+    @property
+    def label(self) -> str:
+        return self.name or "GlobalAvgPool2d"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_input(self, x)
+        self._cache = x.shape
+        return np.mean(x, axis=(2, 3), dtype=np.float64).astype(x.dtype)  # (N, C)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        n, c, h, w = self._forward_cache()
+        dx = np.empty((n, c, h, w), dtype=dy.dtype)  # C order, written once
+        dx[...] = (dy / dy.dtype.type(h * w))[:, :, None, None]  # (N, C) -> (N, C, 1, 1)
+        if self.tracing:
+            self.products = [Product("dX", "spread_mean", [("dY", dy.shape)], dx.shape)]
+        return dx

@@ -19,15 +19,63 @@ EXIT_USAGE = 2
 
 
 def _omegaconf_message(err) -> str:
+    """One line from OmegaConf's error: the key, the value, and what the schema accepts."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    from .checks import close_match, unknown_key
+    from .config import ENUMS
+
     text = str(err).splitlines()[0].strip() if str(err) else type(err).__name__
     key = getattr(err, "full_key", None)
+    parent = getattr(err, "parent_node", None)
+    if isinstance(err, (ConfigAttributeError, ConfigKeyError)) and key and parent is not None:
+        return unknown_key(key, list(parent.keys()))
     m = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", text)
     if m and key:
-        return f"invalid {key} '{m.group(1)}': expected one of {m.group(2)}"
+        guess = close_match(m.group(1), m.group(2).split(", "))
+        mean = f"; did you mean {guess}?" if guess else ""
+        return f"invalid {key} '{m.group(1)}': expected one of {m.group(2)}{mean}"
+    m = re.match(r"Value (.*) \(\w+\) is not a valid input for <enum '(\w+)'>", text)
+    if m and key and m.group(2) in ENUMS:
+        options = ", ".join(e.name for e in ENUMS[m.group(2)])
+        return f"invalid {key} {m.group(1)}: expected one of {options}"
     m = re.match(r"Value '(.*)' of type '.*' could not be converted to (\w+)", text)
     if m and key:
         return f"invalid {key} '{m.group(1)}': expected {m.group(2).lower()}"
     return f"{text} (at {key})" if key else text
+
+
+def _missing_config(err) -> str:
+    missing = getattr(err, "missing_cfg_file", "") or ""
+    options = getattr(err, "options", None)
+    if "/" in missing and options:
+        from .checks import close_match
+
+        group, name = missing.rsplit("/", 1)
+        guess = close_match(name, options)
+        mean = f"; did you mean {group}={guess}?" if guess else ""
+        return f"unknown {group} {name!r}: expected one of {', '.join(sorted(options))}{mean}"
+    return str(err).splitlines()[0]
+
+
+def _yaml_error(err: BaseException):
+    """The YAML syntax error behind ``err`` (a user's own config file), if there is one."""
+    import yaml
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, yaml.MarkedYAMLError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _yaml_message(err) -> str:
+    mark = err.problem_mark or err.context_mark
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a file"
+    context = f" ({err.context})" if err.context else ""
+    return f"YAML syntax error in {where}: {err.problem}{context}"
 
 
 def describe(err: BaseException) -> str | None:
@@ -36,22 +84,22 @@ def describe(err: BaseException) -> str | None:
         ConfigCompositionException,
         MissingConfigException,
         OverrideParseException,
+        SearchPathException,
     )
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(err, CnnrunError):
         return str(err)
+    if _yaml_error(err) is not None:
+        return _yaml_message(_yaml_error(err))
     if isinstance(err, OSError) and err.filename:  # e.g. Hydra making a run folder
         return f"cannot use {err.filename}: {err.strerror}"
+    if isinstance(err, SearchPathException):  # --config-dir to a folder that is not there
+        return _search_path_message(str(err))
     if isinstance(err, MissingConfigException):
-        missing = getattr(err, "missing_cfg_file", "") or ""
-        options = getattr(err, "options", None)
-        if "/" in missing and options:
-            group, name = missing.rsplit("/", 1)
-            return f"unknown {group} {name!r}: expected one of {', '.join(sorted(options))}"
-        return str(err).splitlines()[0]
+        return _missing_config(err)
     if isinstance(err, OverrideParseException):
-        return str(err).splitlines()[0]
+        return parse_message(str(err), sys.argv[1:])
     if isinstance(err, ConfigCompositionException):
         cause = err.__cause__
         if isinstance(cause, OmegaConfBaseException):
@@ -61,6 +109,44 @@ def describe(err: BaseException) -> str | None:
     if isinstance(err, OmegaConfBaseException):
         return _omegaconf_message(err)
     return None
+
+
+def _search_path_message(text: str) -> str:
+    m = re.search(r"directory '(.*)' not found", text)
+    folder = m.group(1) if m else text
+    return (
+        f"--config-dir {folder!r} is not a folder: expected a folder of your own configs, "
+        "e.g. my_conf/model/mynet.yaml with --config-dir my_conf"
+    )
+
+
+def parse_message(text: str, argv: list[str]) -> str:
+    """Hydra's override parse error as one line, its hint kept (``missing EQUAL``), with ours:
+    quote a value that has spaces or non-ASCII letters; ``model=lenet`` for a bare ``lenet``."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "hydra.cc" not in ln]
+    m = re.match(r"Error parsing override '(.*)'", lines[0]) if lines else None
+    bad = m.group(1) if m else lines[0].split(": ", 1)[-1]
+    message = "cannot parse override " + repr(bad) + (f": {lines[1]}" if len(lines) > 1 else "")
+    if "LexerNoViableAlt" in text:
+        message = f"cannot parse override {bad!r}: the grammar reads only ASCII letters unquoted"
+    return message + _parse_hint(bad, argv)
+
+
+def _parse_hint(bad: str, argv: list[str]) -> str:
+    key, sep, val = bad.partition("=")
+    if sep:  # a value the grammar cannot read bare: quote it, inside the shell's quotes
+        return f"; quote the value: '{key}=\"{val}\"'"
+    at = argv.index(bad) if bad in argv else -1
+    if at > 0 and "=" in argv[at - 1]:  # the shell split a value at a space
+        joined = f"{argv[at - 1]} {bad}"
+        key, _, val = joined.partition("=")
+        return f"; a value with a space must be quoted: '{key}=\"{val}\"'"
+    from .checks import group_of
+
+    group = group_of(bad)
+    if group:
+        return f"; overrides are key=value: did you mean {group}={bad}?"
+    return "; overrides are key=value, e.g. model=lenet conv.padding=same"
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -109,10 +195,12 @@ def compose_from_argv(argv: list[str], prog: str, options: dict[str, int] | None
     returned beside the config when given."""
     from hydra import compose, initialize_config_dir
 
+    from .checks import check_overrides
     from .config import config_dir
 
     values = dict(options or {})
     overrides, user_dir = _parse_argv(argv, prog, values)
+    check_overrides(overrides)
     if user_dir is not None:
         path = os.path.abspath(user_dir)
         if not os.path.isdir(path):
@@ -150,3 +238,89 @@ def _parse_argv(argv: list[str], prog: str, values: dict[str, int]) -> tuple[lis
         else:
             overrides.append(arg)
     return overrides, user_dir
+
+
+HELP = """\
+cnnrun {version}: experiments on a hand-written backprop engine for convolutional networks
+
+usage: python -m cnnrun [-m] [--config-dir DIR] [key=value ...]    (or: cnnrun ...)
+
+A short tour:
+  python -m cnnrun                                  LeNet-5 on digits, 'valid' padding, NumPy
+  python -m cnnrun model=lenet conv.padding=same    every conv layer pads 'same'
+  python -m cnnrun model=vgg_small data=synthetic optim=adam optim.lr=3e-3
+  python -m cnnrun -m optim.lr=0.01,0.1 conv.padding=same,valid    a sweep, summary.csv
+  python -m cnnrun hparams_search=lenet_optuna      an Optuna search, kept in a database
+
+The other entry points take the same overrides:
+  python -m cnnrun.shapes model=...      the shape trace, forward and backward, no training
+  python -m cnnrun.gradcheck model=...   every gradient against finite differences, float64
+  python -m cnnrun.bench                 the backends timed (and PyTorch, where installed)
+
+Config groups (group=option):
+{groups}
+
+The config of this command (override any key with key=value):
+{config}
+Hydra's own page follows: its flags (--multirun, --cfg job, --config-dir, shell completion).
+"""
+
+
+# Tab completion for `python -m cnnrun ...` and `cnnrun ...`: Hydra answers the query (`-sc
+# query=bash`) once the line is put as `cnnrun <overrides>`; any other python command gets the
+# shell's file names, as before. eval "$(python -m cnnrun -sc install=bash)" installs it.
+COMPLETION = r"""
+_cnnrun_complete() {
+    local words=($COMP_LINE) run line
+    if [[ "${words[0]}" == python* && "${words[1]}" == "-m" && "${words[2]}" == "cnnrun" ]]; then
+        run="${words[0]} -m cnnrun"; line="cnnrun ${COMP_LINE#*-m cnnrun}"
+    elif [[ "${words[0]}" == "cnnrun" ]]; then
+        run="cnnrun"; line="$COMP_LINE"
+    else
+        COMPREPLY=(); return
+    fi
+    local choices=$(COMP_LINE="$line" $run -sc query=bash 2>/dev/null)
+    COMPREPLY=($(compgen -o nospace -o default -W "$choices" -- "${COMP_WORDS[COMP_CWORD]}"))
+}
+COMP_WORDBREAKS=${COMP_WORDBREAKS//=}
+complete -o nospace -o default -F _cnnrun_complete python python3 cnnrun
+"""
+
+
+def intercept(argv: list[str]) -> None:
+    """``--version`` prints cnnrun's; ``--help`` prints cnnrun's page, then lets Hydra print
+    its own (``--hydra-help``) in place of Hydra's generic application page."""
+    if "--version" in argv:
+        from .. import __version__
+
+        print(f"cnnrun {__version__}")
+        sys.exit(0)
+    if any(a in ("-sc", "--shell-completion") for a in argv) and "install=bash" in argv:
+        print(COMPLETION)  # Hydra's own completes `python file.py`, not `python -m cnnrun`
+        sys.exit(0)
+    asked = [a for a in argv if a in ("--help", "-h")]
+    if not asked:
+        return
+    run_cli(lambda: print(help_page(argv)))
+    sys.argv[1:] = ["--hydra-help"]  # Hydra's page composes no config of ours
+
+
+def help_page(argv: list[str]) -> str:
+    from omegaconf import OmegaConf
+
+    from .. import __version__
+    from .checks import applicable, group_options
+
+    kept, args = [], iter(argv)
+    for arg in args:  # the overrides and --config-dir; Hydra's other flags are its own
+        if arg in ("--config-dir", "-cd"):
+            kept += [arg, next(args, "")]
+        elif not arg.startswith("-"):
+            kept.append(arg)
+    cfg = compose_from_argv(kept, "cnnrun")
+    groups = "\n".join(
+        f"  {g}: {', '.join(names)}" for g, names in group_options().items() if names
+    )
+    config = OmegaConf.to_yaml(applicable(cfg))
+    config = "".join(f"  {line}\n" for line in config.splitlines())
+    return HELP.format(version=__version__, groups=groups, config=config)

@@ -10,6 +10,7 @@ data set needs no edit here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ def _schema_type(hint) -> Any:
     return hint
 
 
+@functools.cache
 def optimizer_schema(name: str, cls: type[optim.Optimizer]) -> type:
     """The structured config of ``optim=<name>``: ``name``, the constructor's typed arguments
     with their defaults, and the schedule (:class:`ScheduleConfig`)."""
@@ -152,6 +154,10 @@ class Config:
     seed: int = 0
 
 
+# the schema's enums by class name: a message naming one (``<enum 'Padding'>``) lists its values
+ENUMS = {e.__name__: e for e in (Padding, Backend, Schedule, OnNan, DataName, OptimName)}
+
+
 def register_configs() -> None:
     """``base_config`` (conf/config.yaml's first default) and ``optim_schema/<name>`` for each
     optimiser (the first default of ``conf/optim/<name>.yaml``)."""
@@ -201,6 +207,9 @@ def _number(x) -> bool:
 
 def validate(cfg: DictConfig) -> None:
     """Ranges the schema's types cannot express; a :class:`ConfigError` naming the first bad one."""
+    from .checks import check_known_keys, check_layer_arguments
+
+    check_known_keys(cfg)
     _validate_optim(cfg.optim)
     _check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an int >= 0")
     _validate_data(cfg.data)
@@ -215,6 +224,7 @@ def validate(cfg: DictConfig) -> None:
         layers,
         "a non-empty list of layers",
     )
+    check_layer_arguments(model_spec(cfg)["layers"])
 
 
 def _validate_optim(o: DictConfig) -> None:

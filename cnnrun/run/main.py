@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 
 import hydra
@@ -16,11 +17,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..errors import CnnrunError
-from .cli import describe, fail, run_cli, trace_wanted
+from .checks import check_overrides, empty_folder
+from .cli import describe, fail, intercept, run_cli, trace_wanted
 from .config import config_dir
 from .folder import HYDRA_FILES, FolderInUse, write_hydra_files
 from .signals import Interrupted, StopSweep
-from .sweep import finished, in_sweep_process, pending_failure, write_status
+from .sweep import finished, in_sweep_process, job_folder_names, pending_failure, write_status
 
 
 def _register_launcher() -> None:
@@ -29,12 +31,13 @@ def _register_launcher() -> None:
     (``pip install -e .``); Hydra's own register() finds ours."""
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.cnnrun_launcher import submitit_launchers
+    from hydra_plugins.cnnrun_launcher import optuna_search, submitit_launchers
     from hydra_plugins.cnnrun_launcher.process_launcher import ProcessLauncher
 
     plugins = Plugins.instance()  # Hydra scans its plugins here, once per process
     plugins.register(ProcessLauncher)
     submitit_launchers.register(plugins)  # after the scan: over the submitit plugin's configs
+    optuna_search.register(plugins)  # the same for the Optuna sweeper: a study in a database
 
 
 _register_launcher()
@@ -46,6 +49,8 @@ def _task(cfg: DictConfig) -> float:
 
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return _sweep_job(cfg, train)
+    if not str(HydraConfig.get().run.dir).strip():  # Hydra would run in the current folder
+        fail(empty_folder("hydra.run.dir"))
     try:
         return train(cfg)
     except Exception as err:
@@ -95,8 +100,15 @@ def _record_failure(out: Path, cfg: DictConfig, reason: str) -> None:
         logging.getLogger("cnnrun").error("could not record the failure: %s", err)
 
 
+def _entry() -> None:
+    check_overrides(sys.argv[1:])
+    sys.argv[1:] = job_folder_names(sys.argv[1:])
+    _task()
+
+
 def main() -> None:
-    run_cli(_task)
+    intercept(sys.argv[1:])  # --version and --help: cnnrun's own, before Hydra's
+    run_cli(_entry)
     message = pending_failure()
     if message is not None:  # a sweep ran and some of its jobs failed
         fail(message, 1)

@@ -7,6 +7,8 @@ handler that was there before (submitit's requeue) and raises :class:`Interrupte
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import shlex
 import signal
@@ -109,3 +111,25 @@ def continue_hint(out: Path, checkpoint: Path) -> str:
         f"{override('hydra.run.dir', out)} trainer.resume=last (or "
         f"{override('trainer.resume', checkpoint)} for a new folder)"
     )
+
+
+def log_to_file_only(log: logging.Logger, level: int, message: str) -> None:
+    """``message`` into the run's ``cnnrun.log`` (the file handlers of ``log``) and not onto the
+    terminal: the command's last line (``cnnrun: error: ...``) says it there, once."""
+    record = log.makeRecord(log.name, level, __file__, 0, "%s", (message,), None)
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler) and level >= handler.level:
+            handler.handle(record)
+
+
+@contextlib.contextmanager
+def progress_logging(enabled: bool):
+    """Log lines printed above the progress bars instead of through them (tqdm's logging
+    redirection), while ``enabled``; nothing changes otherwise."""
+    if not enabled:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("cnnrun")]):
+        yield

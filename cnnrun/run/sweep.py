@@ -10,6 +10,7 @@ and fails the command if any job failed.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -25,6 +26,7 @@ from . import seeds
 from .checkpoint import atomic_write_text
 
 STATUS_FILE = "status.json"
+JOB_NAME_CHARS = 64  # a job folder's name past its number: what differs, cut with a hash
 METRICS = (
     "val/loss",
     "val/acc",
@@ -37,6 +39,46 @@ METRICS = (
 )
 
 
+def job_dir(num: object, differing: object) -> str:
+    """A job folder's name (``hydra.sweep.subdir``): its number and the overrides that differ
+    between the sweep's jobs, cut with a hash of them past :data:`JOB_NAME_CHARS` characters
+    (a file name has 255 at most); every override is in the job's ``.hydra/overrides.yaml``."""
+    text = str(differing or "")
+    if len(text) > JOB_NAME_CHARS:
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        text = f"{text[: JOB_NAME_CHARS - 9].rstrip(',')}-{digest}"
+    return f"{num}_{text}" if text else str(num)
+
+
+OmegaConf.register_new_resolver("cnnrun_job_dir", job_dir, replace=True)
+
+
+def job_folder_names(argv: list[str]) -> list[str]:
+    """``argv`` with the overrides that every job of a sweep shares (``trainer.max_epochs=3``
+    beside ``optim.lr=0.01,0.1``) left out of the job folders' names, by adding their keys to
+    Hydra's ``override_dirname.exclude_keys``; unchanged where the user sets that list."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .config import config_dir
+
+    key = "hydra.job.config.override_dirname.exclude_keys"
+    if any(a.lstrip("+").startswith(key) or a in ("-sc", "--shell-completion") for a in argv):
+        return argv
+    parser, fixed = OverridesParser.create(), []
+    for arg in argv:
+        try:
+            (o,) = parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001 - not an override, or a bad one Hydra will report
+            continue
+        if not o.is_sweep_override() and not o.is_hydra_override():
+            fixed.append(o.key_or_group)
+    if not fixed:
+        return argv
+    default = OmegaConf.load(config_dir() / "hydra" / "default.yaml")
+    keys = [*default.job.config.override_dirname.exclude_keys, *fixed]
+    return [*argv, f"{key}=[{','.join(keys)}]"]
+
+
 def cores() -> int:
     from ..backends import machine_cores
 
@@ -46,7 +88,13 @@ def cores() -> int:
 def job_threads(launcher: DictConfig | None) -> int | None:
     """Threads for one job when ``backend.threads`` is unset, so that the jobs running at once
     do not ask for more threads than there are cores: a SLURM job takes its CPUs; a joblib
-    worker its share of the cores; a single run, or another launcher, the library defaults."""
+    worker its share of the cores; a single run, or another launcher, the library defaults.
+    A thread count the user set (``OMP_NUM_THREADS``, ...) wins: None leaves it to
+    :func:`cnnrun.backends.process.default_threads`."""
+    from ..backends.process import user_threads
+
+    if user_threads() is not None:
+        return None
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         return int(os.environ["SLURM_CPUS_PER_TASK"])
     if launcher is None:

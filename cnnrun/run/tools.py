@@ -14,7 +14,7 @@ import numpy as np
 from ..gradcheck import gradcheck
 from ..trace import format_text, padding_summary, shape_trace
 from .build import build_run_model
-from .cli import compose_from_argv, run_cli
+from .cli import compose_from_argv, fail, run_cli
 from .config import image_hw, validate
 
 GRADCHECK_OPTIONS = {"batch": 2, "max_checks": 24}
@@ -59,10 +59,12 @@ def gradcheck_main(argv: list[str] | None = None) -> None:
         cfg, opts = compose_from_argv(
             sys.argv[1:] if argv is None else argv, "cnnrun.gradcheck", GRADCHECK_OPTIONS
         )
+        if opts["batch"] < 1:
+            fail(f"invalid --batch {opts['batch']}: expected an int >= 1 (images in the batch)")
         validate(cfg)
         rng = np.random.default_rng(cfg.seed)
         model = model_for(cfg, rng)
-        x, y = example_batch(cfg, rng, batch=max(opts["batch"], 1), dtype=np.float64)
+        x, y = example_batch(cfg, rng, batch=opts["batch"], dtype=np.float64)
         max_checks = opts["max_checks"] or None
         result = gradcheck(model, x, y, max_checks=max_checks, rng=rng, skip_kinks=True)
         print(
@@ -76,8 +78,10 @@ def gradcheck_main(argv: list[str] | None = None) -> None:
 
 
 def _print_gradcheck(result) -> bool:
-    """The table of :func:`gradcheck_main`, a row per layer; whether every tensor passed."""
-    print(f"{'layer':<12} {'max rel. error':>15} {'checked':>8} {'at kinks':>9}")
+    """The table of :func:`gradcheck_main`, a row per layer (by its path in the model, so as
+    wide as the longest); whether every tensor passed."""
+    width = max([12, *(len(layer) for layer in result.layers)])
+    print(f"{'layer':<{width}} {'max rel. error':>15} {'checked':>8} {'at kinks':>9}")
     unchecked = [n for n, c in result.checked.items() if c == 0]
     for layer, err in result.layers.items():
         names = [n for n in result.checked if n == layer or n.startswith(layer + ".")]
@@ -86,7 +90,7 @@ def _print_gradcheck(result) -> bool:
         flag = "" if err < GRADCHECK_TOL else "  FAIL"
         if any(n in unchecked for n in names):
             flag += "  NOT CHECKED: " + ", ".join(sorted(set(names) & set(unchecked)))
-        print(f"{layer:<12} {err:>15.3e} {checked:>8} {skipped:>9}{flag}")
+        print(f"{layer:<{width}} {err:>15.3e} {checked:>8} {skipped:>9}{flag}")
     ok = result.passed(GRADCHECK_TOL) and not unchecked
     print(
         f"{'ok' if ok else 'FAILED'}: largest relative error {result.max_error:.3e} "

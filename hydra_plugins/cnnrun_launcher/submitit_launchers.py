@@ -6,6 +6,7 @@ these classes behind the ``submitit_local`` and ``submitit_slurm`` configs. With
 ``sweep`` extra there is nothing to extend, and nothing is defined.
 """
 
+import shutil
 from dataclasses import dataclass
 
 try:
@@ -24,7 +25,15 @@ if _theirs is not None:
 
     class SlurmLauncher(_theirs.SlurmLauncher):
         def launch(self, job_overrides, initial_job_idx):
+            from cnnrun.errors import ConfigError
             from cnnrun.run.launcher import submit
+
+            if shutil.which("srun") is None:  # submitit's own check ends in a traceback
+                raise ConfigError(
+                    "hydra/launcher=slurm needs SLURM (no srun on PATH): run it on the "
+                    "cluster's login node, or use hydra/launcher=submitit_local (the same "
+                    "path on this machine) or hydra/launcher=joblib"
+                )
 
             return submit(self, job_overrides, initial_job_idx)
 

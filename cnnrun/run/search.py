@@ -1,0 +1,143 @@
+"""An Optuna search that outlives its process: ``hparams_search=...`` with a study in a database.
+
+Hydra's Optuna sweeper keeps its study in memory unless ``hydra.sweeper.storage`` names a
+database, and runs ``n_trials`` more trials every time it starts. Here:
+
+* the study is kept in ``optuna.db`` (SQLite) in the sweep folder unless ``storage`` names
+  another database; a PostgreSQL URL (``postgresql://user@host/db``) shares one study between
+  the processes of many machines or SLURM jobs, each with a sweep folder of its own;
+* ``n_trials`` is the study's total: a process starts trials while fewer than that are
+  finished or running, in this process or any other (processes starting one at the same
+  moment may each start one, so the study can end a trial or two over);
+* a trial left running by an interrupted run of this sweep folder (the folder's lock says no
+  live process has it) runs again in its own job folder, from its checkpoint, and is told to
+  the study: re-running the interrupted command finishes the same number of trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import optuna
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    OptunaSweeperImpl,
+    create_params_from_overrides,
+)
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "optuna.db"
+STUDY_NAME = "cnnrun"  # where the config names none: a random name would not be found again
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+
+
+def default_storage(sweep_dir: str | Path) -> str:
+    """SQLite in the sweep folder (made if missing)."""
+    folder = Path(sweep_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / DB_FILE}"
+
+
+class PersistentSearch(OptunaSweeperImpl):
+    """Hydra's Optuna sweeper with the study in a database, ``n_trials`` as its total, and the
+    trials an interrupted run of this sweep folder left behind run again."""
+
+    def sweep(self, arguments: list[str]) -> None:
+        self._process_searchspace_config()
+        space, fixed = create_params_from_overrides(
+            [*self._parse_sweeper_params_config(), *arguments]
+        )
+        for name in fixed:
+            space.pop(name, None)
+        self.folder = str(Path(self.sweep_dir).resolve())
+        study = self._open_study()
+        log.info("study %s in %s: %d trials so far", study.study_name, self.storage, _count(study))
+        left_behind = self._left_behind(study)
+        self.job_idx = 1 + max((_job(t) for t in self._ours(study)), default=-1)
+        for trial in left_behind:
+            log.info("trial %d was left running: it runs again in its folder", trial.number)
+            overrides = tuple(f"{k}={v}" for k, v in {**trial.params, **fixed}.items())
+            self._launch(study, [trial.number], [overrides], _job(trial))
+        while (left := self.n_trials - _count(study)) > 0:
+            trials = [study.ask() for _ in range(min(self.n_jobs, left))]
+            for i, trial in enumerate(trials):
+                trial.set_user_attr("sweep_dir", self.folder)
+                trial.set_user_attr("job", self.job_idx + i)
+            overrides = self._configure_trials(trials, space, fixed)
+            self._launch(study, [t.number for t in trials], overrides, self.job_idx)
+            self.job_idx += len(trials)
+        self._save_best(study)
+
+    def _open_study(self):
+        """The study, made if it is not there yet. Processes starting together (a SLURM job
+        array) may race to create the database's tables: the loser tries again."""
+        from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+        for attempt in range(5):
+            try:
+                return optuna.create_study(
+                    study_name=self.study_name or STUDY_NAME,
+                    storage=self.storage or default_storage(self.sweep_dir),
+                    sampler=self.sampler,
+                    directions=self._get_directions(),
+                    load_if_exists=True,
+                )
+            except (IntegrityError, ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)
+        raise AssertionError("unreachable")
+
+    def _ours(self, study) -> list:
+        return [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get("sweep_dir") == self.folder
+        ]
+
+    def _left_behind(self, study) -> list:
+        """This folder's trials still marked running: the sweep holds the folder's lock, so
+        no live process runs them."""
+        return [t for t in self._ours(study) if t.state == TrialState.RUNNING]
+
+    def _launch(self, study, numbers: list[int], overrides, first_job: int) -> None:
+        returns = self.launcher.launch(overrides, initial_job_idx=first_job)
+        for number, ret in zip(numbers, returns):
+            value = _value(ret)
+            if value is None:
+                study.tell(number, state=TrialState.FAIL)
+            else:
+                study.tell(number, value)
+
+    def _save_best(self, study) -> None:
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        if not done or len(self._get_directions()) > 1:
+            return
+        best = study.best_trial
+        log.info("best trial %d: %s, value %s", best.number, best.params, best.value)
+        results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
+        OmegaConf.save(
+            OmegaConf.create(results), Path(self.sweep_dir) / "optimization_results.yaml"
+        )
+
+
+def _count(study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def _job(trial) -> int:
+    return int(trial.user_attrs.get("job", -1))
+
+
+def _value(ret) -> float | None:
+    """A job's final validation loss, or None where it failed (no value, NaN)."""
+    try:
+        value = float(ret.return_value)
+    except Exception:  # noqa: BLE001 - the job's own error is in its folder and the summary
+        return None
+    return value if math.isfinite(value) else None

@@ -1,0 +1,186 @@
+"""Every bad input a new user tried (issue 16), as a table: each ends with one line
+``cnnrun: error: ...`` naming the value (and what would be accepted), a non-zero exit status,
+no traceback, and every file of an existing run folder as it was.
+
+The commands run in this process (``main()`` with the user's arguments, in a folder of their
+own); Ctrl-C while the first imports run needs a process of its own, and is marked slow.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from runner_helpers import last_line, snapshot
+
+from cnnrun.run import main as cli_main
+from cnnrun.run import tools
+
+BROKEN_YAML = "name: mynet\nlayers:\n  - {type: flatten\n  - {type: linear, out_features: 10}\n"
+LEAKY = "name: leaky\nlayers:\n  - {type: flatten}\n  - {type: leakyrelu, negative_slope: abc}\n"
+FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.progress=false"]
+
+
+@dataclass
+class Case:
+    args: list[str]  # as the shell hands them over, after `python -m <module>`
+    names: list[str]  # each must be in the one line
+    module: str = "cnnrun"
+    into_old: bool = True  # also point hydra.run.dir at the existing run folder
+
+
+CASES = {
+    "yaml-syntax": Case(
+        ["--config-dir", "user", "model=mynet"], ["YAML", "mynet.yaml", "line 4", "expected ','"]
+    ),
+    "config-dir-missing": Case(["--config-dir", "nowhere"], ["--config-dir", "nowhere"]),
+    "no-equal": Case(["lenet"], ["'lenet'", "missing EQUAL", "model=lenet"]),
+    "space-in-path": Case(
+        ["data.root=my", "data"], ["'data'", "missing EQUAL", "quoted", "'data.root=\"my data\"'"]
+    ),
+    "non-ascii-path": Case(["data.root=donn\u00e9es"], ["donn\u00e9es", "quote"]),
+    "misspelt-key": Case(
+        ["optim.lrr=0.1"], ["optim.lrr", "did you mean optim.lr?", "momentum"], into_old=False
+    ),
+    "misspelt-group": Case(
+        ["model=lenett"], ["'lenett'", "lenet, mlp", "did you mean model=lenet"]
+    ),
+    "padding-float": Case(["conv.padding=3.5"], ["conv.padding", "3.5", "same, valid, full"]),
+    "padding-misspelt": Case(["conv.padding=smae"], ["'smae'", "did you mean same"]),
+    "leaky-slope": Case(
+        ["--config-dir", "user", "model=leaky", *FAST], ["negative_slope", "'abc'", "a float"]
+    ),
+    "resume-folder": Case(
+        ["trainer.resume=empty_run", *FAST], ["empty_run", "checkpoints/last.npz"], into_old=False
+    ),
+    "added-misspelt-key": Case(
+        ["+optim.momentm=0.5", *FAST], ["optim.momentm", "did you mean optim.momentum?"]
+    ),
+    "model-name": Case(["model.name=vgg_small"], ["model.name=vgg_small", "model=vgg_small"]),
+    "optim-name": Case(["optim.name=adam", *FAST], ["optim.name=adam", "optim=adam"]),
+    "empty-run-dir": Case(["hydra.run.dir=", *FAST], ["hydra.run.dir", "empty"], into_old=False),
+    "gradcheck-batch": Case(
+        ["--batch", "0", "model=mlp"], ["--batch 0", ">= 1"], module="cnnrun.gradcheck"
+    ),
+    "slurm-without-srun": Case(
+        ["-m", "hydra/launcher=slurm", "seed=0,1", *FAST], ["hydra/launcher=slurm", "srun"]
+    ),
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A folder with a user's configs, an existing run folder, and a folder without a
+    checkpoint; the command runs in it."""
+    (tmp_path / "user" / "model").mkdir(parents=True)
+    (tmp_path / "user" / "model" / "mynet.yaml").write_text(BROKEN_YAML)
+    (tmp_path / "user" / "model" / "leaky.yaml").write_text(LEAKY)
+    old = tmp_path / "runs" / "old"
+    (old / "tb").mkdir(parents=True)
+    (old / "metrics.json").write_text('{"val/loss": 0.5}\n')
+    (old / "cnnrun.log").write_text("an earlier run\n")
+    (old / "tb" / "events.out.tfevents.1").write_bytes(b"\0" * 64)
+    (tmp_path / "empty_run").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_in_process(module: str, args: list[str], monkeypatch) -> int:
+    """The command's exit status; Hydra's logging set up by the command is undone after it."""
+    root, ours = logging.getLogger(), logging.getLogger("cnnrun")
+    kept = (list(root.handlers), root.level, list(ours.handlers), ours.level)
+    monkeypatch.setattr(sys, "argv", [module, *args])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    try:
+        if module == "cnnrun.gradcheck":
+            tools.gradcheck_main(args)
+        else:
+            cli_main.main()
+        return 0
+    except SystemExit as end:
+        return end.code if isinstance(end.code, int) else 1
+    finally:
+        root.handlers[:], ours.handlers[:] = kept[0], kept[2]
+        root.setLevel(kept[1])
+        ours.setLevel(kept[3])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line(name, workdir, monkeypatch, capsys):
+    case = CASES[name]
+    args = [*case.args, "hydra.run.dir=runs/old"] if case.into_old else case.args
+    before = snapshot(workdir)
+    code = run_in_process(case.module, args, monkeypatch)
+    out, err = capsys.readouterr()
+    assert code == 2, (code, err)
+    line = last_line(err)
+    assert line.startswith("cnnrun: error: "), err
+    assert "\n" not in line.strip()
+    for part in case.names:
+        assert part in line, (part, line)
+    assert "Traceback" not in out + err
+    after = snapshot(workdir)
+    assert {k: after.get(k) for k in before} == before  # nothing already there changed
+    assert not list(workdir.rglob("*.npz"))  # nothing trained
+
+
+def test_version_is_cnnrun_s(monkeypatch, capsys):
+    from cnnrun import __version__
+
+    assert run_in_process("cnnrun", ["--version"], monkeypatch) == 0
+    assert capsys.readouterr().out.strip() == f"cnnrun {__version__}"
+
+
+def test_help_opens_with_cnnrun_s_page_then_hydra_s(workdir, monkeypatch, capsys):
+    assert run_in_process("cnnrun", ["--help", "model=mlp"], monkeypatch) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cnnrun ")
+    for entry in ("cnnrun.shapes", "cnnrun.gradcheck", "cnnrun.bench", "model: lenet, mlp"):
+        assert entry in out
+    page, hydra = out.split("== Flags ==", 1)  # Hydra's own page after ours
+    assert "optim_schema" not in page  # the schemas are no group a user chooses
+    config = page.split("The config of this command", 1)[1]
+    assert "model:" in config and "lr: 0.05" in config
+    assert "num_samples" not in config and "padding" not in config  # digits, an MLP: no use
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_importing_is_one_line(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnrun", "trainer.max_epochs=1"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.4)  # Python is up; Hydra, OmegaConf and NumPy are still being imported
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert last_line(err).startswith("cnnrun: error: interrupted"), err
+    assert "Traceback" not in out + err
+
+
+def test_the_interrupt_advice_goes_to_the_log_file_only(tmp_path):
+    """The terminal gets the advice once, on the last line; cnnrun.log keeps it too."""
+    from cnnrun.run.signals import log_to_file_only
+
+    log = logging.getLogger("cnnrun.test_advice")
+    to_file = logging.FileHandler(tmp_path / "cnnrun.log")
+    on_screen = logging.StreamHandler(open(tmp_path / "terminal.txt", "w"))  # noqa: SIM115
+    log.addHandler(to_file)
+    log.addHandler(on_screen)
+    try:
+        log_to_file_only(log, logging.WARNING, "SIGINT at step 3: to continue, ...")
+    finally:
+        for handler in (to_file, on_screen):
+            log.removeHandler(handler)
+            handler.close()
+    assert (tmp_path / "cnnrun.log").read_text() == "SIGINT at step 3: to continue, ...\n"
+    assert (tmp_path / "terminal.txt").read_text() == ""
