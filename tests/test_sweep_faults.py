@@ -83,6 +83,14 @@ def job_overrides(job: Path) -> list[str]:
     return [kv for kv in name.split(",") if kv.split("=")[0] in ("optim.lr", "seed")]
 
 
+def hparams_rows(tb: Path):
+    from runner_helpers import event_accumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = event_accumulator(tb).PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    return plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+
+
 def test_kill_9_of_a_job_fails_only_it_and_the_rerun_continues(tmp_path):
     sweep = tmp_path / "sweep"
     proc = start_sweep(sweep, tmp_path)
@@ -97,6 +105,9 @@ def test_kill_9_of_a_job_fails_only_it_and_the_rerun_continues(tmp_path):
     assert table[victim.name]["status"] == "failed"
     assert table[victim.name]["reason"] == "killed by SIGKILL"
     assert [r["status"] for j, r in table.items() if j != victim.name] == ["ok"] * 3
+    # the dashboard keeps a row for it too, saying why
+    hparams = hparams_rows(sweep / victim.name / "tb")
+    assert hparams["status"].string_value == "failed: killed by SIGKILL"
     finished = {j: snapshot(sweep / j) for j in table if j != victim.name}
 
     again = run_cnnrun(sweep_args(sweep), tmp_path, timeout=300)

@@ -11,8 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import nn, optim
 from ..data import DataSplit, load_data
-from ..models import build_model, takes_default_padding
+from ..models import build_model
 from ..trace import padding_summary
+from .checks import padding_unused
 from .config import image_hw, model_spec, optimizer_hyper, value
 from .folder import absolute
 
@@ -59,13 +60,15 @@ def learning_rate(cfg: DictConfig, epoch: int, max_epochs: int) -> float:
     return float(cfg.lr)
 
 
-def hyperparameters(cfg: DictConfig, model: nn.Sequential) -> dict:
-    """The values that tell runs apart, for the HParams dashboard."""
+def hyperparameters(cfg: DictConfig, model: nn.Module | None = None) -> dict:
+    """The values that tell runs apart, for the HParams dashboard (with the padding the conv
+    layers use when the model is given)."""
     o = cfg.optim
+    used = {"padding used": padding_summary(model)} if model is not None else {}
     return {
         "model": cfg.model.name,
         "conv.padding": value(cfg.conv.padding),
-        "padding used": padding_summary(model),
+        **used,
         "backend": value(cfg.backend.name),
         "data": value(cfg.data.name),
         "data.image_size": str(OmegaConf.to_container(cfg.data, resolve=True)["image_size"]),
@@ -92,7 +95,7 @@ def describe_run(cfg: DictConfig, model, data: DataSplit, process) -> None:
         value(cfg.backend.name),
         process,
     )
-    if not takes_default_padding(model_spec(cfg)):
+    if padding_unused(cfg):
         log.warning(
             "conv.padding=%s is not used: every conv layer of %s sets its own padding (%s)",
             value(cfg.conv.padding),

@@ -15,15 +15,26 @@ dashboard decides what to write through :class:`cnnrun.run.logger.RunLogger`.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from .logger import RunLogger
+from .build import hyperparameters
+from .logger import RunLogger, write_hparams
 from .probe import probe
 from .signals import Interrupted
 
 PROBE_IMAGES = 8  # the fixed validation images of the pictures: one per class, at most this many
+
+
+def record_failure(folder: Path, cfg, reason: str) -> None:
+    """The HParams row of a job that ended without a result (killed, or failed before or
+    during training), so that the dashboard lists it beside the others."""
+    try:
+        write_hparams(folder / "tb", hyperparameters(cfg), f"failed: {reason}"[:200])
+    except OSError as err:  # a full disk: the summary still lists the job
+        logging.getLogger("cnnrun").error("could not write the job's HParams row: %s", err)
 
 
 def probe_indices(labels: np.ndarray, count: int = PROBE_IMAGES) -> np.ndarray:

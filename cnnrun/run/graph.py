@@ -12,6 +12,7 @@ from __future__ import annotations
 from tensorboard.compat.proto import attr_value_pb2, graph_pb2, node_def_pb2, tensor_shape_pb2
 
 from ..nn.module import fmt_shape
+from .probe import layer_label
 
 
 def _shape_attr(shape: tuple[int, ...]) -> attr_value_pb2.AttrValue:
@@ -55,7 +56,8 @@ class _Builder:
             attrs.update({pn: fmt_shape(s) for pn, s in row.params.items()})
             if row.padding is not None:
                 attrs["padding (t, b, l, r)"] = str(row.padding)
-        return self.node(name, type(layer).__name__, [src], shape, attrs), shape
+        label = layer_label(name, layer).replace(f"{name}.", f"{name}_")  # "1_tanh"
+        return self.node(label, type(layer).__name__, [src], shape, attrs), shape
 
     def chain(self, seq, prefix: str, src: str) -> tuple[str, tuple]:
         shape: tuple = ()

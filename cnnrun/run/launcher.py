@@ -120,6 +120,9 @@ def _lost(launcher, idx: int, overrides: Sequence[str], reason: str) -> JobRetur
     if not (folder / HYDRA_FILES).exists():
         write_hydra_files(folder, task_cfg)
     write_status(folder, "failed", reason)
+    from .dashboard import record_failure  # TensorBoard's protos: only when a job failed
+
+    record_failure(folder, task_cfg, reason)
     return ret
 
 

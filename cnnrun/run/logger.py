@@ -28,7 +28,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from . import events, pictures
 from .graph import graph_def
-from .probe import Probe, named_layers
+from .probe import Probe, layer_label, named_layers
 
 TRAIN_RUN, VAL_RUN = "train", "validation"  # sub-folders of tb/
 LOSS, ACC = "Curves/loss", "Curves/accuracy"  # train (epoch averages) and validation
@@ -187,8 +187,9 @@ def _flow(result, model) -> list[summary_pb2.Summary.Value]:
         events.scalar(UPDATE_RATIO.format(param=named[n]), v)
         for n, v in result.update_ratios.items()
     ]
-    kinds = dict(named_layers(model))  # "1" -> Tanh: the tag says "1_1.tanh"
-    labels = param_tags([f"{n}.{type(kinds[n]).__name__.lower()}" for n in result.inactive])
+    labels = param_tags(
+        [layer_label(n, layer) for n, layer in named_layers(model) if n in result.inactive]
+    )
     values += [
         events.scalar(INACTIVE.format(layer=label), v)
         for label, v in zip(labels.values(), result.inactive.values())

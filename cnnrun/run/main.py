@@ -84,6 +84,10 @@ def _sweep_job(cfg: DictConfig, train) -> float:
             reason = f"{type(err).__name__}: {err}"
         log.error("job failed: %s", reason)
         _record_failure(out, cfg, reason)
+        if not isinstance(err, Interrupted):  # an interrupted run wrote its own row
+            from .dashboard import record_failure  # TensorBoard's protos: only when needed
+
+            record_failure(out, cfg, reason)
         if isinstance(err, Interrupted) and in_sweep_process():
             raise StopSweep(str(err), err.exit_code) from None
         return math.nan

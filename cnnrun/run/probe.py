@@ -29,6 +29,13 @@ def named_layers(model) -> list[tuple[str, nn.Module]]:
     return list(model.layers)
 
 
+def layer_label(name: str, layer) -> str:
+    """A layer's name for the dashboard: an unnamed layer (named by its index, ``"1"``) gets
+    its type after it (``"1.tanh"``)."""
+    last = name.rsplit(".", 1)[-1]
+    return f"{name}.{type(layer).__name__.lower()}" if last.isdigit() else name
+
+
 @contextmanager
 def recording(model, kinds: tuple[type, ...]) -> Iterator[dict[str, np.ndarray]]:
     """Within the block, the forward output of every layer of one of ``kinds`` lands in the

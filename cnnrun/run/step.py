@@ -84,14 +84,14 @@ def grad_norms(model) -> dict[str, float]:
 
 
 def update_ratios(model, before: list[np.ndarray]) -> dict[str, float]:
-    """``||w_after - w_before|| / ||w_before||`` per parameter, in float64 (0 for a zero
-    weight that did not move, inf for one that did)."""
+    """``||w_after - w_before|| / ||w_before||`` per parameter, in float64; a parameter that
+    was all zeros (a batch-norm shift at the start) has no ratio and is left out."""
     ratios = {}
     for p, old in zip(model.parameters(), before):
         old64 = old.ravel().astype(np.float64)
-        step = float(np.linalg.norm(p.data.ravel().astype(np.float64) - old64))
         size = float(np.linalg.norm(old64))
-        ratios[p.name] = step / size if size > 0 else (0.0 if step == 0 else math.inf)
+        if size > 0:
+            ratios[p.name] = float(np.linalg.norm(p.data.ravel() - old64)) / size
     return ratios
 
 

@@ -29,7 +29,7 @@ from ..backends import configure_process
 from ..data import iterate_batches
 from ..data.augment import random_crop_flip
 from ..errors import CnnrunError
-from ..trace import format_markdown, format_text, padding_summary, shape_trace
+from ..trace import format_markdown, format_report, format_text, padding_summary, shape_trace
 from .build import (
     build_optimizer,
     build_run_model,
@@ -54,7 +54,13 @@ from .resume import (
     resolve_resume,
     resume_record,
 )
-from .signals import Interrupted, SignalGuard, continue_hint
+from .signals import (
+    Interrupted,
+    SignalGuard,
+    continue_hint,
+    log_to_file_only,
+    progress_logging,
+)
 from .state import RunState
 from .step import StepResult, evaluate, test_metrics, train_step
 from .sweep import run_threads
@@ -149,7 +155,11 @@ class Trainer:
             # the guard is up before the first file of the run is written: a signal from then
             # on ends the run at a step boundary with a checkpoint. NaN and overflow are looked
             # for after every step; numpy's warnings would only clutter that message
-            with SignalGuard() as guard, np.errstate(over="ignore", invalid="ignore"):
+            with (
+                SignalGuard() as guard,
+                np.errstate(over="ignore", invalid="ignore"),
+                progress_logging(self.progress),
+            ):
                 self._shape_trace()
                 if self.resume_from == self.out / "checkpoints" / "last.npz":
                     repair_best(self.out, s)
@@ -186,7 +196,7 @@ class Trainer:
             f"batch {rows[0].input}\n\n"
         )
         atomic_write_text(self.out / "shape_trace.md", header + table)
-        self.dashboard.start(header + "```\n" + format_text(rows) + "```\n")
+        self.dashboard.start(header + "```\n" + format_report(rows) + "```\n")
         log.info("shape trace (one real forward and backward pass):\n%s", format_text(rows))
 
     def _train_epoch(self, guard: SignalGuard) -> None:
@@ -297,7 +307,7 @@ class Trainer:
             f"{name} at step {s.step} (epoch {s.epoch + 1}, batch {s.batch}): "
             f"checkpoint written to {path}; {continue_hint(self.out, path)}"
         )
-        log.warning(message)
+        log_to_file_only(log, logging.WARNING, message)  # the command's last line says it
         guard.forward()  # a cluster launcher's own handler (requeue) runs now, if any
         raise Interrupted(message, guard.received)
 

@@ -1,0 +1,284 @@
+"""What the dashboard writes, read back with TensorBoard's own reader: the event files, the
+pictures' colour scale, the gradient-flow figures against their definitions, the probe that
+must leave the model untouched, the graph, HParams rows of failed runs, panels over a resume,
+and a run that imports no deep-learning framework."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from runner_helpers import TINY, event_accumulator, run_config
+
+from cnnrun import nn, optim
+from cnnrun.run import events, pictures
+from cnnrun.run import logger as tags
+from cnnrun.run.dashboard import record_failure
+from cnnrun.run.probe import inactive_fraction, probe
+from cnnrun.run.step import train_step
+from cnnrun.run.train import NonFiniteError, train
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """An 8-bit RGB PNG without filters (what events.png writes), every chunk's CRC checked."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body), kind
+        chunks[kind] = body
+        pos += 12 + length
+    w, h, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, colour) == (8, 2)
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(h, 1 + 3 * w)
+    assert not rows[:, 0].any()  # filter type 0 on every row
+    return rows[:, 1:].reshape(h, w, 3)
+
+
+def test_event_file_read_back_by_tensorboard(tmp_path):
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    values = rng.normal(size=1000)
+    writer = events.EventFile(tmp_path)
+    writer.summary(3, [events.scalar("a/b", 1.5), events.text("t", "**hi**")])
+    writer.summary(4, [events.histogram("h", values), events.image("i", picture)])
+    writer.close()
+    acc = event_accumulator(tmp_path)
+    assert [(e.step, e.value) for e in acc.Scalars("a/b")] == [(3, 1.5)]
+    assert acc.Tensors("t")[0].tensor_proto.string_val == [b"**hi**"]
+    histo = acc.Histograms("h")[0].histogram_value
+    assert histo.num == 1000 and histo.min == values.min() and histo.max == values.max()
+    assert histo.sum == pytest.approx(values.sum()) and sum(histo.bucket) == 1000
+    image = acc.Images("i")[0]
+    assert (image.width, image.height) == (7, 5)
+    np.testing.assert_array_equal(decode_png(image.encoded_image_string), picture)
+
+
+def test_histogram_of_no_finite_value_is_not_written():
+    assert events.histogram("h", np.array([np.nan, np.inf])) is None
+    one = events.histogram("h", np.full(4, 2.0))  # a single value still gets a bucket
+    assert one.histo.num == 4 and sum(one.histo.bucket) == 4
+
+
+def test_filters_share_one_symmetric_scale():
+    w = np.zeros((2, 1, 3, 3))
+    w[0] = 2.0  # the largest magnitude: full red
+    w[1] = -1.0  # half of it, negative: halfway to full blue
+    picture = pictures.filters(w)
+    factor = pictures.factor_for(3, 3)
+    top = left = pictures.GAP
+    first = picture[top : top + 3 * factor, left : left + 3 * factor]
+    second_left = left + 3 * factor + pictures.GAP
+    second = picture[top : top + 3 * factor, second_left : second_left + 3 * factor]
+    assert (first == first[0, 0]).all() and (second == second[0, 0]).all()
+    red, blue, white = (pictures.diverging(np.array([v]), 1.0)[0] for v in (1.0, -1.0, 0.0))
+    np.testing.assert_array_equal(first[0, 0], red)
+    half_blue = pictures.diverging(np.array([-0.5]), 1.0)[0]
+    np.testing.assert_array_equal(second[0, 0], half_blue)
+    assert not np.array_equal(half_blue, blue) and not np.array_equal(half_blue, white)
+    # the separators: a colour that no value of the scale takes
+    np.testing.assert_array_equal(picture[0, 0], pictures.SEPARATOR)
+    scale = pictures.diverging(np.linspace(-1, 1, 2001), 1.0)
+    assert not (scale == pictures.SEPARATOR).all(axis=1).any()
+
+
+def test_weight_and_gradient_side_by_side_each_on_its_scale():
+    w = np.ones((4, 3, 5, 5))
+    both = pictures.weight_and_gradient(w, w * 1e-6)  # dW far smaller: still full colour
+    alone = pictures.filters(w)
+    assert both.shape[0] == alone.shape[0] and both.shape[1] > 2 * alone.shape[1]
+    np.testing.assert_array_equal(both[:, : alone.shape[1]], alone)
+    np.testing.assert_array_equal(both[:, -alone.shape[1] :], alone)
+
+
+def test_confusion_rows_are_fractions_of_their_class():
+    counts = np.array([[3, 1], [0, 0]])
+    picture = pictures.confusion(counts, cell_px=1)
+    g = pictures.GAP
+    cells = picture[g : g + 2, g : g + 2]
+    np.testing.assert_array_equal(cells[0, 0], pictures.sequential(np.array([0.75]))[0])
+    np.testing.assert_array_equal(cells[1, 1], pictures.sequential(np.array([0.0]))[0])
+
+
+def small_model(seed: int = 0) -> nn.Sequential:
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(
+        [
+            ("conv1", nn.Conv2d(2, 3, 3, padding="same", rng=rng)),
+            ("bn1", nn.BatchNorm2d(3)),
+            ("act1", nn.ReLU()),
+            ("flat", nn.Flatten()),
+            ("fc", nn.Linear(3 * 5 * 6, 4, rng=rng)),
+            ("act2", nn.Tanh()),
+        ]
+    ).to(np.float64)
+
+
+def batch(n: int = 6, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 2, 5, 6)), rng.integers(0, 4, n)
+
+
+def test_update_ratio_is_lr_times_gradient_over_weight():
+    model = small_model()
+    x, y = batch()
+    before = {p.name: p.data.copy() for p in model.parameters()}
+    lr = 0.1
+    result = train_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr), x, y, True)
+    zero = {n for n, w in before.items() if not w.any()}
+    assert zero == {"bn1.bias"}  # no ratio to a zero weight
+    assert set(result.update_ratios) == set(before) - zero
+    for p in (p for p in model.parameters() if p.name not in zero):  # plain SGD: -lr * dW
+        expected = lr * np.linalg.norm(p.grad) / np.linalg.norm(before[p.name])
+        assert result.update_ratios[p.name] == pytest.approx(expected, rel=1e-12), p.name
+    assert set(result.inactive) == {"act1", "act2"}
+
+
+def test_inactive_fraction_counts_units_off_for_the_whole_batch():
+    relu = nn.ReLU()
+    y = np.zeros((3, 2, 2))  # (N, features...): 4 units
+    y[0, 0, 0] = 1.0  # unit (0, 0) fires once: alive
+    y[2, 1, 1] = 0.5  # unit (1, 1) too
+    assert inactive_fraction(relu, y) == 0.5
+    tanh = nn.Tanh()
+    assert inactive_fraction(tanh, np.array([0.0, 0.995, -0.999, 0.5])) == 0.5
+    sigmoid = nn.Sigmoid()
+    assert inactive_fraction(sigmoid, np.array([0.001, 0.5, 0.9999, 0.3])) == 0.5
+
+
+def test_probe_leaves_the_model_as_it_was_and_gives_the_input_gradient():
+    model = small_model()
+    x, y = batch()
+    loss = nn.CrossEntropyLoss()
+    train_step(model, loss, optim.SGD(model.parameters(), 0.1), x, y)  # grads and BN stats set
+    state = {k: v.copy() for k, v in model.state_dict().items()}
+    grads = [p.grad.copy() for p in model.parameters()]
+    seen = probe(model, loss, x[:3], y[:3])
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, state[k], err_msg=k)
+    for p, g in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, g, err_msg=p.name)
+    assert model.training and list(seen.conv_maps) == ["conv1"]
+    assert seen.conv_maps["conv1"].shape == (3, 3, 5, 6)
+    # dL/dx by central differences, in eval mode as the probe runs
+    model.eval()
+    eps, i = 1e-6, (1, 0, 2, 3)
+    plus, minus = x[:3].copy(), x[:3].copy()
+    plus[i] += eps
+    minus[i] -= eps
+    numeric = loss.forward(model.forward(plus), y[:3]) - loss.forward(model.forward(minus), y[:3])
+    assert seen.input_grad[i] == pytest.approx(numeric / (2 * eps), rel=1e-6)
+    assert seen.first_conv == "conv1" and seen.weight_grad.shape == (3, 2, 3, 3)
+
+
+def test_graph_of_a_residual_network_has_the_merge(tmp_path):
+    from tensorboard.compat.proto import graph_pb2
+
+    out = tmp_path / "run"
+    train(run_config(out, ["model=resnet20", "data.image_size=8", "trainer.limit_train_batches=1"]))
+    graph = event_accumulator(out / "tb").Graph()
+    assert isinstance(graph, graph_pb2.GraphDef)
+    nodes = {n.name: n for n in graph.node}
+    add = nodes["block1_1/add"]
+    assert add.op == "Add" and len(add.input) == 2  # the branch's end and the shortcut
+    assert "block1_1/branch/bn2" in add.input
+    conv = nodes["block1_1/branch/conv1"]
+    assert conv.attr["weight"].s.decode() == "(16,16,3,3)"
+    assert conv.attr["input shape"].s.decode() == "(16,16,8,8)"
+    dims = [d.size for d in conv.attr["_output_shapes"].list.shape[0].dim]
+    assert dims == [16, 16, 8, 8]
+    assert nodes["loss"].input == ["fc"] or len(nodes["loss"].input) == 1
+
+
+def hparams_row(tb):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = event_accumulator(tb).PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"])
+    return start.session_start_info.hparams, end.session_end_info.status
+
+
+def test_a_diverged_run_keeps_its_hparams_row_with_the_reason(tmp_path, monkeypatch):
+    from tensorboard.plugins.hparams import api_pb2
+
+    import cnnrun.run.train as train_module
+
+    real, calls = train_module.train_step, []
+
+    def diverges_at_the_third_batch(model, loss_fn, optimizer, x, y, *rest):
+        calls.append(1)
+        return real(model, loss_fn, optimizer, x * np.nan if len(calls) == 3 else x, y, *rest)
+
+    monkeypatch.setattr(train_module, "train_step", diverges_at_the_third_batch)
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteError):
+        train(run_config(out, ["optim.lr=0.5", "trainer.max_epochs=2"]))
+    hparams, status = hparams_row(out / "tb")
+    assert hparams["status"].string_value.startswith("failed: non-finite")
+    assert hparams["optim.lr"].number_value == 0.5 and status == api_pb2.STATUS_FAILURE
+
+
+def test_a_killed_job_gets_a_row(tmp_path):
+    """What the launcher writes for a job that left no result (kill -9)."""
+    record_failure(tmp_path, run_config(tmp_path), "killed by SIGKILL")
+    hparams, _ = hparams_row(tmp_path / "tb")
+    assert hparams["status"].string_value == "failed: killed by SIGKILL"
+    assert hparams["model"].string_value == "lenet"
+
+
+def panels(out):
+    """Every (run, kind, tag, step) that TensorBoard shows of a run folder."""
+    found = set()
+    for run in ("", tags.TRAIN_RUN, tags.VAL_RUN):
+        acc = event_accumulator(out / "tb" / run)
+        for kind, read in (("scalars", acc.Scalars), ("images", acc.Images)):
+            for tag in acc.Tags()[kind]:
+                steps = [e.step for e in read(tag)]
+                assert len(steps) == len(set(steps)), (run, tag, steps)  # none twice
+                found |= {(run, kind, tag, s) for s in steps}
+        for tag in acc.Tags()["histograms"]:
+            found |= {(run, "histograms", tag, e.step) for e in acc.Histograms(tag)}
+    return found
+
+
+def test_a_resumed_run_shows_the_same_panels(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    every = ["trainer.histogram_every_n_steps=2"]
+    train(run_config(straight, [*every, "trainer.max_epochs=3"]))
+    train(run_config(split, [*every, "trainer.max_epochs=1"]))
+    train(run_config(split, [*every, "trainer.max_epochs=3", "trainer.resume=last"]))
+    # (each part also writes its last step's histograms: here step 2, which is on the interval)
+    got, want = panels(split), panels(straight)
+    assert got == want, (sorted(got - want)[:5], sorted(want - got)[:5])
+    assert ("", "images", tags.SALIENCY, 0) in got and ("", "images", tags.SALIENCY, 8) in got
+    hparams, _ = hparams_row(split / "tb")
+    assert hparams["status"].string_value == "ok"
+
+
+@pytest.mark.torch
+def test_a_run_does_not_import_a_deep_learning_framework(tmp_path):
+    pytest.importorskip("torch")
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules"
+        " if m.split('.')[0] in ('torch', 'tensorflow', 'tensorboardX', 'jax'))))\n"
+        "from cnnrun.__main__ import main\n"
+        "main()\n"
+    )
+    args = [*TINY, f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "LOADED []" in done.stdout, done.stdout[-500:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert math.isfinite(metrics["val/loss"])
