@@ -182,3 +182,24 @@ def test_bench_quick_writes_json(tmp_path):
     compile_ = result["numba_compile"]
     assert compile_["cold_compile_s"] > 0 and compile_["warm_cache_misses"] == 0
     assert "images/s" in done.stdout and "ratio to PyTorch" in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_logging_times_a_run_with_the_dashboard_on_and_off(tmp_path):
+    out = tmp_path / "logging.json"
+    overrides = ["data=synthetic", "data.num_samples=64", "trainer.max_epochs=2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnrun.bench", "--quick", "--json", str(out), "--logging"]
+        + overrides,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["overrides"] == overrides and result["rounds"] == 2
+    on, off = (result["images_per_s"][k] for k in ("logging on", "logging off"))
+    assert on > 0 and off > 0 and result["ratio"] == pytest.approx(on / off)
+    assert "on / off" in done.stdout
+    assert not list(tmp_path.glob("*/tb")) and not (tmp_path / "runs").exists()  # all in a tmp

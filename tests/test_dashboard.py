@@ -282,3 +282,14 @@ def test_a_run_does_not_import_a_deep_learning_framework(tmp_path):
     assert "LOADED []" in done.stdout, done.stdout[-500:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert math.isfinite(metrics["val/loss"])
+
+
+@pytest.mark.parametrize("size", [0, 1, 9, 255, 2047, 2048, 2049, 5000, 70001])
+def test_crc32c_matches_tensorboards_own(size):
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+
+    from cnnrun.run.crc import crc32c, masked_crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the check value of CRC-32C
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    assert masked_crc32c(data) == reference(data)

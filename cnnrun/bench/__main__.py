@@ -40,6 +40,14 @@ def parser() -> argparse.ArgumentParser:
         default=",".join(IMPLS),
         help="comma-separated, from numpy, numba, torch (default: all)",
     )
+    p.add_argument(
+        "--logging",
+        nargs="*",
+        metavar="OVERRIDE",
+        default=None,
+        help="instead: time a whole run (the default one, or these config overrides) with the "
+        "TensorBoard dashboard on and off",
+    )
     p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--block", type=float, default=0.2, help=argparse.SUPPRESS)
     p.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
@@ -90,8 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile_probe:
         compile_probe(threads)
         return 0
-    result = run(args, threads, _impls(args.impls, p))
-    print(format_table(result))
+    if args.logging is not None:
+        import logging
+
+        from .logging_cost import format_logging, logging_cost
+
+        logging.getLogger("cnnrun").setLevel(logging.WARNING)
+        result = logging_cost(args.logging, rounds=2 if args.quick else 5)
+        print(format_logging(result))
+    else:
+        result = run(args, threads, _impls(args.impls, p))
+        print(format_table(result))
     path = Path(args.json) if args.json else default_json()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

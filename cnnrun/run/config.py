@@ -127,7 +127,9 @@ class BackendConfig:
 class TrainerConfig:
     max_epochs: int = 12
     log_every_n_steps: int = 1
+    flow_every_n_steps: int = 10
     histogram_every_n_steps: int = 100
+    pictures_every_n_epochs: int | None = None
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None
     resume: str | None = None
@@ -260,9 +262,14 @@ def _validate_data(d: DictConfig) -> None:
 
 def _validate_trainer(t: DictConfig) -> None:
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "an int >= 1")
-    for key in ("log_every_n_steps", "histogram_every_n_steps", "max_consecutive_skips"):
+    for key in (
+        "log_every_n_steps",
+        "flow_every_n_steps",
+        "histogram_every_n_steps",
+        "max_consecutive_skips",
+    ):
         _check(t[key] >= 1, f"trainer.{key}", t[key], "an int >= 1")
-    for key in ("limit_train_batches", "limit_val_batches"):
+    for key in ("limit_train_batches", "limit_val_batches", "pictures_every_n_epochs"):
         v = t[key]
         _check(v is None or v >= 1, f"trainer.{key}", v, "null or an int >= 1")
 

@@ -4,7 +4,7 @@ An event file is a sequence of records, each ``length (uint64) | masked CRC-32C 
 data | masked CRC-32C of data``, every record a serialised ``Event``: the file's version
 first, then summaries (scalars, histograms, images, text, plugin data) at a step, or a graph.
 This module writes them and builds the summary values; nothing here imports a deep-learning
-framework (the protos are plain protobuf, the CRC is the tensorboard package's own).
+framework (the protos are plain protobuf; the CRC is :mod:`cnnrun.run.crc`).
 
 A file is named ``events.out.tfevents.<seconds>.<host>.<nanoseconds>.cnnrun``: TensorBoard
 reads the files of a folder in name order, and a resumed run opened within the same second as
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
-from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+from .crc import masked_crc32c
 
 Value = summary_pb2.Summary.Value
 EVENT_PREFIX = "events.out.tfevents"
@@ -145,7 +146,8 @@ def text(tag: str, markdown: str) -> Value:
 
 
 def png(rgb: np.ndarray) -> bytes:
-    """An (H, W, 3) uint8 array as a PNG file (8-bit RGB, no filter, zlib level 6)."""
+    """An (H, W, 3) uint8 array as a PNG file (8-bit RGB, no filter, zlib level 1: the
+    pictures are written during training, and level 6 saves little on them)."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     h, w, _ = rgb.shape
     rows = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1)
@@ -158,6 +160,6 @@ def png(rgb: np.ndarray) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
         + chunk(b"IEND", b"")
     )

@@ -67,8 +67,9 @@ def param_tags(names: list[str]) -> dict[str, str]:
 class RunLogger:
     """A run's event writers (see the module's docstring for the layout).
 
-    Scalars every ``log_every`` steps; histograms at step 0, every ``histogram_every`` steps
-    and at the last step; pictures at step 0 and at every epoch's end. ``purge_step`` (a
+    The batch's loss and accuracy every ``log_every`` steps, the gradient flow every
+    ``flow_every``; histograms at step 0, every ``histogram_every`` steps and at the last
+    step; pictures when the dashboard asks. ``purge_step`` (a
     resumed run) makes TensorBoard drop what earlier files hold from that step on, which the
     resumed run writes again."""
 
@@ -77,6 +78,7 @@ class RunLogger:
         logdir: str | Path,
         *,
         log_every: int = 1,
+        flow_every: int = 10,
         histogram_every: int = 100,
         purge_step: int | None = None,
     ):
@@ -84,7 +86,8 @@ class RunLogger:
         self.run = events.EventFile(self.logdir, purge_step=purge_step)
         self.train = events.EventFile(self.logdir / TRAIN_RUN, purge_step=purge_step)
         self.val = events.EventFile(self.logdir / VAL_RUN, purge_step=purge_step)
-        self.log_every, self.histogram_every = log_every, histogram_every
+        self.log_every, self.flow_every = log_every, flow_every
+        self.histogram_every = histogram_every
         self._last_histograms = -1
 
     # -- once per event folder ------------------------------------------------------------
@@ -95,8 +98,9 @@ class RunLogger:
 
     # -- every step -----------------------------------------------------------------------
     def wants_flow(self, step: int) -> bool:
-        """Whether the step at ``step`` should measure update ratios and inactive units."""
-        return step % self.log_every == 0
+        """Whether the step at ``step`` writes the gradient flow (and measures the update
+        ratios and inactive units for it)."""
+        return step % self.flow_every == 0
 
     def train_step(self, step: int, result, model) -> None:
         """After a step that updated the weights (a :class:`cnnrun.run.step.StepResult`)."""
@@ -104,6 +108,7 @@ class RunLogger:
             self.train.summary(
                 step, [events.scalar(STEP_LOSS, result.loss), events.scalar(STEP_ACC, result.acc)]
             )
+        if self.wants_flow(step):
             self.run.summary(step, _flow(result, model))
         if step % self.histogram_every == 0:
             self.histograms(step, model)

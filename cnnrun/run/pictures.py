@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-TILE_PX = 64  # small kernels and maps are enlarged by an integer factor to about this size
+TILE_PX = 48  # kernels and images are enlarged by an integer factor to about this size
+MAP_PX = 32  # activation maps, many to a picture, to about this size
 GAP = 2  # separator width, in pixels
 SEPARATOR = np.array([40, 40, 40], np.uint8)  # darker than any colour of the scales below
 # ColorBrewer's RdBu anchors, from -1 (blue) through 0 (white) to +1 (red)
@@ -23,47 +24,59 @@ _DIVERGING = np.array(
 _SEQUENTIAL = np.array([[247, 251, 255], [198, 219, 239], [107, 174, 214], [8, 81, 156]], float)
 
 
-def _ramp(t: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``anchors`` (evenly spaced over [0, 1]) at ``t`` in [0, 1]."""
-    pos = np.clip(t, 0.0, 1.0) * (len(anchors) - 1)
+LEVELS = 1024  # colours per scale: finer than the eye, and a lookup instead of arithmetic
+
+
+def _lut(anchors: np.ndarray) -> np.ndarray:
+    """``LEVELS`` colours interpolated linearly between ``anchors`` (evenly spaced)."""
+    pos = np.linspace(0.0, len(anchors) - 1, LEVELS)
     lo = np.minimum(pos.astype(int), len(anchors) - 2)
-    frac = (pos - lo)[..., None]
+    frac = (pos - lo)[:, None]
     return ((1 - frac) * anchors[lo] + frac * anchors[lo + 1]).round().astype(np.uint8)
+
+
+def _ramp(t: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """The colours of ``t`` in [0, 1] (clipped) from a lookup table."""
+    index = (np.clip(t, 0.0, 1.0) * (LEVELS - 1) + 0.5).astype(np.intp)
+    return lut[index]
+
+
+_DIVERGING_LUT, _SEQUENTIAL_LUT = _lut(_DIVERGING), _lut(_SEQUENTIAL)
 
 
 def diverging(values: np.ndarray, scale: float | None = None) -> np.ndarray:
     """Signed values as colours; ``scale`` (default: their largest magnitude) is full colour."""
     v = np.nan_to_num(np.asarray(values, np.float64))
     s = float(np.abs(v).max()) if scale is None else float(scale)
-    return _ramp((v / (s if s > 0 else 1.0) + 1) / 2, _DIVERGING)
+    return _ramp((v / (s if s > 0 else 1.0) + 1) / 2, _DIVERGING_LUT)
 
 
 def sequential(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] as white-to-blue colours."""
-    return _ramp(np.nan_to_num(np.asarray(values, np.float64)), _SEQUENTIAL)
+    return _ramp(np.nan_to_num(np.asarray(values, np.float64)), _SEQUENTIAL_LUT)
 
 
-def _enlarge(tile: np.ndarray, factor: int) -> np.ndarray:
-    return tile.repeat(factor, axis=0).repeat(factor, axis=1)
-
-
-def factor_for(h: int, w: int) -> int:
-    """The integer enlargement that brings an (h, w) tile to about TILE_PX."""
-    return max(1, round(TILE_PX / max(h, w, 1)))
+def factor_for(h: int, w: int, target: int = TILE_PX) -> int:
+    """The integer enlargement that brings an (h, w) tile to about ``target`` pixels."""
+    return max(1, round(target / max(h, w, 1)))
 
 
 def grid(tiles: list[list[np.ndarray]], factor: int = 1) -> np.ndarray:
     """Rows of equally sized (h, w, 3) tiles, enlarged ``factor`` times, in one picture with
-    separators around and between them."""
+    separators around and between them (a short last row is filled with the separator)."""
     h, w, _ = tiles[0][0].shape
-    th, tw = h * factor, w * factor
-    n_rows, n_cols = len(tiles), max(len(r) for r in tiles)
-    out = np.empty((n_rows * (th + GAP) + GAP, n_cols * (tw + GAP) + GAP, 3), np.uint8)
+    n_cols = max(len(r) for r in tiles)
+    blank = np.broadcast_to(SEPARATOR, (h, w, 3))
+    stacked = np.stack([np.stack([*r, *[blank] * (n_cols - len(r))]) for r in tiles])
+    big = stacked.repeat(factor, axis=2).repeat(factor, axis=3)  # (rows, cols, th, tw, 3)
+    n_rows, _, th, tw, _ = big.shape
+    cells = np.empty((n_rows, n_cols, th + GAP, tw + GAP, 3), np.uint8)
+    cells[...] = SEPARATOR
+    cells[:, :, GAP:, GAP:] = big
+    body = cells.transpose(0, 2, 1, 3, 4).reshape(n_rows * (th + GAP), n_cols * (tw + GAP), 3)
+    out = np.empty((body.shape[0] + GAP, body.shape[1] + GAP, 3), np.uint8)
     out[...] = SEPARATOR
-    for r, row in enumerate(tiles):
-        for c, tile in enumerate(row):
-            top, left = GAP + r * (th + GAP), GAP + c * (tw + GAP)
-            out[top : top + th, left : left + tw] = _enlarge(tile, factor)
+    out[: body.shape[0], : body.shape[1]] = body
     return out
 
 
@@ -110,7 +123,7 @@ def activation_maps(maps: np.ndarray, max_channels: int = 16) -> np.ndarray:
     shown = maps[:, :max_channels]
     coloured = diverging(shown)
     rows = [[coloured[i, j] for j in range(shown.shape[1])] for i in range(n)]
-    return grid(rows, factor_for(h, w))
+    return grid(rows, factor_for(h, w, MAP_PX))
 
 
 def _as_image(x: np.ndarray) -> np.ndarray:
