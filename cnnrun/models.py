@@ -74,7 +74,9 @@ def _known_types() -> str:
     return ", ".join(sorted({*LAYERS, *CONTAINERS, *BLOCKS}))
 
 
-def build_layer(kind: str, spec: dict, path: str, in_shape: tuple[int, ...], ctx) -> nn.Module:
+def build_layer(
+    kind: str, spec: dict, path: str, in_shape: tuple[int, ...], ctx: _Context
+) -> nn.Module:
     """One layer of type ``kind`` from the rest of its config, its inferred sizes taken from
     ``in_shape`` (N, C, H, W) or (N, F)."""
     where = ctx.where(path)
@@ -137,7 +139,9 @@ def _inferred_size(kind: str, given, in_shape: tuple[int, ...], where: str) -> i
 # -- containers ---------------------------------------------------------------------------
 
 
-def build_layers(specs, probe: np.ndarray, prefix: str, ctx) -> list[tuple[str, nn.Module]]:
+def build_layers(
+    specs, probe: np.ndarray, prefix: str, ctx: _Context
+) -> list[tuple[str, nn.Module]]:
     """The layers of a list of configs, by name, each built for the output of the one before:
     the shape pass runs ``probe`` (one image) through each as it is made. ``prefix`` is the
     path of the container they go into ("" for the model itself)."""
@@ -163,7 +167,7 @@ def build_layers(specs, probe: np.ndarray, prefix: str, ctx) -> list[tuple[str, 
     return named
 
 
-def _probe(layer: nn.Module, probe: np.ndarray, ctx) -> np.ndarray:
+def _probe(layer: nn.Module, probe: np.ndarray, ctx: _Context) -> np.ndarray:
     """``layer`` on the shape pass's image, in eval mode (batch-norm statistics stay put)."""
     layer.eval()
     try:
@@ -176,7 +180,7 @@ def _probe(layer: nn.Module, probe: np.ndarray, ctx) -> np.ndarray:
     return out
 
 
-def _build_any(spec: dict, path: str, probe: np.ndarray, ctx) -> nn.Module:
+def _build_any(spec: dict, path: str, probe: np.ndarray, ctx: _Context) -> nn.Module:
     """A layer, a container or a block, from its config (its ``name`` already taken out)."""
     kind = str(spec.pop("type", "")).lower()
     if kind in BLOCKS:
