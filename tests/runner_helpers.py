@@ -40,6 +40,9 @@ LENET_PARAMS = [
     for layer in ("conv1", "conv2", "fc1", "fc2", "fc3")
     for kind in ("weight", "bias")
 ]
+# where each of them sits in LeNet's 12 layers (conv, tanh, pool, conv, tanh, pool, flatten,
+# linear, tanh, linear, tanh, linear): the dashboard's tags start with it
+LENET_PLACES = [place for place in ("01", "04", "08", "10", "12") for _ in range(2)]
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

@@ -293,3 +293,21 @@ def test_crc32c_matches_tensorboards_own(size):
     assert crc32c(b"123456789") == 0xE3069283  # the check value of CRC-32C
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     assert masked_crc32c(data) == reference(data)
+
+
+def test_plain_and_residual_networks_share_their_branch_tags():
+    """So that TensorBoard draws plain20's and resnet20's gradient norms on the same charts:
+    every plain20 tag is a resnet20 tag, and the extra ones are resnet20's shortcuts."""
+    from runner_helpers import compose_config
+
+    from cnnrun.run.build import build_run_model
+
+    tagged = {}
+    for name in ("plain20", "resnet20"):
+        cfg = compose_config([f"model={name}", "data.image_size=8"])
+        model = build_run_model(cfg, (1, 8, 8), np.random.default_rng(0))
+        names = [p.name for p in model.parameters()]
+        tagged[name] = set(tags.network_tags(model, names, params=True).values())
+    assert tagged["plain20"] < tagged["resnet20"]
+    assert all(".shortcut." in t for t in tagged["resnet20"] - tagged["plain20"])
+    assert "10-1_block2_1.branch.conv1.weight" in tagged["plain20"]

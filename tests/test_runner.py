@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from runner_helpers import (
     LENET_PARAMS,
+    LENET_PLACES,
     TINY,
     TRAIN_TAGS,
     compose_config,
@@ -51,6 +53,13 @@ def tiny_run(tmp_path_factory):
     """One epoch of the tiny run: (its folder, train's return value)."""
     out = tmp_path_factory.mktemp("tiny") / "run"
     return out, train(run_config(out))
+
+
+def lenet_model():
+    from cnnrun.run.build import build_run_model
+
+    cfg = run_config(Path("unused"))
+    return build_run_model(cfg, (1, 12, 12), np.random.default_rng(0))
 
 
 def checkpoint_arrays(path) -> dict[str, np.ndarray]:
@@ -122,16 +131,16 @@ def test_tensorboard_scalars(tiny_run):
     assert val_run.Scalars(tags.LOSS)[-1].value == pytest.approx(val_loss, rel=1e-6)
     assert val_run.Scalars(tags.ACC)[-1].value == pytest.approx(metrics["val/acc"])
     run = event_accumulator(out / "tb")
-    named = tags.param_tags(LENET_PARAMS)
-    assert list(named.values())[:3] == ["01_conv1.weight", "02_conv1.bias", "03_conv2.weight"]
-    # the global norm is the norm of the per-parameter norms, step by step
-    for step in range(3):
-        parts = [
-            run.Scalars(tags.GRAD_NORM.format(param=named[p]))[step].value for p in LENET_PARAMS
-        ]
-        total = run.Scalars(tags.GRAD_NORM_GLOBAL)[step].value
-        assert total == pytest.approx(math.sqrt(sum(v * v for v in parts)), rel=1e-5)
-        assert total > 0
+    named = {p: f"{place}_{p}" for p, place in zip(LENET_PARAMS, LENET_PLACES)}
+    assert tags.network_tags(lenet_model(), LENET_PARAMS, params=True) == named
+    # the gradient flow every trainer.flow_every_n_steps (10): here step 0 only; the global
+    # norm is the norm of the per-parameter norms
+    norm_tags = [tags.GRAD_NORM.format(param=named[p]) for p in LENET_PARAMS]
+    assert [e.step for e in run.Scalars(norm_tags[0])] == [0]
+    parts = [run.Scalars(tag)[0].value for tag in norm_tags]
+    (total,) = run.Scalars(tags.GRAD_NORM_GLOBAL)
+    assert total.value == pytest.approx(math.sqrt(sum(v * v for v in parts)), rel=1e-5)
+    assert total.value > 0
     results = {tags.RESULT.format(name=n): k for k, n in tags.RESULTS.items()}
     for tag, key in results.items():
         assert run.Scalars(tag)[-1].value == pytest.approx(metrics[key], rel=1e-6)
@@ -141,18 +150,18 @@ def test_tensorboard_histograms_images_text(tiny_run):
     out, _ = tiny_run
     acc = event_accumulator(out / "tb")
     found = acc.Tags()
-    layers = tags.param_tags(["conv1", "conv2", "fc1", "fc2", "fc3"])  # weights only
+    layers = tags.network_tags(lenet_model(), ["conv1", "conv2", "fc1", "fc2", "fc3"])
     expected = {
         kind.format(layer=n) for kind in (tags.WEIGHTS, tags.GRADS) for n in layers.values()
     }
     assert set(found["histograms"]) == expected
-    weights = acc.Histograms(tags.WEIGHTS.format(layer="1_conv1"))
+    weights = acc.Histograms(tags.WEIGHTS.format(layer="01_conv1"))
     assert [h.step for h in weights] == [0, 2]  # step 0 and the last step
     assert weights[0].histogram_value.num == 6 * 1 * 5 * 5
     pictures = {
         tags.FILTERS.format(layer="conv1"),
-        tags.ACTIVATIONS.format(layer="1_conv1"),
-        tags.ACTIVATIONS.format(layer="2_conv2"),
+        tags.ACTIVATIONS.format(layer="01_conv1"),
+        tags.ACTIVATIONS.format(layer="04_conv2"),
         tags.SALIENCY,
         tags.CONFUSION,
     }

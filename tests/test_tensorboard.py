@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from runner_helpers import LENET_PARAMS, TRAIN_TAGS, run_config
+from runner_helpers import LENET_PARAMS, LENET_PLACES, TRAIN_TAGS, run_config
 
 from cnnrun.run import logger as tags
 from cnnrun.run.train import train
@@ -95,7 +95,7 @@ def test_tensorboard_serves_the_run(tensorboard):
     assert set(listed) == {"tb", "tb/train", "tb/validation"}
     assert set(TRAIN_TAGS) <= set(listed["tb/train"])
     assert set(listed["tb/validation"]) == {tags.LOSS, tags.ACC}
-    named = tags.param_tags(LENET_PARAMS)
+    named = {p: f"{place}_{p}" for p, place in zip(LENET_PARAMS, LENET_PLACES)}
     expected = {tags.GRAD_NORM.format(param=named[p]) for p in LENET_PARAMS}
     assert expected <= set(listed["tb"]), expected - set(listed["tb"])
     # the values come back through the API too

@@ -130,7 +130,7 @@ class Dashboard:
         tr = self.trainer
         with np.errstate(over="ignore", invalid="ignore"):
             seen = probe(tr.model, tr.loss_fn, self.probe_x, self.probe_y)
-        self.logger.pictures(step, seen, confusion)
+        self.logger.pictures(step, tr.model, seen, confusion)
 
     def flush(self) -> None:
         self.logger.flush()

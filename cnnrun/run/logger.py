@@ -36,7 +36,7 @@ STEP_LOSS, STEP_ACC = "Steps/loss", "Steps/accuracy"  # each logged step's batch
 LR = "Steps/lr"  # once per epoch, at its first step
 SKIPPED = "Steps/skipped_batches"  # trainer.on_nan=skip
 RESULT = "Result/{name}"  # once, at the end: test_loss, test_accuracy, val_best_loss, ...
-GRAD_NORM = "flow/grad_norm/{param}"  # {param}: "03_conv2.weight", see param_tags()
+GRAD_NORM = "flow/grad_norm/{param}"  # {param}: "04_conv2.weight", see network_tags()
 GRAD_NORM_GLOBAL = "flow/grad_norm_global"
 UPDATE_RATIO = "flow/update_ratio/{param}"  # ||w_after - w_before|| / ||w_before||
 INACTIVE = "flow/inactive/{layer}"  # dead ReLUs, saturated tanh or sigmoid units
@@ -58,10 +58,26 @@ RESULTS = {
 }
 
 
-def param_tags(names: list[str]) -> dict[str, str]:
-    """Each name with its 1-based position in front: ``conv2.weight`` -> ``03_conv2.weight``."""
-    width = len(str(len(names)))
-    return {n: f"{i:0{width}d}_{n}" for i, n in enumerate(names, 1)}
+def network_tags(model, names: list[str], params: bool = False) -> dict[str, str]:
+    """Each layer (or, ``params``, parameter) name with its place in the network in front,
+    so that tags sort in network order: the 1-based position of its top-level layer, and for a
+    layer inside a container its place among the container's (``04_conv2.weight``,
+    ``05-1_block1_1.branch.conv1.weight``). A plain and a residual network with the same
+    top-level layers and branch names get the same tags for their branches, so TensorBoard
+    draws them on the same charts."""
+    top = {name: i for i, (name, _) in enumerate(model.layers, 1)}
+    width = len(str(len(top)))
+    inner: dict[str, dict[str, int]] = {}
+    tagged = {}
+    for name in names:
+        layer = name.rsplit(".", 1)[0] if params else name
+        head = layer.split(".", 1)[0]
+        place = f"{top[head]:0{width}d}"
+        if layer != head:
+            seen = inner.setdefault(head, {})
+            place += f"-{seen.setdefault(layer, len(seen) + 1)}"
+        tagged[name] = f"{place}_{name}"
+    return tagged
 
 
 class RunLogger:
@@ -121,7 +137,7 @@ class RunLogger:
         self._last_histograms = step
         values = []
         weights = [p for p in model.parameters() if p.name.endswith("weight") and p.data.ndim > 1]
-        named = param_tags([p.name.rsplit(".", 1)[0] for p in weights])
+        named = network_tags(model, [p.name.rsplit(".", 1)[0] for p in weights])
         for p in weights:
             layer = named[p.name.rsplit(".", 1)[0]]
             values += [
@@ -142,13 +158,13 @@ class RunLogger:
         for writer, (loss, acc) in ((self.train, train), (self.val, val)):
             writer.summary(step, [events.scalar(LOSS, loss), events.scalar(ACC, acc)])
 
-    def pictures(self, step: int, seen: Probe, confusion: np.ndarray | None = None) -> None:
+    def pictures(self, step: int, model, seen: Probe, confusion: np.ndarray | None = None) -> None:
         """The probe's pictures (and the validation confusion matrix, if given) at ``step``."""
         values = []
         if seen.first_conv is not None:
             picture = pictures.weight_and_gradient(seen.weight, seen.weight_grad)
             values.append(events.image(FILTERS.format(layer=seen.first_conv), picture))
-        named = param_tags(list(seen.conv_maps))
+        named = network_tags(model, list(seen.conv_maps))
         for name, maps in seen.conv_maps.items():
             values.append(
                 events.image(ACTIVATIONS.format(layer=named[name]), pictures.activation_maps(maps))
@@ -183,7 +199,7 @@ class RunLogger:
 
 def _flow(result, model) -> list[summary_pb2.Summary.Value]:
     """Gradient norms and update ratios per parameter, inactive units per activation layer."""
-    named = param_tags([p.name for p in model.parameters()])
+    named = network_tags(model, [p.name for p in model.parameters()], params=True)
     values = [events.scalar(GRAD_NORM_GLOBAL, result.global_norm)]
     values += [
         events.scalar(GRAD_NORM.format(param=named[n]), v) for n, v in result.grad_norms.items()
@@ -192,13 +208,11 @@ def _flow(result, model) -> list[summary_pb2.Summary.Value]:
         events.scalar(UPDATE_RATIO.format(param=named[n]), v)
         for n, v in result.update_ratios.items()
     ]
-    labels = param_tags(
-        [layer_label(n, layer) for n, layer in named_layers(model) if n in result.inactive]
-    )
-    values += [
-        events.scalar(INACTIVE.format(layer=label), v)
-        for label, v in zip(labels.values(), result.inactive.values())
-    ]
+    places = network_tags(model, list(result.inactive))
+    kinds = dict(named_layers(model))
+    for name, v in result.inactive.items():  # "04_relu1", an unnamed layer "02_1.tanh"
+        label = places[name].replace(name, layer_label(name, kinds[name]))
+        values.append(events.scalar(INACTIVE.format(layer=label), v))
     return values
 
 
