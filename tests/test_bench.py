@@ -201,5 +201,6 @@ def test_bench_logging_times_a_run_with_the_dashboard_on_and_off(tmp_path):
     assert result["overrides"] == overrides and result["rounds"] == 2
     on, off = (result["images_per_s"][k] for k in ("logging on", "logging off"))
     assert on > 0 and off > 0 and result["ratio"] == pytest.approx(on / off)
+    assert 0 < result["dashboard_share"] < 1
     assert "on / off" in done.stdout
     assert not list(tmp_path.glob("*/tb")) and not (tmp_path / "runs").exists()  # all in a tmp

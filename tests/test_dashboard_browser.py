@@ -135,7 +135,7 @@ def test_images_show_the_inside(page):
     pictures = [
         tags.ACTIVATIONS.format(layer="01_conv1"),
         tags.ACTIVATIONS.format(layer="04_conv2"),
-        tags.FILTERS.format(layer="conv1"),
+        tags.FILTERS.format(layer="01_conv1"),
         tags.CONFUSION,
     ]  # the saliency sorts last, on the tab's second page: test_runner reads it back
     wait_for(

@@ -159,7 +159,7 @@ def test_tensorboard_histograms_images_text(tiny_run):
     assert [h.step for h in weights] == [0, 2]  # step 0 and the last step
     assert weights[0].histogram_value.num == 6 * 1 * 5 * 5
     pictures = {
-        tags.FILTERS.format(layer="conv1"),
+        tags.FILTERS.format(layer="01_conv1"),
         tags.ACTIVATIONS.format(layer="01_conv1"),
         tags.ACTIVATIONS.format(layer="04_conv2"),
         tags.SALIENCY,
@@ -169,7 +169,7 @@ def test_tensorboard_histograms_images_text(tiny_run):
     for tag in pictures - {tags.CONFUSION}:  # before training, and at the epoch's end
         assert [i.step for i in acc.Images(tag)] == [0, 2], tag
     assert [i.step for i in acc.Images(tags.CONFUSION)] == [2]
-    image = acc.Images(tags.FILTERS.format(layer="conv1"))[0]
+    image = acc.Images(tags.FILTERS.format(layer="01_conv1"))[0]
     assert image.width > 5 and image.height > 5 and image.encoded_image_string[:4] == b"\x89PNG"
     assert tags.SHAPE_TRACE in acc.PluginTagToContent("text")
     text = acc.Tensors(tags.SHAPE_TRACE)[0].tensor_proto.string_val[0].decode()

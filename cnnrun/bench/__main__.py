@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.logging is not None:
         import logging
 
-        from .logging_cost import format_logging, logging_cost
+        from ..run.logging_cost import format_logging, logging_cost
 
         logging.getLogger("cnnrun").setLevel(logging.WARNING)
         result = logging_cost(args.logging, rounds=2 if args.quick else 5)

@@ -60,12 +60,39 @@ def learning_rate(cfg: DictConfig, epoch: int, max_epochs: int) -> float:
     return float(cfg.lr)
 
 
-def hyperparameters(cfg: DictConfig, model: nn.Module | None = None) -> dict:
-    """The values that tell runs apart, for the HParams dashboard (with the padding the conv
-    layers use when the model is given)."""
+def task_overrides() -> list[str]:
+    """The command line's overrides of this run or sweep job (Hydra's task overrides), or
+    none outside Hydra (``train(cfg)`` called from Python)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _overridden(cfg: DictConfig, overrides: list[str]) -> dict:
+    """``key: value`` for each config value the overrides set (``optim.betas=[0.8,0.99]``,
+    ``+model.layers.1.p=0.3``), as the run's config has it; groups (``model=mlp``) and
+    Hydra's own keys are left out (the group's choice is a column already)."""
+    found = {}
+    for text in overrides:
+        key = text.split("=", 1)[0].lstrip("+~")
+        if "." not in key or key.startswith("hydra.") or "=" not in text:
+            continue
+        v = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.is_config(v):
+            v = str(OmegaConf.to_container(v, resolve=True))
+        found[key] = v.value if hasattr(v, "value") and not isinstance(v, (int, float)) else v
+    return found
+
+
+def hyperparameters(
+    cfg: DictConfig, model: nn.Module | None = None, overrides: list[str] | None = None
+) -> dict:
+    """The values that tell runs apart, for the HParams dashboard: a fixed list, every value
+    the command line's overrides set (so that a sweep over any key gets its column), and the
+    padding the conv layers use when the model is given."""
     o = cfg.optim
     used = {"padding used": padding_summary(model)} if model is not None else {}
-    return {
+    fixed = {
         "model": cfg.model.name,
         "conv.padding": value(cfg.conv.padding),
         **used,
@@ -81,6 +108,8 @@ def hyperparameters(cfg: DictConfig, model: nn.Module | None = None) -> dict:
         "trainer.max_epochs": cfg.trainer.max_epochs,
         "seed": cfg.seed,
     }
+    # the fixed list's own spelling wins, so that a column keeps one type across runs
+    return {**_overridden(cfg, task_overrides() if overrides is None else overrides), **fixed}
 
 
 def describe_run(cfg: DictConfig, model, data: DataSplit, process) -> None:

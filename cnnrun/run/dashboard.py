@@ -22,18 +22,26 @@ from pathlib import Path
 import numpy as np
 
 from .build import hyperparameters
-from .logger import RunLogger, write_hparams
+from .logger import RunLogger, read_hparams, write_hparams
 from .probe import probe
 from .signals import Interrupted
 
 PROBE_IMAGES = 8  # the fixed validation images of the pictures: one per class, at most this many
 
 
-def record_failure(folder: Path, cfg, reason: str) -> None:
+def record_failure(folder: Path, cfg, reason: str, overrides: list[str] | None = None) -> None:
     """The HParams row of a job that ended without a result (killed, or failed before or
-    during training), so that the dashboard lists it beside the others."""
+    during training), so that the dashboard lists it beside the others. A row the run itself
+    wrote as failed is kept (it has the model's values); one from an earlier part of the run
+    (``running``, ``interrupted ...``) is replaced, keeping what only the model could say."""
     try:
-        write_hparams(folder / "tb", hyperparameters(cfg), f"failed: {reason}"[:200])
+        earlier = read_hparams(folder / "tb") or {}
+        if str(earlier.get("status", "")).startswith("failed"):
+            return
+        hyper = hyperparameters(cfg, overrides=overrides)
+        if "padding used" in earlier:
+            hyper["padding used"] = earlier["padding used"]
+        write_hparams(folder / "tb", hyper, f"failed: {reason}"[:200])
     except OSError as err:  # a full disk: the summary still lists the job
         logging.getLogger("cnnrun").error("could not write the job's HParams row: %s", err)
 
@@ -51,9 +59,10 @@ def pictures_every(every: int | None, max_epochs: int) -> int:
 
 
 def probe_indices(labels: np.ndarray, count: int = PROBE_IMAGES) -> np.ndarray:
-    """The first validation image of each class, for the first ``count`` classes present."""
-    classes, first = np.unique(labels, return_index=True)
-    return np.sort(first)[:count] if len(classes) else np.zeros(0, int)
+    """The first validation image of each class, for the ``count`` lowest class labels
+    present (0 to 7 on digits), in label order."""
+    _, first = np.unique(labels, return_index=True)  # classes in ascending order
+    return first[:count]
 
 
 class Dashboard:
@@ -77,12 +86,14 @@ class Dashboard:
         data = trainer.data
         keep = probe_indices(data.y_val)
         self.probe_x, self.probe_y = data.x_val[keep], data.y_val[keep]
-        self.steps_trained = 0
+        self.steps_trained, self.pictures_at = 0, -1
+        self.hyper = hyperparameters(trainer.cfg, trainer.model)
 
     def start(self, trace_text: str) -> None:
         tr, step = self.trainer, self.trainer.state.step
         if self.fresh_folder:
             self.logger.describe(tr.model, tr.trace_rows, trace_text)
+        self.logger.hparams(self.hyper, "running")  # until the run says how it ended
         if step == 0:
             self._pictures(0)
 
@@ -108,25 +119,28 @@ class Dashboard:
     def skipped(self, step: int, count: int) -> None:
         self.logger.skipped(step, count)
 
-    def finish(self, metrics: dict, hyper: dict) -> None:
+    def finish(self, metrics: dict) -> None:
         step = self.trainer.state.step
         if self.steps_trained:  # this part of the run trained: its last step's histograms
             self.logger.histograms(step - 1, self.trainer.model)
         self.logger.results(step, metrics)
-        self.logger.hparams(hyper, "ok")
+        self.logger.hparams(self.hyper, "ok")
 
-    def stopped(self, hyper: dict, err: BaseException) -> None:
+    def stopped(self, err: BaseException) -> None:
         """The HParams row of a run that failed or was interrupted, with why."""
         if isinstance(err, Interrupted):
             status = f"interrupted at step {self.trainer.state.step}"
         else:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             status = f"failed: {reason[:160]}"
-        self.logger.hparams(hyper, status)
+        self.logger.hparams(self.hyper, status)
 
     def _pictures(self, step: int, confusion: np.ndarray | None = None) -> None:
-        if len(self.probe_y) == 0:
+        """The probe's pictures at ``step``, once: with one batch an epoch, the first epoch
+        ends at step 0, where the untrained network's pictures are."""
+        if len(self.probe_y) == 0 or step == self.pictures_at:
             return
+        self.pictures_at = step
         tr = self.trainer
         with np.errstate(over="ignore", invalid="ignore"):
             seen = probe(tr.model, tr.loss_fn, self.probe_x, self.probe_y)

@@ -30,9 +30,12 @@ EVENT_PREFIX = "events.out.tfevents"
 
 
 class EventFile:
-    """One event file in ``folder`` (made if missing). ``purge_step``: a resumed run's first
-    step; TensorBoard then drops what earlier files hold at and after that step (a run killed
-    after its last checkpoint wrote events that the resumed run writes again)."""
+    """One event file in ``folder`` (made if missing), opened with a ``SessionLog.START``: at
+    step 0 for a fresh run, at ``purge_step`` for a resumed one. TensorBoard then drops what
+    earlier files hold at and after that step (a run killed after its last checkpoint wrote
+    events that the resumed run writes again). The fresh run's START matters too: TensorBoard's
+    Python reader takes the first START of a run as its beginning and only a later one as a
+    restart."""
 
     def __init__(self, folder: str | Path, *, purge_step: int | None = None, name: str = ""):
         self.folder = Path(folder)
@@ -42,12 +45,12 @@ class EventFile:
         self.path = self.folder / name
         self._file = open(self.path, "ab")  # noqa: SIM115 - closed by close()
         self.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2"))
-        if purge_step is not None:
-            start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
-            self.write(event_pb2.Event(wall_time=now, step=purge_step, session_log=start))
+        start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+        step = 0 if purge_step is None else purge_step
+        self.write(event_pb2.Event(wall_time=now, step=step, session_log=start))
 
     def write(self, event: event_pb2.Event) -> None:
-        self._file.write(record(event.SerializeToString()))
+        self._file.write(record(event.SerializeToString(deterministic=True)))
 
     def summary(self, step: int, values: list[Value]) -> None:
         """One event at ``step`` holding every value (a step's scalars travel together)."""
@@ -79,6 +82,19 @@ def record(data: bytes) -> bytes:
     )
 
 
+def read_events(path: Path) -> list[event_pb2.Event]:
+    """The events of a file this module wrote (a torn last record is left out)."""
+    data, found, pos = Path(path).read_bytes(), [], 0
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        body = data[pos + 12 : pos + 12 + length]
+        if len(body) < length:
+            break
+        found.append(event_pb2.Event.FromString(body))
+        pos += 16 + length
+    return found
+
+
 def write_events_atomically(path: Path, events: list[event_pb2.Event]) -> None:
     """A whole event file at once: written beside ``path`` under a name TensorBoard does not
     read, then renamed over it, so that a reader sees the old file or the new one."""
@@ -86,7 +102,8 @@ def write_events_atomically(path: Path, events: list[event_pb2.Event]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     version = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
     with open(tmp, "wb") as f:
-        f.write(b"".join(record(e.SerializeToString()) for e in [version, *events]))
+        data = [e.SerializeToString(deterministic=True) for e in [version, *events]]
+        f.write(b"".join(record(d) for d in data))
     os.replace(tmp, path)
 
 
@@ -102,8 +119,9 @@ def histogram(tag: str, values: np.ndarray, bins: int = 30) -> Value | None:
     if finite.size == 0:
         return None
     lo, hi = float(finite.min()), float(finite.max())
-    if hi == lo:  # one value: one bucket around it
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi == lo:  # one value: a narrow range around it, on its own scale
+        half = max(abs(lo) * 1e-3, 1e-12)
+        lo, hi = lo - half, hi + half
     counts, edges = np.histogram(finite, bins=bins, range=(lo, hi))
     histo = summary_pb2.HistogramProto(
         min=float(finite.min()),

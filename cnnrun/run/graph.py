@@ -56,7 +56,7 @@ class _Builder:
             attrs.update({pn: fmt_shape(s) for pn, s in row.params.items()})
             if row.padding is not None:
                 attrs["padding (t, b, l, r)"] = str(row.padding)
-        label = layer_label(name, layer).replace(f"{name}.", f"{name}_")  # "1_tanh"
+        label = layer_label(name, layer)  # an unnamed layer: "1_tanh"
         return self.node(label, type(layer).__name__, [src], shape, attrs), shape
 
     def chain(self, seq, prefix: str, src: str) -> tuple[str, tuple]:
@@ -73,4 +73,4 @@ def graph_def(model, rows, loss_name: str = "CrossEntropyLoss") -> bytes:
     src = b.node("input", "Input", [], first, {"shape": fmt_shape(first)})
     src, shape = b.chain(model, "", src)
     b.node("loss", loss_name, [src], (), {"input shape": fmt_shape(shape)})
-    return graph_pb2.GraphDef(node=b.nodes).SerializeToString()
+    return graph_pb2.GraphDef(node=b.nodes).SerializeToString(deterministic=True)

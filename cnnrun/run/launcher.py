@@ -122,7 +122,7 @@ def _lost(launcher, idx: int, overrides: Sequence[str], reason: str) -> JobRetur
     write_status(folder, "failed", reason)
     from .dashboard import record_failure  # TensorBoard's protos: only when a job failed
 
-    record_failure(folder, task_cfg, reason)
+    record_failure(folder, task_cfg, reason, list(cfg.hydra.overrides.task))
     return ret
 
 

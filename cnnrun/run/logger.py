@@ -28,7 +28,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from . import events, pictures
 from .graph import graph_def
-from .probe import Probe, layer_label, named_layers
+from .probe import Probe, layer_label
 
 TRAIN_RUN, VAL_RUN = "train", "validation"  # sub-folders of tb/
 LOSS, ACC = "Curves/loss", "Curves/accuracy"  # train (epoch averages) and validation
@@ -58,25 +58,39 @@ RESULTS = {
 }
 
 
-def network_tags(model, names: list[str], params: bool = False) -> dict[str, str]:
-    """Each layer (or, ``params``, parameter) name with its place in the network in front,
-    so that tags sort in network order: the 1-based position of its top-level layer, and for a
-    layer inside a container its place among the container's (``04_conv2.weight``,
-    ``05-1_block1_1.branch.conv1.weight``). A plain and a residual network with the same
-    top-level layers and branch names get the same tags for their branches, so TensorBoard
-    draws them on the same charts."""
+def places(model) -> dict[str, str]:
+    """Every layer's place in the network, numbered once from the whole model: the 1-based
+    position of its top-level layer, and for a layer inside a container its position among
+    everything that container holds (``04`` for LeNet's conv2, ``10-2`` for resnet20's
+    ``block2_1.branch.conv1``). A plain and a residual network with the same top-level layers
+    and branch names give their branches the same places (a shortcut comes after the branch),
+    so TensorBoard draws both on the same charts."""
     top = {name: i for i, (name, _) in enumerate(model.layers, 1)}
     width = len(str(len(top)))
-    inner: dict[str, dict[str, int]] = {}
+    inner: dict[str, int] = {}
+    found = {}
+    for name, _ in model.named_modules():
+        if not name:
+            continue
+        head = name.split(".", 1)[0]
+        place = f"{top[head]:0{width}d}"
+        if name != head:
+            inner[head] = inner.get(head, 0) + 1
+            place += f"-{inner[head]}"
+        found[name] = place
+    return found
+
+
+def network_tags(model, names: list[str], params: bool = False) -> dict[str, str]:
+    """Each layer (or, ``params``, parameter) name as a tag that sorts in network order: its
+    layer's place (see :func:`places`) in front, an unnamed layer's type after its index
+    (``04_conv2.weight``, ``02_1_tanh``, ``10-2_block2_1.branch.conv1.weight``)."""
+    where, kinds = places(model), dict(model.named_modules())
     tagged = {}
     for name in names:
         layer = name.rsplit(".", 1)[0] if params else name
-        head = layer.split(".", 1)[0]
-        place = f"{top[head]:0{width}d}"
-        if layer != head:
-            seen = inner.setdefault(head, {})
-            place += f"-{seen.setdefault(layer, len(seen) + 1)}"
-        tagged[name] = f"{place}_{name}"
+        label = name if params else layer_label(name, kinds[name])
+        tagged[name] = f"{where[layer]}_{label}"
     return tagged
 
 
@@ -163,7 +177,8 @@ class RunLogger:
         values = []
         if seen.first_conv is not None:
             picture = pictures.weight_and_gradient(seen.weight, seen.weight_grad)
-            values.append(events.image(FILTERS.format(layer=seen.first_conv), picture))
+            first = network_tags(model, [seen.first_conv])[seen.first_conv]
+            values.append(events.image(FILTERS.format(layer=first), picture))
         named = network_tags(model, list(seen.conv_maps))
         for name, maps in seen.conv_maps.items():
             values.append(
@@ -208,11 +223,9 @@ def _flow(result, model) -> list[summary_pb2.Summary.Value]:
         events.scalar(UPDATE_RATIO.format(param=named[n]), v)
         for n, v in result.update_ratios.items()
     ]
-    places = network_tags(model, list(result.inactive))
-    kinds = dict(named_layers(model))
-    for name, v in result.inactive.items():  # "04_relu1", an unnamed layer "02_1.tanh"
-        label = places[name].replace(name, layer_label(name, kinds[name]))
-        values.append(events.scalar(INACTIVE.format(layer=label), v))
+    layers = network_tags(model, list(result.inactive))  # "03_relu1", unnamed "02_1_tanh"
+    for name, v in result.inactive.items():
+        values.append(events.scalar(INACTIVE.format(layer=layers[name]), v))
     return values
 
 
@@ -279,3 +292,18 @@ def write_hparams(logdir: str | Path, hyper: dict, status: str) -> None:
         summary = summary_pb2.Summary(value=[value])
         written.append(event_pb2.Event(wall_time=time.time(), summary=summary))
     events.write_events_atomically(Path(logdir) / HPARAMS_FILE, written)
+
+
+def read_hparams(logdir: str | Path) -> dict | None:
+    """The HParams row :func:`write_hparams` left in ``logdir`` (its values as Python
+    numbers, strings and booleans), or None."""
+    path = Path(logdir) / HPARAMS_FILE
+    if not path.is_file():
+        return None
+    for event in events.read_events(path):
+        for value in event.summary.value:
+            if value.tag == "_hparams_/session_start_info":
+                content = value.metadata.plugin_data.content
+                start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+                return {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    return None

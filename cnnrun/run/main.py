@@ -87,7 +87,7 @@ def _sweep_job(cfg: DictConfig, train) -> float:
         if not isinstance(err, Interrupted):  # an interrupted run wrote its own row
             from .dashboard import record_failure  # TensorBoard's protos: only when needed
 
-            record_failure(out, cfg, reason)
+            record_failure(out, cfg, reason)  # the command line's overrides: HydraConfig
         if isinstance(err, Interrupted) and in_sweep_process():
             raise StopSweep(str(err), err.exit_code) from None
         return math.nan

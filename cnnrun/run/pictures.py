@@ -143,9 +143,11 @@ def saliency(images: np.ndarray, grads: np.ndarray) -> np.ndarray:
     return grid(rows, factor_for(*images.shape[2:]))
 
 
-def confusion(counts: np.ndarray, cell_px: int = 12) -> np.ndarray:
-    """A (K, K) confusion matrix, rows the true class and columns the predicted one, each row
-    as fractions of its class (white 0, dark blue 1)."""
+def confusion(counts: np.ndarray, cell_px: int | None = None) -> np.ndarray:
+    """A (K, K) confusion matrix, rows the true class (0 at the top) and columns the
+    predicted one (0 at the left), each row as fractions of its class (white 0, dark blue 1);
+    cells of ``cell_px`` pixels (by default about 240 pixels in all)."""
+    cell_px = cell_px or max(8, 240 // len(counts))
     totals = counts.sum(axis=1, keepdims=True)
     frac = counts / np.where(totals > 0, totals, 1)
     return grid([[sequential(frac)]], cell_px)

@@ -16,8 +16,9 @@ import numpy as np
 
 from .. import nn
 
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)
-SATURATED = 0.99  # |tanh| above this, or sigmoid within 0.01 of 0 or 1: f' below about 0.02
+# LeakyReLU is left out: its negative side still passes negative_slope * dy
+ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid)
+SATURATED = 0.99  # |tanh| above this (tanh' < 0.02), sigmoid within 0.005 of 0 or 1 (< 0.005)
 
 
 def named_layers(model) -> list[tuple[str, nn.Module]]:
@@ -31,9 +32,9 @@ def named_layers(model) -> list[tuple[str, nn.Module]]:
 
 def layer_label(name: str, layer) -> str:
     """A layer's name for the dashboard: an unnamed layer (named by its index, ``"1"``) gets
-    its type after it (``"1.tanh"``)."""
+    its type after it (``"1_tanh"``)."""
     last = name.rsplit(".", 1)[-1]
-    return f"{name}.{type(layer).__name__.lower()}" if last.isdigit() else name
+    return f"{name}_{type(layer).__name__.lower()}" if last.isdigit() else name
 
 
 @contextmanager
@@ -61,11 +62,11 @@ def recording(model, kinds: tuple[type, ...]) -> Iterator[dict[str, np.ndarray]]
 
 
 def inactive_fraction(layer, y: np.ndarray) -> float:
-    """ReLU and LeakyReLU: the fraction of units (channel and position) that are off for
-    every example of the batch, so no gradient reaches their inputs from any of them.
-    Tanh and Sigmoid: the fraction of outputs in the flat tails (|tanh| > 0.99, sigmoid
-    within 0.01 of 0 or 1)."""
-    if isinstance(layer, (nn.ReLU, nn.LeakyReLU)):
+    """ReLU: the fraction of units (channel and position) that are off for every example of
+    the batch, so no gradient reaches their inputs from any of them. Tanh and Sigmoid: the
+    fraction of outputs in the flat tails (|tanh| > 0.99, sigmoid within 0.005 of 0 or 1),
+    where the derivative is below 0.02 and 0.005."""
+    if isinstance(layer, nn.ReLU):
         return float(np.all(y <= 0, axis=0).mean())
     if isinstance(layer, nn.Tanh):
         return float((np.abs(y) > SATURATED).mean())

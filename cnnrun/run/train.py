@@ -34,7 +34,6 @@ from .build import (
     build_optimizer,
     build_run_model,
     describe_run,
-    hyperparameters,
     learning_rate,
     load_run_data,
 )
@@ -172,7 +171,7 @@ class Trainer:
                     log.warning("%s arrived after the last training step; the run completes", name)
             return self._finish(time.perf_counter() - started)
         except BaseException as err:  # the HParams row stays, with how the run ended
-            self.dashboard.stopped(hyperparameters(self.cfg, self.model), err)
+            self.dashboard.stopped(err)
             raise
         finally:
             self.dashboard.close()
@@ -373,7 +372,7 @@ class Trainer:
         }
         text = json.dumps(clean, indent=2, allow_nan=False) + "\n"
         atomic_write_text(self.out / "metrics.json", text)
-        self.dashboard.finish(metrics, hyperparameters(self.cfg, self.model))
+        self.dashboard.finish(metrics)
         log.info(
             "done in %.1f s: val/loss %.4f, val/acc %.4f; test/loss %.4f, test/acc %.4f (best "
             "checkpoint; last: %.4f, %.4f); %.0f images/s; run folder %s",
