@@ -267,12 +267,22 @@ def _layout() -> summary_pb2.Summary.Value:
 STATUS = {"ok": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE}
 
 
+def trial_name(logdir: str | Path) -> str:
+    """The run's name in HParams' Trial ID column: its folder's name, then the folder above
+    (``0_optim.lr=0.05 · 04-02-36-620506`` for a sweep job, ``04-02-36-620506 · 2026-12-02``
+    for a lone run), so that what tells runs apart comes first and stays visible."""
+    run = Path(logdir).resolve().parent
+    return f"{run.name} · {run.parent.name}"
+
+
 def write_hparams(logdir: str | Path, hyper: dict, status: str) -> None:
     """The run's HParams row in its own file, replaced whole at the end of every run (a
     resumed run rewrites it): ``hyper`` and a ``status`` column. TensorBoard infers the
     columns from every run's row, the hyperparameters that differ first."""
     values = {**hyper, "status": status}
-    start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    start = plugin_data_pb2.SessionStartInfo(
+        start_time_secs=time.time(), group_name=trial_name(logdir)
+    )
     for key, v in values.items():
         if isinstance(v, bool):
             start.hparams[key].bool_value = v
