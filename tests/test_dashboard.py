@@ -398,3 +398,18 @@ def test_the_confusion_matrix_rows_are_the_true_classes():
     x, y = np.zeros((6, 1, 2, 2)), np.array([0, 1, 1, 3, 3, 3])
     evaluate(AlwaysTwo(), nn.CrossEntropyLoss(), x, y, 4, None, counts)
     assert counts[:, 2].tolist() == [1, 2, 0, 3] and counts.sum() == 6
+
+
+@pytest.mark.slow  # two `python -m cnnrun` processes
+def test_the_unused_padding_warning_only_when_the_user_set_it(tmp_path):
+    """resnet20 sets every conv's padding: conv.padding's default was warned about as unused
+    on every run; only a conv.padding the user gave deserves the warning."""
+    from runner_helpers import run_cnnrun
+
+    base = ["model=resnet20", "data=synthetic", "data.image_size=8", "data.num_samples=64"]
+    base += ["trainer.max_epochs=1", "trainer.progress=false"]
+    quiet = run_cnnrun([*base, f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
+    told = run_cnnrun([*base, "conv.padding=same", f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
+    assert quiet.returncode == told.returncode == 0, quiet.stderr + told.stderr
+    assert "is not used" not in quiet.stdout + quiet.stderr
+    assert "conv.padding=same is not used" in told.stdout + told.stderr

@@ -16,6 +16,7 @@ from ..trace import padding_summary
 from .checks import padding_unused
 from .config import image_hw, model_spec, optimizer_hyper, value
 from .folder import absolute
+from .resume import explicit_keys
 
 log = logging.getLogger("cnnrun")
 
@@ -124,7 +125,8 @@ def describe_run(cfg: DictConfig, model, data: DataSplit, process) -> None:
         value(cfg.backend.name),
         process,
     )
-    if padding_unused(cfg):
+    explicit = explicit_keys()  # None outside Hydra: the caller's whole config is explicit
+    if padding_unused(cfg) and (explicit is None or "conv.padding" in explicit):
         log.warning(
             "conv.padding=%s is not used: every conv layer of %s sets its own padding (%s)",
             value(cfg.conv.padding),
