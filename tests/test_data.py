@@ -642,3 +642,24 @@ def test_resize_keeps_integer_dtype_with_rounding():
 def test_resize_bad_size():
     with pytest.raises(DataError, match="size 0"):
         resize_images(np.zeros((1, 1, 4, 4)), 0)
+
+
+def test_digits_are_scikit_learns_without_importing_it():
+    """Read from scikit-learn's own file, so that a run's start-up does not import it (and
+    SciPy with it: about a second)."""
+    import subprocess
+    import sys
+
+    from sklearn import datasets
+
+    from cnnrun.data.digits import load_digits
+
+    ours, theirs = load_digits(None), datasets.load_digits()
+    np.testing.assert_array_equal(ours.x_train[:, 0], (theirs.images / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(ours.y_train, theirs.target)
+    code = (
+        "import sys; from cnnrun.data.digits import load_digits; load_digits(None); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
