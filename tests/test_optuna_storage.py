@@ -59,6 +59,13 @@ def trials(storage: str, name: str = "lenet") -> list:
     return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
+def assert_distinct(done: list) -> None:
+    """No trial repeats another's params: a resumed search and a second process draw trials
+    of their own, not the first process's start-up trials again."""
+    params = [tuple(sorted(t.params.items())) for t in done if t.state.name == "COMPLETE"]
+    assert len(set(params)) == len(params), params
+
+
 @pytest.mark.slow
 def test_an_interrupted_search_rerun_finishes_its_trials_not_twice_as_many(tmp_path):
     sweep = tmp_path / "search"
@@ -79,6 +86,7 @@ def test_an_interrupted_search_rerun_finishes_its_trials_not_twice_as_many(tmp_p
     assert again.returncode == 0, again.stderr
     done = trials(db)
     assert len(done) == 6 and {t.state.name for t in done} == {"COMPLETE"}
+    assert_distinct(done)
     jobs = sorted(p.name.split("_", 1)[0] for p in sweep.iterdir() if p.is_dir())
     assert jobs == [str(i) for i in range(6)]  # the interrupted trial in its own folder
     third = next(sweep.glob("2_*"))
@@ -170,8 +178,10 @@ def test_two_processes_add_trials_to_one_postgresql_study(tmp_path, postgres_url
     # n_trials is the study's total: both processes stop at 6, one more where both started a
     # trial at the same moment
     assert 6 <= len(complete) == len(done) <= 7
+    assert_distinct(done)
     folders = {t.user_attrs["sweep_dir"] for t in done}
     assert folders == {str((tmp_path / f"search{i}").resolve()) for i in (0, 1)}
+    assert_best_files_agree([tmp_path / f"search{i}" for i in (0, 1)], complete)
     # the best trial is the same whichever process reads it
     reads = [
         subprocess.run(
@@ -186,9 +196,36 @@ def test_two_processes_add_trials_to_one_postgresql_study(tmp_path, postgres_url
     assert done[int(number)].value == float(value)
 
 
+def assert_best_files_agree(sweeps: list[Path], complete: list) -> None:
+    """Each process writes the best it saw when it ended; the one that wrote last had seen
+    every trial told (each tells its own before writing): that is the study's best."""
+    from omegaconf import OmegaConf
+
+    best = min(complete, key=lambda t: t.value)
+    files = sorted(
+        (p for p in (s / "optimization_results.yaml" for s in sweeps) if p.exists()),
+        key=lambda p: p.stat().st_mtime_ns,
+    )
+    assert files, "no process wrote optimization_results.yaml"
+    values = {t.value for t in complete}
+    for path in files:
+        seen = OmegaConf.load(path)
+        assert seen.best_value in values and seen.best_value >= best.value, path
+    last = OmegaConf.load(files[-1])
+    assert last.best_value == best.value and dict(last.best_params) == best.params
+
+
 READ_BEST = """
 import sys, optuna
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 best = optuna.load_study(study_name="lenet", storage=sys.argv[1]).best_trial
 print(best.number, repr(best.value))
 """
+
+
+def test_the_sampler_seed_is_its_own_per_study_progress_and_folder():
+    from cnnrun.run.search import mixed_seed
+
+    seeds = {mixed_seed(0, n, f) for n in (0, 3) for f in ("/runs/a", "/runs/b")}
+    assert len(seeds) == 4 and all(0 <= s < 2**32 for s in seeds)
+    assert mixed_seed(0, 3, "/runs/a") == mixed_seed(0, 3, "/runs/a")  # the same for a rerun

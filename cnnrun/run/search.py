@@ -9,6 +9,10 @@ database, and runs ``n_trials`` more trials every time it starts. Here:
 * ``n_trials`` is the study's total: a process starts trials while fewer than that are
   finished or running, in this process or any other (processes starting one at the same
   moment may each start one, so the study can end a trial or two over);
+* the sampler's seed (``seed: ${seed}``) is mixed with the number of trials the study has and
+  this sweep folder's path, so that a resumed search and the other processes of a shared study
+  draw trials of their own instead of replaying the same start-up trials; a fresh search in
+  its own database (the default) keeps the seed as given, and so the same trials for a seed;
 * a trial left running by an interrupted run of this sweep folder (the folder's lock says no
   live process has it) runs again in its own job folder, from its checkpoint, and is told to
   the study: re-running the interrupted command finishes the same number of trials.
@@ -16,12 +20,14 @@ database, and runs ``n_trials`` more trials every time it starts. Here:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 from pathlib import Path
 
 import optuna
+from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import (
     OptunaSweeperImpl,
     create_params_from_overrides,
@@ -56,6 +62,7 @@ class PersistentSearch(OptunaSweeperImpl):
             space.pop(name, None)
         self.folder = str(Path(self.sweep_dir).resolve())
         study = self._open_study()
+        self._reseed(study)
         log.info("study %s in %s: %d trials so far", study.study_name, self.storage, _count(study))
         left_behind = self._left_behind(study)
         self.job_idx = 1 + max((_job(t) for t in self._ours(study)), default=-1)
@@ -93,6 +100,19 @@ class PersistentSearch(OptunaSweeperImpl):
                 time.sleep(0.5 + attempt)
         raise AssertionError("unreachable")
 
+    def _reseed(self, study) -> None:
+        """The sampler again, its seed mixed with the study's progress and this folder (see the
+        module's notes); as it was for a fresh study in its own database, or without a seed."""
+        spec = OmegaConf.select(self.config, "hydra.sweeper.sampler")
+        if spec is None or spec.get("seed") is None or "_target_" not in spec:
+            return
+        so_far = _count(study)
+        if so_far == 0 and not self.storage:
+            return
+        seed = mixed_seed(spec.seed, so_far, self.folder)
+        log.info("sampler seed %d: seed %s, %d trials so far, this folder", seed, spec.seed, so_far)
+        study.sampler = self.sampler = instantiate(spec, seed=seed)
+
     def _ours(self, study) -> list:
         return [
             t
@@ -124,6 +144,12 @@ class PersistentSearch(OptunaSweeperImpl):
         OmegaConf.save(
             OmegaConf.create(results), Path(self.sweep_dir) / "optimization_results.yaml"
         )
+
+
+def mixed_seed(seed, trials_so_far: int, folder: str) -> int:
+    """A seed of its own for each (seed, study progress, sweep folder), in [0, 2**32)."""
+    text = f"{seed}|{trials_so_far}|{folder}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "little")
 
 
 def _count(study) -> int:
