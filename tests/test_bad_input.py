@@ -8,6 +8,7 @@ own); Ctrl-C while the first imports run needs a process of its own, and is mark
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
 import subprocess
@@ -25,6 +26,9 @@ from cnnrun.run import tools
 BROKEN_YAML = "name: mynet\nlayers:\n  - {type: flatten\n  - {type: linear, out_features: 10}\n"
 LEAKY = "name: leaky\nlayers:\n  - {type: flatten}\n  - {type: leakyrelu, negative_slope: abc}\n"
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.progress=false"]
+SEARCH = ["hparams_search=lenet_optuna", "hydra.sweeper.n_trials=1", *FAST]
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
+ACCEPTED = ["sqlite:///path.db", "postgresql://user@host:port/db"]
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Case:
     names: list[str]  # each must be in the one line
     module: str = "cnnrun"
     into_old: bool = True  # also point hydra.run.dir at the existing run folder
+    needs: str = ""  # a module the case needs (skipped without it)
+    skip: bool = False  # the case does not apply here
 
 
 CASES = {
@@ -70,6 +76,23 @@ CASES = {
     ),
     "slurm-without-srun": Case(
         ["-m", "hydra/launcher=slurm", "seed=0,1", *FAST], ["hydra/launcher=slurm", "srun"]
+    ),
+    "storage-unreachable": Case(
+        [*SEARCH, f"hydra.sweeper.storage={UNREACHABLE}"],
+        [repr(UNREACHABLE), "cannot connect", "Connection refused", *ACCEPTED],
+        needs="psycopg2",
+    ),
+    "storage-unknown-scheme": Case(
+        [*SEARCH, "hydra.sweeper.storage=foo"], ["'foo'", "unknown scheme", *ACCEPTED]
+    ),
+    "storage-no-driver": Case(
+        [*SEARCH, "hydra.sweeper.storage=mysql://u@localhost/x"],
+        ["'mysql://u@localhost/x'", "driver not installed", "pip install", *ACCEPTED],
+        skip=importlib.util.find_spec("MySQLdb") is not None,
+    ),
+    "storage-no-folder": Case(
+        [*SEARCH, "hydra.sweeper.storage=sqlite:////nonexistent_dir/x.db"],
+        ["'sqlite:////nonexistent_dir/x.db'", "/nonexistent_dir does not exist", *ACCEPTED],
     ),
 }
 
@@ -114,6 +137,10 @@ def run_in_process(module: str, args: list[str], monkeypatch) -> int:
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line(name, workdir, monkeypatch, capsys):
     case = CASES[name]
+    if case.skip:
+        pytest.skip("does not apply here")
+    if case.needs or any(a.startswith("hparams_search=") for a in case.args):
+        pytest.importorskip(case.needs or "optuna", reason="needs the 'sweep' extra")
     args = [*case.args, "hydra.run.dir=runs/old"] if case.into_old else case.args
     before = snapshot(workdir)
     code = run_in_process(case.module, args, monkeypatch)

@@ -35,6 +35,8 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from ..errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 DB_FILE = "optuna.db"
@@ -83,17 +85,22 @@ class PersistentSearch(OptunaSweeperImpl):
     def _open_study(self):
         """The study, made if it is not there yet. Processes starting together (a SLURM job
         array) may race to create the database's tables: the loser tries again."""
-        from sqlalchemy.exc import IntegrityError, ProgrammingError
+        from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+        storage = self.storage or default_storage(self.sweep_dir)
+        check_storage(storage)
         for attempt in range(5):
             try:
                 return optuna.create_study(
                     study_name=self.study_name or STUDY_NAME,
-                    storage=self.storage or default_storage(self.sweep_dir),
+                    storage=storage,
                     sampler=self.sampler,
                     directions=self._get_directions(),
                     load_if_exists=True,
                 )
+            except OperationalError as err:  # no server there, refused, a file it cannot open
+                reason = "; ".join(ln.strip() for ln in str(err.orig).splitlines() if ln.strip())
+                raise ConfigError(storage_message(storage, f"cannot connect ({reason})")) from err
             except (IntegrityError, ProgrammingError):
                 if attempt == 4:
                     raise
@@ -144,6 +151,37 @@ class PersistentSearch(OptunaSweeperImpl):
         OmegaConf.save(
             OmegaConf.create(results), Path(self.sweep_dir) / "optimization_results.yaml"
         )
+
+
+ACCEPTED = "expected sqlite:///path.db or postgresql://user@host:port/db"
+# the module a storage's driver imports, and the package that has it
+DRIVERS = {"psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL"}
+
+
+def storage_message(url: str, reason: str) -> str:
+    return f"cannot use hydra.sweeper.storage {url!r}: {reason}; {ACCEPTED}"
+
+
+def check_storage(url: str) -> None:
+    """Refuse, in one line, a storage URL that cannot be opened (an unknown scheme, a driver
+    not installed, an SQLite file in a folder that is not there) before Optuna tries it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise ConfigError(storage_message(url, "unknown scheme")) from None
+    try:
+        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()
+    except ImportError as err:
+        package = DRIVERS.get(str(err.name), err.name)
+        reason = f"driver not installed (no module {err.name}): pip install {package}"
+        raise ConfigError(storage_message(url, reason)) from None
+    folder = Path(parsed.database or "").parent
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not folder.is_dir():
+        raise ConfigError(storage_message(url, f"folder {folder} does not exist"))
 
 
 def mixed_seed(seed, trials_so_far: int, folder: str) -> int:
