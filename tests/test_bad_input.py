@@ -83,16 +83,28 @@ CASES = {
         needs="psycopg2",
     ),
     "storage-unknown-scheme": Case(
-        [*SEARCH, "hydra.sweeper.storage=foo"], ["'foo'", "unknown scheme", *ACCEPTED]
+        [*SEARCH, "hydra.sweeper.storage=foo"],
+        ["'foo'", "unknown scheme", *ACCEPTED],
+        needs="optuna",
     ),
     "storage-no-driver": Case(
         [*SEARCH, "hydra.sweeper.storage=mysql://u@localhost/x"],
         ["'mysql://u@localhost/x'", "driver not installed", "pip install", *ACCEPTED],
+        needs="optuna",
         skip=importlib.util.find_spec("MySQLdb") is not None,
     ),
     "storage-no-folder": Case(
         [*SEARCH, "hydra.sweeper.storage=sqlite:////nonexistent_dir/x.db"],
         ["'sqlite:////nonexistent_dir/x.db'", "/nonexistent_dir does not exist", *ACCEPTED],
+        needs="optuna",
+    ),
+    "misspelt-search": Case(
+        ["hparams_search=lenet_optna", *FAST],
+        [
+            "'lenet_optna'",
+            "expected one of lenet_optuna",
+            "did you mean hparams_search=lenet_optuna?",
+        ],
     ),
 }
 
@@ -139,8 +151,8 @@ def test_bad_input_is_one_line(name, workdir, monkeypatch, capsys):
     case = CASES[name]
     if case.skip:
         pytest.skip("does not apply here")
-    if case.needs or any(a.startswith("hparams_search=") for a in case.args):
-        pytest.importorskip(case.needs or "optuna", reason="needs the 'sweep' extra")
+    if case.needs:
+        pytest.importorskip(case.needs, reason="needs the 'sweep' extra")
     args = [*case.args, "hydra.run.dir=runs/old"] if case.into_old else case.args
     before = snapshot(workdir)
     code = run_in_process(case.module, args, monkeypatch)
