@@ -12,6 +12,7 @@ import logging
 import re
 import shlex
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -125,11 +126,22 @@ def log_to_file_only(log: logging.Logger, level: int, message: str) -> None:
 @contextlib.contextmanager
 def progress_logging(enabled: bool):
     """Log lines printed above the progress bars instead of through them (tqdm's logging
-    redirection), while ``enabled``; nothing changes otherwise."""
+    redirection), while ``enabled``; nothing changes otherwise. Only the loggers with a console
+    handler are redirected (root's, from Hydra): tqdm gives a logger without one a handler of
+    its own, and cnnrun's records, which also reach root's, would print twice."""
     if not enabled:
         yield
         return
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    with logging_redirect_tqdm(loggers=[logging.getLogger(), logging.getLogger("cnnrun")]):
+    loggers = [logging.getLogger(), logging.getLogger("cnnrun")]
+    with logging_redirect_tqdm(loggers=[lg for lg in loggers if _has_console(lg)]):
         yield
+
+
+def _has_console(log: logging.Logger) -> bool:
+    """Whether ``log`` has a handler writing to the terminal (stdout or stderr)."""
+    return any(
+        isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
+        for h in log.handlers
+    )
