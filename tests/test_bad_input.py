@@ -98,6 +98,13 @@ CASES = {
         ["'sqlite:////nonexistent_dir/x.db'", "/nonexistent_dir does not exist", *ACCEPTED],
         needs="optuna",
     ),
+    "ambiguous-sweep": Case(
+        ["model=lenet,vgg_small"], ["'model=lenet,vgg_small'", "key=[value1,value2]", "--multirun"]
+    ),
+    "added-existing-key": Case(
+        ["+optim.momentum=0.5", *FAST],
+        ["'optim.momentum'", "remove + prefix: 'optim.momentum=0.5'", "'++optim.momentum=0.5'"],
+    ),
     "misspelt-search": Case(
         ["hparams_search=lenet_optna", *FAST],
         [
@@ -161,6 +168,7 @@ def test_bad_input_is_one_line(name, workdir, monkeypatch, capsys):
     line = last_line(err)
     assert line.startswith("cnnrun: error: "), err
     assert "\n" not in line.strip()
+    assert ".;" not in line and "\\'" not in line  # Hydra's lines joined cleanly
     for part in case.names:
         assert part in line, (part, line)
     assert "Traceback" not in out + err

@@ -104,11 +104,16 @@ def describe(err: BaseException) -> str | None:
         cause = err.__cause__
         if isinstance(cause, OmegaConfBaseException):
             return _omegaconf_message(cause)
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        return "; ".join(lines[:2]) if lines else type(err).__name__
+        return hydra_lines(str(err)) or type(err).__name__
     if isinstance(err, OmegaConfBaseException):
         return _omegaconf_message(err)
     return None
+
+
+def hydra_lines(text: str) -> str:
+    """Hydra's message on one line, every hint kept (``add --multirun``, ``++key=value``)."""
+    lines = [ln.strip().rstrip(".").replace("\\'", "'") for ln in text.splitlines()]
+    return "; ".join(ln for ln in lines if ln)
 
 
 def _search_path_message(text: str) -> str:
