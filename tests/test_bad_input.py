@@ -231,3 +231,27 @@ def test_the_interrupt_advice_goes_to_the_log_file_only(tmp_path):
             handler.close()
     assert (tmp_path / "cnnrun.log").read_text() == "SIGINT at step 3: to continue, ...\n"
     assert (tmp_path / "terminal.txt").read_text() == ""
+
+
+class ClosedPipe:
+    """stdout after the reader went away (``python -m cnnrun --help | head``)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def test_help_into_a_closed_pipe_exits_quietly(workdir, monkeypatch, capsys):
+    with open(workdir / "stdout.txt", "w") as file:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(file.fileno()))
+        code = run_in_process("cnnrun", ["--help"], monkeypatch)
+    assert code == 128 + signal.SIGPIPE
+    assert capsys.readouterr().err == ""  # no traceback, no word

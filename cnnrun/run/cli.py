@@ -175,6 +175,9 @@ def run_cli(entry: Callable[[], object]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         entry()
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+    except BrokenPipeError:  # `python -m cnnrun --help | head`: the reader has what it wanted
+        _quiet_exit()
     except StopSweep as stop:  # a signal to a sweep: its job in progress has its checkpoint
         if wants_trace:
             raise
@@ -191,6 +194,14 @@ def run_cli(entry: Callable[[], object]) -> None:
     finally:
         if not wants_trace:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _quiet_exit() -> None:
+    """Exit as a command killed by SIGPIPE would, without a word: what is still buffered for
+    the closed pipe goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(128 + 13)  # SIGPIPE
 
 
 def compose_from_argv(argv: list[str], prog: str, options: dict[str, int] | None = None):
