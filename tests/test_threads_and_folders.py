@@ -102,3 +102,18 @@ def test_the_bench_writes_beside_the_runs_not_into_the_repository():
 
     path = default_json()
     assert path.parts[:2] == ("runs", "bench") and path.suffix == ".json"  # runs/ is ignored
+
+
+def test_each_source_of_the_thread_count_is_named(no_thread_variables):
+    from cnnrun.run import sweep
+
+    no_thread_variables.setenv("SLURM_CPUS_PER_TASK", "1")
+    slurm = configure_process(job_threads(None), "numpy")
+    assert slurm.threads == 1 and "from SLURM_CPUS_PER_TASK" in str(slurm), str(slurm)
+    no_thread_variables.delenv("SLURM_CPUS_PER_TASK")
+    no_thread_variables.setattr(sweep, "cores", lambda: 8)
+    share = configure_process(job_threads(OmegaConf.create({"n_jobs": 4})), "numpy")
+    assert share.threads == 2 and "from hydra.launcher.n_jobs=4's share of 8 cores" in str(share)
+    local = job_threads(OmegaConf.create({"_target_": "LocalLauncher", "cpus_per_task": 3}))
+    assert "from hydra.launcher.cpus_per_task" in str(configure_process(local, "numpy"))
+    assert "from backend.threads" in str(configure_process(2, "numpy"))

@@ -52,6 +52,18 @@ class ProcessSettings:
         )
 
 
+class ThreadCount(int):
+    """A thread count that says where it came from (``SLURM_CPUS_PER_TASK``, a sweep's share
+    of the cores), for the run's log; a plain int is ``backend.threads``."""
+
+    source: str
+
+    def __new__(cls, n: int, source: str) -> ThreadCount:
+        count = super().__new__(cls, n)
+        count.source = source
+        return count
+
+
 COMPILE_SECONDS = 15  # the numba kernels' first compile on 2 idle cores; longer on busy ones
 
 
@@ -137,7 +149,8 @@ def configure_process(threads: int | None = None, backend: str = "numpy") -> Pro
             f"invalid backend.threads {threads!r}: expected an int >= 1, "
             "or null for the machine's cores"
         )
-    n, source = (int(threads), "backend.threads") if threads else default_threads()
+    source = getattr(threads, "source", "backend.threads")
+    n, source = (int(threads), source) if threads else default_threads()
     import numba
     from threadpoolctl import threadpool_limits
 

@@ -90,13 +90,13 @@ def job_threads(launcher: DictConfig | None) -> int | None:
     do not ask for more threads than there are cores: a SLURM job takes its CPUs; a joblib
     worker its share of the cores; a single run, or another launcher, the library defaults.
     A thread count the user set (``OMP_NUM_THREADS``, ...) wins: None leaves it to
-    :func:`cnnrun.backends.process.default_threads`."""
-    from ..backends.process import user_threads
+    :func:`cnnrun.backends.process.default_threads`. The count says where it came from."""
+    from ..backends.process import ThreadCount, user_threads
 
     if user_threads() is not None:
         return None
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
+        return ThreadCount(int(os.environ["SLURM_CPUS_PER_TASK"]), "SLURM_CPUS_PER_TASK")
     if launcher is None:
         return None
     target = str(launcher.get("_target_", ""))
@@ -104,9 +104,10 @@ def job_threads(launcher: DictConfig | None) -> int | None:
     if "n_jobs" in launcher:  # cnnrun's process launcher (hydra/launcher=joblib), or joblib's
         jobs = int(launcher.get("n_jobs", -1) or -1)
         workers = jobs if jobs > 0 else max(n + 1 + jobs, 1)  # joblib: -1 all, -2 all but one
-        return max(n // min(workers, n), 1)
+        share = f"hydra.launcher.n_jobs={jobs}'s share of {n} cores"
+        return ThreadCount(max(n // min(workers, n), 1), share)
     if "Local" in target and launcher.get("cpus_per_task"):
-        return int(launcher.cpus_per_task)
+        return ThreadCount(int(launcher.cpus_per_task), "hydra.launcher.cpus_per_task")
     return None
 
 
