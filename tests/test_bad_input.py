@@ -105,6 +105,11 @@ CASES = {
         ["+optim.momentum=0.5", *FAST],
         ["'optim.momentum'", "remove + prefix: 'optim.momentum=0.5'", "'++optim.momentum=0.5'"],
     ),
+    "interval-without-optuna": Case(
+        ["-m", "optim.lr=interval(0.1,0.2)", *FAST],
+        ["'optim.lr=interval(0.1,0.2)'", "Optuna", "hparams_search=lenet_optuna", "choice("],
+        into_old=False,
+    ),
     "misspelt-search": Case(
         ["hparams_search=lenet_optna", *FAST],
         [

@@ -82,6 +82,7 @@ def describe(err: BaseException) -> str | None:
     """One line for an error the user can fix; None for anything else (a bug: keep the trace)."""
     from hydra.errors import (
         ConfigCompositionException,
+        HydraException,
         MissingConfigException,
         OverrideParseException,
         SearchPathException,
@@ -107,7 +108,23 @@ def describe(err: BaseException) -> str | None:
         return hydra_lines(str(err)) or type(err).__name__
     if isinstance(err, OmegaConfBaseException):
         return _omegaconf_message(err)
+    if isinstance(err, HydraException) and "does not support sweep type" in str(err):
+        return sweep_type_message(sys.argv[1:])
     return None
+
+
+def sweep_type_message(argv: list[str]) -> str:
+    """``interval()`` and ``tag()`` are the Optuna sweeper's: the basic sweeper takes lists."""
+    from .checks import group_options
+
+    given = [a for a in argv if re.search(r"=\s*(interval|tag)\(", a)]
+    what = repr(given[0]) if given else "an interval() or tag() sweep"
+    searches = ", ".join(f"hparams_search={n}" for n in group_options().get("hparams_search", []))
+    return (
+        f"cannot sweep {what} with Hydra's basic sweeper: an interval(), bare or in a tag(), "
+        f"needs an Optuna search ({searches or 'hydra/sweeper=optuna'}); the basic sweeper takes "
+        "key=a,b,c, choice(...) or range(...)"
+    )
 
 
 def hydra_lines(text: str) -> str:
