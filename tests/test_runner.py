@@ -109,6 +109,8 @@ def test_metrics_json_and_return_value(tiny_run):
     # untrained on 4 classes: near ln 4
     assert 0.5 < metrics["val/loss"] < 3 and 0 <= metrics["val/acc"] <= 1
     assert metrics["seconds"] > 0 and metrics["train/images_per_s"] > 0
+    # the reported speed is wall-clock: never more than the steps' own
+    assert metrics["train/images_per_s"] <= metrics["train/step_images_per_s"]
 
 
 # -- TensorBoard, read back with TensorBoard's own reader ----------------------------------

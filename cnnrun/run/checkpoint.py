@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -203,3 +204,11 @@ def restore(checkpoint: dict, model, optimizer, path: str | Path = "checkpoint")
     except CheckpointError as err:
         raise CheckpointError(f"checkpoint {str(path)!r}: {err}") from None
     return meta
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    """``metrics.json``, atomically, as strict JSON: a NaN or infinite metric is null."""
+    clean = {
+        k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in metrics.items()
+    }
+    atomic_write_text(path, json.dumps(clean, indent=2, allow_nan=False) + "\n")

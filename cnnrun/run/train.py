@@ -12,7 +12,6 @@ around it (skipping a batch, timing, logging, the progress bar, signals) is here
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -42,6 +41,7 @@ from .checkpoint import (
     load_checkpoint,
     restore,
     save_checkpoint,
+    write_metrics,
 )
 from .config import validate, value
 from .dashboard import Dashboard
@@ -100,7 +100,8 @@ class Trainer:
             self.trace_rows = shape_trace(
                 self.model, self.data.x_train[:bs], self.data.y_train[:bs], self.loss_fn
             )
-        self.images, self.train_seconds = 0, 0.0  # throughput of the training steps
+        # throughput: images trained, seconds inside the steps, seconds of the epochs' loop
+        self.images, self.train_seconds, self.loop_seconds = 0, 0.0, 0.0
         self.dashboard: Dashboard | None = None  # opened by fit()
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -179,11 +180,13 @@ class Trainer:
     def _epochs(self, guard: SignalGuard) -> None:
         s, max_epochs = self.state, self.cfg.trainer.max_epochs
         bar = tqdm(desc="epochs", initial=s.epoch, total=max_epochs, disable=not self.progress)
+        started = time.perf_counter()
         while s.epoch < max_epochs:
             self._train_epoch(guard)
             self._end_epoch()
             bar.update(1)
             bar.set_postfix(val_loss=f"{s.val_loss:.4f}", val_acc=f"{s.val_acc:.3f}")
+            self.loop_seconds = time.perf_counter() - started
         bar.close()
 
     def _shape_trace(self) -> None:
@@ -358,29 +361,26 @@ class Trainer:
             "epoch": s.epoch,
             "step": s.step,
             "seconds": round(seconds, 3),
-            "train/images_per_s": self.images / self.train_seconds if self.train_seconds else 0.0,
+            # wall-clock, evaluation, logging and checkpoints included; and the steps alone
+            "train/images_per_s": self.images / self.loop_seconds if self.loop_seconds else 0.0,
+            "train/step_images_per_s": (
+                self.images / self.train_seconds if self.train_seconds else 0.0
+            ),
             "train/skipped_batches": s.skipped,
         }
         d, best = self.data, self.out / "checkpoints" / "best.npz"
         metrics.update(test_metrics(self.model, self.loss_fn, d, self.cfg.data.batch_size, best))
         if self.changes:
             metrics["changes_on_resume"] = self.changes
-        # strict JSON: a NaN or infinite metric is written as null
-        clean = {
-            k: v if not isinstance(v, float) or math.isfinite(v) else None
-            for k, v in metrics.items()
-        }
-        text = json.dumps(clean, indent=2, allow_nan=False) + "\n"
-        atomic_write_text(self.out / "metrics.json", text)
+        write_metrics(self.out / "metrics.json", metrics)
         self.dashboard.finish(metrics)
         log.info(
             "done in %.1f s: val/loss %.4f, val/acc %.4f; test/loss %.4f, test/acc %.4f (best "
-            "checkpoint; last: %.4f, %.4f); %.0f images/s; run folder %s",
+            "checkpoint; last: %.4f, %.4f); %.0f images/s (%.0f inside the steps); run folder %s",
             seconds,
-            s.val_loss,
-            s.val_acc,
-            *(metrics[k] for k in ("test/loss", "test/acc", "test/loss_last", "test/acc_last")),
-            metrics["train/images_per_s"],
+            *(metrics[k] for k in ("val/loss", "val/acc", "test/loss", "test/acc")),
+            *(metrics[k] for k in ("test/loss_last", "test/acc_last", "train/images_per_s")),
+            metrics["train/step_images_per_s"],
             self.out,
         )
         return metrics
