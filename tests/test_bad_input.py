@@ -74,6 +74,19 @@ CASES = {
     "gradcheck-batch": Case(
         ["--batch", "0", "model=mlp"], ["--batch 0", ">= 1"], module="cnnrun.gradcheck"
     ),
+    **{
+        f"gradcheck-batch-{kind}": Case(
+            args, [">= 1", "images in the batch"], module="cnnrun.gradcheck", into_old=False
+        )
+        for kind, args in (
+            ("negative", ["--batch", "-3", "model=mlp"]),
+            ("abc", ["--batch", "abc", "model=mlp"]),
+            ("missing", ["model=mlp", "--batch"]),
+        )
+    },
+    "gradcheck-max-checks": Case(
+        ["--max-checks", "x", "model=mlp"], ["--max-checks x", ">= 0"], module="cnnrun.gradcheck"
+    ),
     "slurm-without-srun": Case(
         ["-m", "hydra/launcher=slurm", "seed=0,1", *FAST], ["hydra/launcher=slurm", "srun"]
     ),

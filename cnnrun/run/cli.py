@@ -221,18 +221,21 @@ def _quiet_exit() -> None:
     sys.exit(128 + 13)  # SIGPIPE
 
 
-def compose_from_argv(argv: list[str], prog: str, options: dict[str, int] | None = None):
+def compose_from_argv(
+    argv: list[str], prog: str, options: dict[str, int] | None = None, limits=None
+):
     """Hydra's config from ``overrides`` (and ``--config-dir DIR``) without a run folder: for
     the commands that only look (``cnnrun.shapes``, ``cnnrun.gradcheck``). ``options`` are
-    the command's own integer options (``--max-checks``) with their defaults; they are
-    returned beside the config when given."""
+    the command's own integer options (``--max-checks``) with their defaults, ``limits`` each
+    one's least value and its meaning (``{"batch": (1, "images in the batch")}``, else 0);
+    they are returned beside the config when given."""
     from hydra import compose, initialize_config_dir
 
     from .checks import check_overrides
     from .config import config_dir
 
     values = dict(options or {})
-    overrides, user_dir = _parse_argv(argv, prog, values)
+    overrides, user_dir = _parse_argv(argv, prog, values, limits or {})
     check_overrides(overrides)
     if user_dir is not None:
         path = os.path.abspath(user_dir)
@@ -244,7 +247,7 @@ def compose_from_argv(argv: list[str], prog: str, options: dict[str, int] | None
     return (cfg, values) if options is not None else cfg
 
 
-def _parse_argv(argv: list[str], prog: str, values: dict[str, int]) -> tuple[list, str | None]:
+def _parse_argv(argv: list[str], prog: str, values: dict, limits: dict) -> tuple[list, str | None]:
     """The overrides and ``--config-dir``; the command's own options are set in ``values``."""
     overrides, user_dir = [], None
     flags = [f"--{k.replace('_', '-')} N" for k in values]
@@ -261,16 +264,21 @@ def _parse_argv(argv: list[str], prog: str, values: dict[str, int]) -> tuple[lis
         if name in ("--config-dir", "-cd"):
             user_dir = inline or next(args, None)
         elif name.startswith("--") and name[2:].replace("-", "_") in values:
-            text = inline or next(args, "")
-            if not text.isdigit():
-                fail(f"invalid {name} {text!r}: expected an int >= 0")
-            values[name[2:].replace("-", "_")] = int(text)
+            key = name[2:].replace("-", "_")
+            values[key] = _int_option(name, inline or next(args, ""), *limits.get(key, (0, "")))
         elif arg.startswith("-"):
             accepted = ", ".join(["--config-dir DIR", *flags])
             fail(f"unknown option {arg!r} for {prog}: expected {accepted} or key=value overrides")
         else:
             overrides.append(arg)
     return overrides, user_dir
+
+
+def _int_option(name: str, text: str, least: int, meaning: str) -> int:
+    if not text.isdigit() or int(text) < least:
+        given = f"{name} {text}" if text else f"{name} (no value)"
+        fail(f"invalid {given}: expected an int >= {least}" + (f" ({meaning})" if meaning else ""))
+    return int(text)
 
 
 HELP = """\

@@ -14,10 +14,11 @@ import numpy as np
 from ..gradcheck import gradcheck
 from ..trace import format_text, padding_summary, shape_trace
 from .build import build_run_model
-from .cli import compose_from_argv, fail, run_cli
+from .cli import compose_from_argv, run_cli
 from .config import image_hw, validate
 
 GRADCHECK_OPTIONS = {"batch": 2, "max_checks": 24}
+GRADCHECK_LIMITS = {"batch": (1, "images in the batch"), "max_checks": (0, "0: every element")}
 GRADCHECK_TOL = 1e-6
 
 
@@ -57,10 +58,11 @@ def gradcheck_main(argv: list[str] | None = None) -> None:
 
     def entry():
         cfg, opts = compose_from_argv(
-            sys.argv[1:] if argv is None else argv, "cnnrun.gradcheck", GRADCHECK_OPTIONS
+            sys.argv[1:] if argv is None else argv,
+            "cnnrun.gradcheck",
+            GRADCHECK_OPTIONS,
+            GRADCHECK_LIMITS,
         )
-        if opts["batch"] < 1:
-            fail(f"invalid --batch {opts['batch']}: expected an int >= 1 (images in the batch)")
         validate(cfg)
         rng = np.random.default_rng(cfg.seed)
         model = model_for(cfg, rng)
