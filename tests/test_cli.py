@@ -20,6 +20,10 @@ from runner_helpers import TINY, last_line, run_cnnrun, run_config, sha256, snap
 
 from cnnrun.run.train import train
 
+# about 17 processes, 14 s of imports even three at a time: with the slow tests. The quick
+# loop keeps the same mistakes in-process (tests/test_bad_input.py's table)
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class Command:
