@@ -273,3 +273,26 @@ def test_help_into_a_closed_pipe_exits_quietly(workdir, monkeypatch, capsys):
         code = run_in_process("cnnrun", ["--help"], monkeypatch)
     assert code == 128 + signal.SIGPIPE
     assert capsys.readouterr().err == ""  # no traceback, no word
+
+
+def test_a_log_line_under_the_progress_bars_prints_once(capsys):
+    """Hydra's console handler is root's; cnnrun's logger has none and propagates to it. Only
+    root's handler goes through tqdm: a handler added to cnnrun's logger would print it twice."""
+    from cnnrun.run.signals import progress_logging
+
+    root, ours = logging.getLogger(), logging.getLogger("cnnrun")
+    kept = (list(root.handlers), root.level, list(ours.handlers), ours.level)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    root.handlers[:], ours.handlers[:] = [console], []
+    root.setLevel(logging.INFO)
+    try:
+        with progress_logging(True):
+            ours.info("epoch 1 of 3")
+    finally:
+        root.handlers[:], ours.handlers[:] = kept[0], kept[2]
+        root.setLevel(kept[1])
+        ours.setLevel(kept[3])
+    err = capsys.readouterr().err
+    assert err.count("epoch 1 of 3") == 1, err
+    assert "[cnnrun] epoch 1 of 3" in err  # root's format kept

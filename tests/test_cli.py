@@ -272,29 +272,3 @@ def test_gradcheck_lenet_passes_with_a_row_per_layer(ran):
         assert 0 <= error < 1e-6, rows[layer]
         assert int(rows[layer][2]) > 0  # elements checked
     assert last_line(result.stdout).startswith("ok: largest relative error")
-
-
-def test_a_log_line_under_the_progress_bars_prints_once(capsys):
-    """Hydra's console handler is root's; cnnrun's logger has none and propagates to it. Only
-    root's handler goes through tqdm: a handler added to cnnrun's logger would print it twice."""
-    import logging
-    import sys
-
-    from cnnrun.run.signals import progress_logging
-
-    root, ours = logging.getLogger(), logging.getLogger("cnnrun")
-    kept = (list(root.handlers), root.level, list(ours.handlers), ours.level)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
-    root.handlers[:], ours.handlers[:] = [console], []
-    root.setLevel(logging.INFO)
-    try:
-        with progress_logging(True):
-            ours.info("epoch 1 of 3")
-    finally:
-        root.handlers[:], ours.handlers[:] = kept[0], kept[2]
-        root.setLevel(kept[1])
-        ours.setLevel(kept[3])
-    err = capsys.readouterr().err
-    assert err.count("epoch 1 of 3") == 1, err
-    assert "[cnnrun] epoch 1 of 3" in err  # root's format kept
