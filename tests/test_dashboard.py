@@ -264,6 +264,7 @@ def test_a_resumed_run_shows_the_same_panels(tmp_path):
     assert hparams["status"].string_value == "ok"
 
 
+@pytest.mark.slow  # a whole `python -m cnnrun` process
 @pytest.mark.torch
 def test_a_run_does_not_import_a_deep_learning_framework(tmp_path):
     pytest.importorskip("torch")

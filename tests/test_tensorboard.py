@@ -88,6 +88,7 @@ def wait_for_scalar_tags(server, port: int) -> dict:
     pytest.fail(f"tensorboard did not list the run within {STARTUP_S} s: {last!r}")
 
 
+@pytest.mark.slow  # a TensorBoard server
 def test_tensorboard_serves_the_run(tensorboard):
     server, port, out = tensorboard
     listed = wait_for_scalar_tags(server, port)
