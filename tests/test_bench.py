@@ -158,18 +158,23 @@ def test_bench_report_ratios_and_table():
     report.format_table(alone)
 
 
-@pytest.mark.slow
-def test_bench_quick_writes_json(tmp_path):
-    out = tmp_path / "bench.json"
+def run_bench(folder, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """``python -m cnnrun.bench --quick`` in ``folder``: the process and the JSON it wrote."""
+    out = folder / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "cnnrun.bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "cnnrun.bench", "--quick", "--json", str(out), *args],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=folder,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(out.read_text())
+    return done, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_json(tmp_path):
+    done, result = run_bench(tmp_path)
     assert {"step", "layers", "numba_compile", "machine", "settings"} <= set(result)
     impls = {"numpy", "numba"} | ({"torch"} if result["machine"]["torch"] else set())
     assert set(result["step"]) == impls
@@ -186,18 +191,8 @@ def test_bench_quick_writes_json(tmp_path):
 
 @pytest.mark.slow
 def test_bench_logging_times_a_run_with_the_dashboard_on_and_off(tmp_path):
-    out = tmp_path / "logging.json"
     overrides = ["data=synthetic", "data.num_samples=64", "trainer.max_epochs=2"]
-    done = subprocess.run(
-        [sys.executable, "-m", "cnnrun.bench", "--quick", "--json", str(out), "--logging"]
-        + overrides,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(out.read_text())
+    done, result = run_bench(tmp_path, "--logging", *overrides)
     assert result["overrides"] == overrides and result["rounds"] == 2
     on, off = (result["images_per_s"][k] for k in ("logging on", "logging off"))
     assert on > 0 and off > 0 and result["ratio"] == pytest.approx(on / off)

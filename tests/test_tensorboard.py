@@ -4,7 +4,6 @@ always stopped by it, lists the run's tags through its HTTP API."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,24 +11,13 @@ import urllib.error
 import urllib.request
 
 import pytest
+from browser import HOST, free_port, get_json
 from runner_helpers import LENET_PARAMS, LENET_PLACES, TRAIN_TAGS, run_config
 
 from cnnrun.run import logger as tags
 from cnnrun.run.train import train
 
-HOST = "127.0.0.1"  # the only address these tests use
 STARTUP_S = 60
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def get_json(port: int, path: str):
-    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=5) as response:
-        return json.loads(response.read().decode())
 
 
 @pytest.fixture

@@ -23,11 +23,8 @@ SATURATED = 0.99  # |tanh| above this (tanh' < 0.02), sigmoid within 0.005 of 0 
 
 def named_layers(model) -> list[tuple[str, nn.Module]]:
     """Every layer of ``model`` with its dotted name, containers' insides included, in
-    network order."""
-    walk = getattr(model, "named_modules", None)
-    if walk is not None:
-        return [(n, m) for n, m in walk() if n and not isinstance(m, nn.Sequential)]
-    return list(model.layers)
+    network order (the containers themselves left out)."""
+    return [(n, m) for n, m in model.named_modules() if n and not isinstance(m, nn.Sequential)]
 
 
 def layer_label(name: str, layer) -> str:
