@@ -61,7 +61,12 @@ def test_configure_process_reports_what_it_set():
 
     try:
         settings = configure_process(1, "numba")
-        assert settings == ProcessSettings(1, 1, 1, 1, settings.freed_memory_kept)
+        # the allocator and whether numba's cache is warm are the machine's, not the call's:
+        # on a fresh clone the first numba run carries the compile notice
+        note = settings.compile_note
+        assert note == "" or note.startswith("compiling the numba kernels once")
+        expected = ProcessSettings(1, 1, 1, 1, settings.freed_memory_kept, compile_note=note)
+        assert settings == expected
         assert numba.get_num_threads() == 1
         assert str(settings).startswith("threads 1 (gemm blocks 1, BLAS 1, numba 1)")
         whole = configure_process(None, "numpy")
