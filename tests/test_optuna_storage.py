@@ -69,9 +69,12 @@ def assert_distinct(done: list) -> None:
 @pytest.mark.slow
 def test_an_interrupted_search_rerun_finishes_its_trials_not_twice_as_many(tmp_path):
     sweep = tmp_path / "search"
-    proc = start(search(sweep, 6), tmp_path)
+    longer = "trainer.max_epochs=3"  # time to interrupt the third trial between its checkpoints
+    proc = start(search(sweep, 6, longer), tmp_path)
     deadline = time.time() + 240
-    while not list(sweep.glob("2_*/checkpoints")):  # the third trial has begun training
+    # the third trial has trained an epoch: its signal guard is up and it has a checkpoint to
+    # resume from (its checkpoints/ folder exists before that, while the model is being built)
+    while not list(sweep.glob("2_*/checkpoints/last.npz")):
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "the search never reached its third trial"
         time.sleep(0.05)
@@ -82,7 +85,7 @@ def test_an_interrupted_search_rerun_finishes_its_trials_not_twice_as_many(tmp_p
     db = f"sqlite:///{sweep / 'optuna.db'}"
     assert [t.state.name for t in trials(db)][-1] == "RUNNING"  # the one interrupted
 
-    again = run_cnnrun(search(sweep, 6), tmp_path, timeout=300)
+    again = run_cnnrun(search(sweep, 6, longer), tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
     done = trials(db)
     assert len(done) == 6 and {t.state.name for t in done} == {"COMPLETE"}
@@ -92,7 +95,7 @@ def test_an_interrupted_search_rerun_finishes_its_trials_not_twice_as_many(tmp_p
     third = next(sweep.glob("2_*"))
     assert "resumed from" in (third / "cnnrun.log").read_text()
     # run a third time: the study has its 6 trials, nothing more runs
-    third_run = run_cnnrun(search(sweep, 6), tmp_path, timeout=300)
+    third_run = run_cnnrun(search(sweep, 6, longer), tmp_path, timeout=300)
     assert third_run.returncode == 0, third_run.stderr
     assert len(trials(db)) == 6
 
