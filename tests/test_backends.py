@@ -427,22 +427,45 @@ def test_dw_reduction_in_blocks_is_the_whole_product(k, f, m):
     assert got.shape == (k, f) and rel_err(got, want) < F64_TOL
 
 
-def test_numba_dw_does_not_depend_on_the_thread_count():
-    import numba
+def test_numba_kernels_do_not_depend_on_the_thread_count():
+    """Every numba kernel cuts its work items among the threads (``common.parallel``); dW sums
+    per chunk of images and adds the chunks in order. 1, 2 and 3 threads: the same bits, with
+    a batch of 11 (chunks that do not divide evenly) and 5 filters (a padded group)."""
+    from cnnrun.backends.numba import common
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((11, 3, 9, 9)).astype(np.float32)
     dy = rng.standard_normal((11, 5, 7, 7)).astype(np.float32)
-    before = numba.get_num_threads()
-    results = []
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    g, b = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    nb = numba_backend
+
+    def kernels() -> list[np.ndarray]:
+        pooled, arg = nb.maxpool2d_forward(x, (2, 2), (2, 2))
+        bn = nb.batchnorm2d_forward(x, g, b, 1e-5)
+        return [
+            nb.conv2d_forward(x, w, (1, 1), (1, 1))[0],
+            nb.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1)),
+            nb.conv2d_grad_input(dy, w, (1, 1), (1, 1), (9, 9)),
+            nb.conv2d_grad_input(dy, w[:, :1], (1, 1), (1, 1), (9, 9)),  # one channel: scatter
+            pooled,
+            nb.maxpool2d_backward(pooled, arg, (2, 2), (2, 2), (9, 9)),
+            nb.avgpool2d_forward(x, (3, 3), (2, 2))[0],
+            bn[0],
+            nb.batchnorm2d_backward(x, bn[1], g, bn[4], True)[0],
+        ]
+
+    before = common.threads()
     try:
-        for threads in sorted({1, before}):
-            numba.set_num_threads(threads)
-            results.append(numba_backend.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1)))
+        results = []
+        for threads in (1, 2, 3):
+            common.set_threads(threads)
+            results.append(kernels())
     finally:
-        numba.set_num_threads(before)
-    for dW in results[1:]:
-        np.testing.assert_array_equal(dW, results[0])  # bit for bit: chunk order, not threads
+        common.set_threads(before)
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            np.testing.assert_array_equal(got, want)  # bit for bit
 
 
 # name: (model from a dtype, input shape, classes); the residual net has blocks with and

@@ -156,6 +156,9 @@ def configure_process(threads: int | None = None, backend: str = "numpy") -> Pro
 
     numba_threads = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(numba_threads)
+    from .numba import common as numba_kernels
+
+    numba_kernels.set_threads(numba_threads)
     threadpool_limits(limits=n)  # OpenMP and every other pool
     threadpool_limits(limits=1, user_api="blas")
     gemm.set_workers(n)

@@ -1,4 +1,5 @@
-"""Numba kernels: compiled loops over (N, C, H, W), a few images per thread (``prange``).
+"""Numba kernels: compiled loops over (N, C, H, W), a few images per work item, the items cut
+among the threads by :func:`.common.parallel`.
 
 Same contract as :mod:`cnnrun.backends.contract` and :mod:`cnnrun.backends.reference`, whose
 loops define every product here; the tests hold these kernels to those loops and to the NumPy

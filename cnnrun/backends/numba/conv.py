@@ -26,13 +26,15 @@ import numpy as np
 from numba import njit, prange
 
 from .common import _FAST, CHUNK, Pair, out_hw
-from .wide import _corr_wide
-from .wide_grad import _conv_grad_input_scatter, _corr_grad_weight_wide
+from .wide import GROUP, corr_wide
+from .wide_grad import conv_grad_input_scatter, corr_grad_weight_wide
 
 # dX with fewer input channels than this, and at least as many filters: the forward kernel (four
 # output channels per pass) runs half empty on the transposed problem, and adding each tap's dY
 # back, eight filters per pass, is faster (LeNet's conv2, 6 channels and 16 filters: 1.7 -> 1.4 ms
-# at batch 256). Otherwise the full-convolution form (16 channels: twice as fast as adding back)
+# at batch 256). Otherwise the full-convolution form (16 channels: twice as fast as adding back),
+# except for fewer channels than a group of four, which the forward kernel would pad with zero
+# filters (1 channel: 3 times slower than adding back)
 SCATTER = 8
 
 
@@ -46,12 +48,12 @@ def conv2d_forward(
     (sh, sw), (dh, dw) = stride, dilation
     ho, wo = out_hw(x_pad.shape[2:], w.shape[2:], stride, dilation)
     if (sh, sw) == (1, 1):
-        return _corr_wide(x_pad, w, dh, dw, 0, 0, ho, wo), None
+        return corr_wide(x_pad, w, (dh, dw), (0, 0), (ho, wo)), None
     if (dh, dw) != (1, 1):
         return _conv_forward_strided(x_pad, w, sh, sw, dh, dw, ho, wo), None
     y = None
     for x_ab, w_ab, _ in _phases(x_pad, w, stride):  # y = sum over phases of corr(x_ab, w_ab)
-        part = _corr_wide(x_ab, np.ascontiguousarray(w_ab), 1, 1, 0, 0, ho, wo)
+        part = corr_wide(x_ab, w_ab, (1, 1), (0, 0), (ho, wo))
         y = part if y is None else np.add(y, part, out=y)
     return y, None
 
@@ -70,12 +72,12 @@ def conv2d_grad_weight(
     dy = np.ascontiguousarray(dy, dtype=x_pad.dtype)
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
     if (sh, sw) == (1, 1):
-        return _corr_grad_weight_wide(x_pad, dy, kh, kw, dh, dw)
+        return corr_grad_weight_wide(x_pad, dy, (kh, kw), (dh, dw))
     if (dh, dw) != (1, 1):
         return _conv_grad_weight_strided(x_pad, dy, kh, kw, sh, sw, dh, dw)
     dW = np.zeros((dy.shape[1], x_pad.shape[1], kh, kw), x_pad.dtype)  # (F, C, kh, kw)
     for x_ab, w_ab, (a, b) in _phases(x_pad, dW, stride):  # the taps of phase (a, b)
-        dW[:, :, a::sh, b::sw] = _corr_grad_weight_wide(x_ab, dy, *w_ab.shape[2:], 1, 1)
+        dW[:, :, a::sh, b::sw] = corr_grad_weight_wide(x_ab, dy, w_ab.shape[2:], (1, 1))
     return dW
 
 
@@ -93,13 +95,14 @@ def conv2d_grad_input(
     dy = np.ascontiguousarray(dy)
     (sh, sw), (dh, dw) = stride, dilation
     hp, wp = padded_hw
-    if (sh, sw) == (1, 1) and w.shape[1] < SCATTER <= w.shape[0]:
-        return _conv_grad_input_scatter(dy, np.ascontiguousarray(w, dtype=dy.dtype), dh, dw, hp, wp)
+    few = w.shape[1] < GROUP or w.shape[1] < SCATTER <= w.shape[0]
+    if (sh, sw) == (1, 1) and few:
+        return conv_grad_input_scatter(dy, w, (dh, dw), (hp, wp))
     if (sh, sw) == (1, 1):
         kh, kw = w.shape[2:]
         # rotated 180 degrees, in/out swapped: (F, C, kh, kw) -> (C, F, kh, kw)
         w_rot = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype=dy.dtype)
-        return _corr_wide(dy, w_rot, dh, dw, dh * (kh - 1), dw * (kw - 1), hp, wp)
+        return corr_wide(dy, w_rot, (dh, dw), (dh * (kh - 1), dw * (kw - 1)), (hp, wp))
     w = np.ascontiguousarray(w, dtype=dy.dtype)
     if (dh, dw) != (1, 1):
         return _conv_grad_input_strided(dy, w, sh, sw, dh, dw, hp, wp)

@@ -1,13 +1,15 @@
-"""Numba batch normalisation: one channel per work item, sums in float64. Two passes over the
+"""Numba batch normalisation: one channel per work item (:func:`.common.parallel`), sums in
+float64. Two passes over the
 batch forward (three while training, for the statistics), two backward, each element read once
 per pass."""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import numpy_backend
+from .common import parallel
 
 
 def batchnorm2d_forward(
@@ -26,11 +28,13 @@ def batchnorm2d_forward(
     c = x.shape[1]
     if mean is None:
         mean, var = np.empty(c, dt), np.empty(c, dt)
-        _bn_stats(x, mean, var)
+        parallel(_bn_stats, c, x, mean, var)
     mean, var = np.ascontiguousarray(mean, dtype=dt), np.ascontiguousarray(var, dtype=dt)
     inv_std = 1 / np.sqrt(var + dt.type(eps))
     xhat, y = np.empty_like(x), np.empty_like(x)
-    _bn_normalise(
+    parallel(
+        _bn_normalise,
+        c,
         x,
         mean,
         inv_std,
@@ -53,7 +57,9 @@ def batchnorm2d_backward(
     c, dt = dy.shape[1], xhat.dtype
     dx = np.empty_like(xhat)
     dgamma, dbeta = np.empty(c, dt), np.empty(c, dt)
-    _bn_backward(
+    parallel(
+        _bn_backward,
+        c,
         dy,
         xhat,
         np.ascontiguousarray(gamma, dtype=dt),
@@ -69,11 +75,11 @@ def batchnorm2d_backward(
 # -- the jitted loops -------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
-def _bn_stats(x, mean, var):
+@njit(nogil=True, cache=True)
+def _bn_stats(x, mean, var, lo, hi):
     n, c, h, w = x.shape
     m = n * h * w
-    for ch in prange(c):
+    for ch in range(lo, hi):
         total = 0.0
         for b in range(n):
             for i in range(h):
@@ -90,10 +96,10 @@ def _bn_stats(x, mean, var):
         var[ch] = squares / m
 
 
-@njit(parallel=True, cache=True)
-def _bn_normalise(x, mean, inv_std, gamma, beta, xhat, y):
+@njit(nogil=True, cache=True)
+def _bn_normalise(x, mean, inv_std, gamma, beta, xhat, y, lo, hi):
     n, c, h, w = x.shape
-    for ch in prange(c):
+    for ch in range(lo, hi):
         mu, s, g, bt = mean[ch], inv_std[ch], gamma[ch], beta[ch]
         for b in range(n):
             for i in range(h):
@@ -103,11 +109,11 @@ def _bn_normalise(x, mean, inv_std, gamma, beta, xhat, y):
                     y[b, ch, i, j] = v * g + bt
 
 
-@njit(parallel=True, cache=True)
-def _bn_backward(dy, xhat, gamma, inv_std, training, dx, dgamma, dbeta):
+@njit(nogil=True, cache=True)
+def _bn_backward(dy, xhat, gamma, inv_std, training, dx, dgamma, dbeta, lo, hi):
     n, c, h, w = dy.shape
     m = n * h * w
-    for ch in prange(c):
+    for ch in range(lo, hi):
         s_dy = 0.0
         s_dy_xhat = 0.0
         for b in range(n):

@@ -1,11 +1,11 @@
-"""Numba pooling kernels: one (image, channel) plane per work item."""
+"""Numba pooling kernels: one (image, channel) plane per work item (:func:`.common.parallel`)."""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .common import Pair, out_hw
+from .common import Pair, out_hw, parallel
 
 
 def maxpool2d_forward(
@@ -13,8 +13,11 @@ def maxpool2d_forward(
 ) -> tuple[np.ndarray, np.ndarray]:
     """y = max over each window; ctx = flat index (p * kw + q) of the window's first maximum."""
     x_pad = np.ascontiguousarray(x_pad)
+    n, c = x_pad.shape[:2]
     ho, wo = out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
-    return _maxpool_forward(x_pad, *kernel_size, *stride, ho, wo)
+    y, arg = np.empty((n, c, ho, wo), x_pad.dtype), np.empty((n, c, ho, wo), np.intp)
+    parallel(_maxpool_forward, n * c, y, arg, x_pad, *kernel_size, *stride)
+    return y, arg
 
 
 def maxpool2d_backward(
@@ -22,7 +25,10 @@ def maxpool2d_backward(
 ) -> np.ndarray:
     """Each dy goes to the one input pixel that was the (first) maximum of its window."""
     dy = np.ascontiguousarray(dy)
-    return _maxpool_backward(dy, np.ascontiguousarray(ctx), kernel_size[1], *stride, *padded_hw)
+    dx = np.zeros((*dy.shape[:2], *padded_hw), dy.dtype)
+    arg = np.ascontiguousarray(ctx)
+    parallel(_maxpool_backward, dy.shape[0] * dy.shape[1], dx, dy, arg, kernel_size[1], *stride)
+    return dx
 
 
 def avgpool2d_forward(
@@ -31,7 +37,9 @@ def avgpool2d_forward(
     """Mean over each window; padding counts as zeros (PyTorch's ``count_include_pad=True``)."""
     x_pad = np.ascontiguousarray(x_pad)
     ho, wo = out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
-    return _avgpool_forward(x_pad, *kernel_size, *stride, ho, wo), None
+    y = np.empty((*x_pad.shape[:2], ho, wo), x_pad.dtype)
+    parallel(_avgpool_forward, x_pad.shape[0] * x_pad.shape[1], y, x_pad, *kernel_size, *stride)
+    return y, None
 
 
 def avgpool2d_backward(
@@ -39,18 +47,18 @@ def avgpool2d_backward(
 ) -> np.ndarray:
     """Each dy is shared equally by the ``kh * kw`` pixels of its window."""
     dy = np.ascontiguousarray(dy)
-    return _avgpool_backward(dy, *kernel_size, *stride, *padded_hw)
+    dx = np.empty((*dy.shape[:2], *padded_hw), dy.dtype)
+    parallel(_avgpool_backward, dy.shape[0] * dy.shape[1], dx, dy, *kernel_size, *stride)
+    return dx
 
 
 # -- the jitted loops -------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
-def _maxpool_forward(x_pad, kh, kw, sh, sw, ho, wo):
-    n, c = x_pad.shape[0], x_pad.shape[1]
-    y = np.empty((n, c, ho, wo), x_pad.dtype)
-    arg = np.empty((n, c, ho, wo), np.intp)
-    for bc in prange(n * c):
+@njit(nogil=True, cache=True)
+def _maxpool_forward(y, arg, x_pad, kh, kw, sh, sw, lo, hi):
+    c, ho, wo = x_pad.shape[1], y.shape[2], y.shape[3]
+    for bc in range(lo, hi):
         img = x_pad[bc // c, bc % c]
         for i in range(ho):
             for j in range(wo):
@@ -67,34 +75,33 @@ def _maxpool_forward(x_pad, kh, kw, sh, sw, ho, wo):
                         at = p * kw + q if wins else at
                 y[bc // c, bc % c, i, j] = best
                 arg[bc // c, bc % c, i, j] = at
-    return y, arg
 
 
-@njit(parallel=True, cache=True)
-def _maxpool_backward(dy, arg, kw, sh, sw, hp, wp):
-    n, c, ho, wo = dy.shape
-    dx = np.zeros((n, c, hp, wp), dy.dtype)
-    for bc in prange(n * c):
+@njit(nogil=True, cache=True)
+def _maxpool_backward(dx, dy, arg, kw, sh, sw, lo, hi):
+    c, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    for bc in range(lo, hi):
         b, ch = bc // c, bc % c
         for i in range(ho):
             for j in range(wo):
                 at = arg[b, ch, i, j]
                 dx[b, ch, i * sh + at // kw, j * sw + at % kw] += dy[b, ch, i, j]
-    return dx
 
 
-@njit(parallel=True, cache=True)
-def _avgpool_forward(x_pad, kh, kw, sh, sw, ho, wo):
+@njit(nogil=True, cache=True)
+def _avgpool_forward(y, x_pad, kh, kw, sh, sw, lo, hi):
     """Sum the kh rows of each window row first (contiguous, vectorised), then kw columns."""
-    n, c, _, wp = x_pad.shape
-    y = np.empty((n, c, ho, wo), x_pad.dtype)
+    c, wp = x_pad.shape[1], x_pad.shape[3]
+    ho, wo = y.shape[2], y.shape[3]
     count = x_pad.dtype.type(kh * kw)
-    for bc in prange(n * c):
+    for bc in range(lo, hi):
         img = x_pad[bc // c, bc % c]  # (Hp, Wp)
         out = y[bc // c, bc % c]  # (Ho, Wo)
         rows = np.empty(wp, x_pad.dtype)
         for i in range(ho):
-            rows[:] = img[i * sh]
+            first = img[i * sh]
+            for k in range(wp):  # a loop, not rows[:] = ...: no shape check to compile
+                rows[k] = first[k]
             for p in range(1, kh):
                 r = img[i * sh + p]
                 for k in range(wp):
@@ -104,18 +111,17 @@ def _avgpool_forward(x_pad, kh, kw, sh, sw, ho, wo):
                 for q in range(1, kw):
                     s += rows[j * sw + q]
                 out[i, j] = s / count
-    return y
 
 
-@njit(parallel=True, cache=True)
-def _avgpool_backward(dy, kh, kw, sh, sw, hp, wp):
+@njit(nogil=True, cache=True)
+def _avgpool_backward(dx, dy, kh, kw, sh, sw, lo, hi):
     """Spread each share over a row of window columns once, then add that row to kh rows.
     Windows that tile the image exactly (LeNet's 2x2 every 2) write every pixel once instead."""
-    n, c, ho, wo = dy.shape
+    c, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    hp, wp = dx.shape[2], dx.shape[3]
     tiled = sh == kh and sw == kw and ho * kh == hp and wo * kw == wp
-    dx = np.empty((n, c, hp, wp), dy.dtype)
     count = dy.dtype.type(kh * kw)
-    for bc in prange(n * c):
+    for bc in range(lo, hi):
         img = dx[bc // c, bc % c]  # (Hp, Wp)
         g = dy[bc // c, bc % c]  # (Ho, Wo)
         rows = np.empty(wp, dy.dtype)
@@ -128,7 +134,9 @@ def _avgpool_backward(dy, kh, kw, sh, sw, hp, wp):
                     for q in range(kw):
                         rows[j * kw + q] = share
                 for p in range(kh):
-                    img[i * kh + p, :] = rows
+                    r = img[i * kh + p]
+                    for k in range(wp):
+                        r[k] = rows[k]
                 continue
             rows[:] = 0
             for j in range(wo):
@@ -139,4 +147,3 @@ def _avgpool_backward(dy, kh, kw, sh, sw, hp, wp):
                 r = img[i * sh + p]
                 for k in range(wp):
                     r[k] += rows[k]
-    return dx

@@ -4,49 +4,111 @@ Flatten one image of ``x_pad`` (C, Hp, Wp) into a vector. Output pixel (i, j) re
 tap (c, p, q), the element ``c*Hp*Wp + (i + p*dh)*Wp + (j + q*dw)`` = ``o + off(c, p, q)`` with
 ``o = i*Wp + j``. Indexing the output by ``o`` ("wide" rows of Wp columns, of which the last
 ``Wp - Wo`` are junk and dropped) turns every tap into one contiguous run of
-``L = (Ho - 1)*Wp + Wo`` elements, long enough for the vector units even when Wo is 10:
+``(Ho - 1)*Wp + Wo`` elements, long enough for the vector units even when Wo is 10:
 
 * forward: ``y_wide[f] = sum_t w[f, t] * x[off_t : off_t + L]``, four filters by four taps per
-  pass, so that every element of x loaded feeds four multiply-adds;
-* dW: ``dW[f, t] = dot(x[off_t : off_t + L], dy_wide[f])``, the valid correlation of x_pad with
-  dY, with dY copied into wide rows whose junk columns are zero; four filters by four taps;
+  pass (:func:`_four_rows`), so that every element of x loaded feeds four multiply-adds;
+* dW (:mod:`.wide_grad`): ``dW[f, t] = dot(x[off_t : off_t + L], dy_wide[f])``, four filters by
+  four taps per pass;
 * dX: the full convolution, as the design defines it: dY zero-padded by the kernel's span on
   every side, correlated with the kernel rotated 180 degrees (in and out channels swapped), by
   the forward kernel.
+
+**Whole groups, whole vectors.** The run length L is rounded up to a multiple of
+:data:`LANES` (16 float32, one 512-bit register), read from a copy of the image with that many
+zeros after it, so the vectorised loop never ends in a scalar remainder (on 8x8 maps L is 78,
+and the 14 leftover elements cost as much as the 64 before them). Filters and taps are padded
+with zero weights to whole groups of four (:func:`grouped`): one pass function serves every
+layer, where three (for four, two and one filters) used to be compiled, inlined, each time.
+Padded taps read offset 0, a real (finite) element, times a zero weight.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .common import _FAST, CHUNK
+from .common import _FAST, CHUNK, chunks, parallel
+
+LANES = 16  # elements per vector block: float32 in a 512-bit register
+GROUP = 4  # filters, and taps, per pass
+
+
+def lanes_up(length: int) -> int:
+    """``length`` rounded up to whole :data:`LANES` blocks."""
+    return -(-length // LANES) * LANES
+
+
+def groups_up(count: int) -> int:
+    """``count`` rounded up to whole :data:`GROUP`\\ s."""
+    return -(-count // GROUP) * GROUP
+
+
+def tap_offsets(w_shape, padded_hw, dilation) -> np.ndarray:
+    """(K,) offsets of the taps (c, p, q), in weight order, into a flat (C, Hp, Wp) image; K is
+    ``C*kh*kw`` rounded up to whole groups, the extra taps at offset 0."""
+    _, c, kh, kw = w_shape
+    (hp, wp), (dh, dw) = padded_hw, dilation
+    offs = (
+        np.arange(c)[:, None, None] * (hp * wp)
+        + np.arange(kh)[None, :, None] * (dh * wp)
+        + np.arange(kw)[None, None, :] * dw
+    ).ravel()
+    return np.concatenate([offs, np.zeros(groups_up(offs.size) - offs.size, offs.dtype)])
+
+
+def grouped(w: np.ndarray, dtype) -> np.ndarray:
+    """(F, C, kh, kw) -> (F', K') C-contiguous in ``dtype``, filters and taps rounded up to
+    whole groups with zero weights."""
+    f, k = w.shape[0], w[0].size
+    wf = np.zeros((groups_up(f), groups_up(k)), dtype)
+    wf[:f, :k] = w.reshape(f, k)
+    return wf
+
+
+def corr_wide(src: np.ndarray, w: np.ndarray, dilation, pad, out_hw) -> np.ndarray:
+    """Stride-1 valid cross-correlation of ``src`` (N, C, Hs, Ws), zero-padded by ``pad`` =
+    (ph, pw) on every side, with ``w`` (F, C, kh, kw) dilated by ``dilation``: (N, F, Ho, Wo)."""
+    src = np.ascontiguousarray(src)
+    (ph, pw), hw = pad, src.shape[2:]
+    offs = tap_offsets(w.shape, (hw[0] + 2 * ph, hw[1] + 2 * pw), dilation)
+    y = np.empty((src.shape[0], w.shape[0], *out_hw), src.dtype)
+    parallel(_corr_wide, chunks(src.shape[0]), y, src, grouped(w, src.dtype), offs, ph, pw)
+    return y
+
+
+# -- the jitted loops -----------------------------------------------------------------------------
 
 
 @njit(cache=True)
-def _tap_offsets(c, kh, kw, hp, wp, dh, dw):
-    """(C*kh*kw,) offsets of the taps (c, p, q), in weight order, into a flat (C, Hp, Wp)."""
-    offs = np.empty(c * kh * kw, np.int64)
-    t = 0
+def _copy(dst, src, length):
+    """``dst[:length] = src[:length]`` for 1-D arrays, as a loop over views: indices from a
+    range are never negative, so the copy is vectorised (indexing a 4-D array with computed
+    indices inside the loop was not, and cost LeNet's conv1 as much as its multiply-adds)."""
+    for k in range(length):
+        dst[k] = src[k]
+
+
+@njit(cache=True)
+def _load_padded(xf, img, ph, pw):
+    """Copy ``img`` (C, Hs, Ws) into the interior of the flat padded image ``xf``; its borders
+    and its tail keep their zeros."""
+    c, hs, ws = img.shape
+    hp, wp = hs + 2 * ph, ws + 2 * pw
     for ch in range(c):
-        for p in range(kh):
-            for q in range(kw):
-                offs[t] = ch * hp * wp + p * dh * wp + q * dw
-                t += 1
-    return offs
+        for i in range(hs):
+            _copy(xf[ch * hp * wp + (i + ph) * wp + pw :], img[ch, i], ws)
 
 
-@njit(cache=True, fastmath=_FAST, inline="always")
+@njit(cache=True, fastmath=_FAST)
 def _four_rows(r0, r1, r2, r3, xf, offs, w0, w1, w2, w3, span):
-    """``r_g = sum_t w_g[t] * xf[offs[t] : offs[t] + span]`` for four filters g at once:
-    each element of x loaded feeds four multiply-adds, four taps per pass over the rows."""
-    k = offs.shape[0]
+    """``r_g = sum_t w_g[t] * xf[offs[t] : offs[t] + span]`` for four filters g at once, four
+    taps per pass over the rows: each element of x loaded feeds four multiply-adds."""
     r0[:] = 0
     r1[:] = 0
     r2[:] = 0
     r3[:] = 0
-    t = 0
-    while t + 4 <= k:
+    for t in range(0, offs.shape[0], GROUP):
         x0 = xf[offs[t] : offs[t] + span]
         x1 = xf[offs[t + 1] : offs[t + 1] + span]
         x2 = xf[offs[t + 2] : offs[t + 2] + span]
@@ -61,118 +123,24 @@ def _four_rows(r0, r1, r2, r3, xf, offs, w0, w1, w2, w3, span):
             r1[o] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
             r2[o] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
             r3[o] += d0 * v0 + d1 * v1 + d2 * v2 + d3 * v3
-        t += 4
-    while t < k:
-        x0 = xf[offs[t] : offs[t] + span]
-        a0, b0, c0, d0 = w0[t], w1[t], w2[t], w3[t]
-        for o in range(span):
-            v0 = x0[o]
-            r0[o] += a0 * v0
-            r1[o] += b0 * v0
-            r2[o] += c0 * v0
-            r3[o] += d0 * v0
-        t += 1
 
 
-@njit(cache=True, fastmath=_FAST, inline="always")
-def _two_rows(r0, r1, xf, offs, w0, w1, span):
-    """:func:`_four_rows` for two filters."""
-    k = offs.shape[0]
-    r0[:] = 0
-    r1[:] = 0
-    t = 0
-    while t + 4 <= k:
-        x0 = xf[offs[t] : offs[t] + span]
-        x1 = xf[offs[t + 1] : offs[t + 1] + span]
-        x2 = xf[offs[t + 2] : offs[t + 2] + span]
-        x3 = xf[offs[t + 3] : offs[t + 3] + span]
-        a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
-        b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
-        for o in range(span):
-            v0, v1, v2, v3 = x0[o], x1[o], x2[o], x3[o]
-            r0[o] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
-            r1[o] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
-        t += 4
-    while t < k:
-        x0 = xf[offs[t] : offs[t] + span]
-        a0, b0 = w0[t], w1[t]
-        for o in range(span):
-            v0 = x0[o]
-            r0[o] += a0 * v0
-            r1[o] += b0 * v0
-        t += 1
-
-
-@njit(cache=True, fastmath=_FAST, inline="always")
-def _one_row(r0, xf, offs, w0, span):
-    """``r0 = sum_t w0[t] * xf[offs[t] : offs[t] + span]``, four taps per pass."""
-    k = offs.shape[0]
-    r0[:] = 0
-    t = 0
-    while t + 4 <= k:
-        x0 = xf[offs[t] : offs[t] + span]
-        x1 = xf[offs[t + 1] : offs[t + 1] + span]
-        x2 = xf[offs[t + 2] : offs[t + 2] + span]
-        x3 = xf[offs[t + 3] : offs[t + 3] + span]
-        a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
-        for o in range(span):
-            r0[o] += a0 * x0[o] + a1 * x1[o] + a2 * x2[o] + a3 * x3[o]
-        t += 4
-    while t < k:
-        x0 = xf[offs[t] : offs[t] + span]
-        a0 = w0[t]
-        for o in range(span):
-            r0[o] += a0 * x0[o]
-        t += 1
-
-
-@njit(parallel=True, cache=True, fastmath=_FAST)
-def _corr_wide(src, w, dh, dw, ph, pw, ho, wo):
-    """Stride-1 valid cross-correlation of ``src`` (N, C, Hs, Ws), zero-padded by (ph, pw) on
-    every side, with ``w`` (F, C, kh, kw) dilated by (dh, dw): (N, F, Ho, Wo)."""
+@njit(nogil=True, cache=True)
+def _corr_wide(y, src, wf, offs, ph, pw, lo, hi):
+    """Images of the chunks [lo, hi): ``y[b]`` from ``src[b]``."""
     n, c, hs, ws = src.shape
-    f, _, kh, kw = w.shape
+    f, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     hp, wp = hs + 2 * ph, ws + 2 * pw
-    span = (ho - 1) * wp + wo  # L: one wide output, junk tail cut
-    offs = _tap_offsets(c, kh, kw, hp, wp, dh, dw)
-    wf = w.reshape(f, c * kh * kw)  # (F, C, kh, kw) -> (F, C*kh*kw)
-    y = np.empty((n, f, ho, wo), src.dtype)
-    padded = ph > 0 or pw > 0
-    for chunk in prange((n + CHUNK - 1) // CHUNK):
-        buf = np.zeros((c, hp, wp), src.dtype)  # the padded image; borders stay 0
-        rows = np.empty((4, span), src.dtype)  # y_wide of four filters
-        for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
-            if padded:
-                buf[:, ph : ph + hs, pw : pw + ws] = src[b]
-                xf = buf.reshape(c * hp * wp)  # (C, Hp, Wp) -> (C*Hp*Wp,), a view
-            else:
-                xf = src[b].reshape(c * hp * wp)  # one image: (C, Hp, Wp) -> (C*Hp*Wp,)
-            o_f = 0
-            while o_f < f:
-                if o_f + 4 <= f:
-                    _four_rows(
-                        rows[0],
-                        rows[1],
-                        rows[2],
-                        rows[3],
-                        xf,
-                        offs,
-                        wf[o_f],
-                        wf[o_f + 1],
-                        wf[o_f + 2],
-                        wf[o_f + 3],
-                        span,
-                    )
-                    g_end = 4
-                elif o_f + 2 <= f:
-                    _two_rows(rows[0], rows[1], xf, offs, wf[o_f], wf[o_f + 1], span)
-                    g_end = 2
-                else:
-                    _one_row(rows[0], xf, offs, wf[o_f], span)
-                    g_end = 1
-                for g in range(g_end):  # drop the junk columns
-                    for i in range(ho):
-                        for j in range(wo):
-                            y[b, o_f + g, i, j] = rows[g, i * wp + j]
-                o_f += g_end
-    return y
+    span = -(-((ho - 1) * wp + wo) // LANES) * LANES  # L, in whole vector blocks
+    xf = np.zeros(c * hp * wp + span, src.dtype)  # the padded image; then zeros
+    rows = np.empty((GROUP, span), src.dtype)  # y_wide of four filters
+    for b in range(lo * CHUNK, min(n, hi * CHUNK)):
+        _load_padded(xf, src[b], ph, pw)
+        for f0 in range(0, wf.shape[0], GROUP):
+            _four_rows(
+                *(rows[0], rows[1], rows[2], rows[3], xf, offs),
+                *(wf[f0], wf[f0 + 1], wf[f0 + 2], wf[f0 + 3], span),
+            )
+            for g in range(min(GROUP, f - f0)):  # drop padded filters and junk columns
+                for i in range(ho):
+                    _copy(y[b, f0 + g, i], rows[g, i * wp :], wo)
