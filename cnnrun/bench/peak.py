@@ -15,6 +15,11 @@ Which BLAS kernel numpy's OpenBLAS picked, and the variable that changes it, is 
 :mod:`cnnrun.bench.libraries`: on an AMD Zen 5 (AVX-512) numpy's bundled OpenBLAS 0.3.31 took
 its 'Haswell' (AVX2) kernel, about 226 GFLOP/s on 2 threads; with ``OPENBLAS_CORETYPE=SkylakeX``
 about 436.
+
+The ceiling is a product's, not a convolution's: in one full run on 2 shared cores (load 1.2
+rising to 3.7) ``torch.mm`` gave 153 GFLOP/s while PyTorch's oneDNN convolutions
+(``jit:avx512_core``) reached 300-340 on the widest 3x3 layers, so PyTorch's layers can stand
+above 100% of their worker's GEMM; cnnrun's, whose convolutions are products, stood at 13-94%.
 """
 
 from __future__ import annotations
