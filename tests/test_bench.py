@@ -3,6 +3,7 @@ PyTorch twin it times computes what the cnnrun model computes (float64: loss, gr
 running statistics within 1e-10). No timings are asserted: speed is the benchmark's."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,12 +14,13 @@ from helpers import rel_err
 from omegaconf import OmegaConf
 
 from cnnrun import nn
-from cnnrun.bench import cases, report, twin
+from cnnrun.bench import cases, convs, libraries, nets, peak, report, table, twin
 from cnnrun.models import build_model
 from cnnrun.run.config import config_dir
+from cnnrun.run.logging_cost import run_versus_step
 
 TOL = 1e-10  # float64, relative to the scale of each tensor
-VGG = cases.Net("vgg_small", "cifar10")  # 3x32x32: three input channels, 'same' 3x3 convs
+STEP_CASES = ["step/lenet/64", "step/lenet/256", "step/vgg_small/64", "step/resnet20/64"]
 
 
 def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -28,7 +30,7 @@ def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 def test_the_step_case_is_conf_model_lenet():
     """The YAML file, resolved against the data config, through build_model: the same layers,
     shapes and weights as the step case."""
-    model, x, y = cases.step_setup(64)
+    model, x, y = nets.step_setup(64)
     yaml = OmegaConf.load(config_dir() / "model" / "lenet.yaml")
     cfg = OmegaConf.create({"model": yaml, "data": {"num_classes": 10}})
     spec = OmegaConf.to_container(cfg.model, resolve=True)
@@ -41,13 +43,25 @@ def test_the_step_case_is_conf_model_lenet():
     assert x.shape == (64, 1, 32, 32) and 0 <= y.min() and y.max() < 10
 
 
+def test_the_cifar_step_cases_are_conf_model_vgg_small_and_resnet20():
+    """3x32x32 inputs (data=cifar10), the networks of the YAML files, in training mode."""
+    vgg, x, _ = nets.step_setup(64, "vgg_small")
+    assert x.shape == (64, 3, 32, 32) and x.dtype == np.float32
+    assert shapes(vgg)["conv1_1.weight"] == (16, 3, 3, 3) and shapes(vgg)["fc2.weight"] == (10, 64)
+    resnet, _, _ = nets.step_setup(64, "resnet20")
+    state = shapes(resnet)
+    assert state["block3_1.shortcut.conv.weight"] == (64, 32, 1, 1)  # a projection, option B
+    assert sum(int(np.prod(s)) for k, s in state.items() if "running" not in k) > 270_000
+    assert all(m.training for _, m in resnet.named_modules())
+
+
 def test_a_changed_model_yaml_changes_the_case(tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(config_dir(), conf)
     lenet = conf / "model" / "lenet.yaml"
     lenet.write_text(lenet.read_text().replace("out_features: 120", "out_features: 100"))
     (conf / "data" / "mnist.yaml").write_text("channels: 1\nimage_size: 28\nnum_classes: 7\n")
-    model, shape, classes = cases.build_net(cases.STEP_NET, np.random.default_rng(0), conf=conf)
+    model, shape, classes = nets.build_net(nets.STEP_NET, np.random.default_rng(0), conf=conf)
     assert shape == (1, 32, 32) and classes == 7  # data.image_size=32 is the case's own override
     assert shapes(model)["fc1.weight"] == (100, 400)
     assert shapes(model)["fc2.weight"] == (84, 100)
@@ -55,9 +69,20 @@ def test_a_changed_model_yaml_changes_the_case(tmp_path):
 
 
 def test_case_names_are_the_cases():
-    names = cases.case_names()
-    assert names[:2] == ["step/64", "step/256"] and len(names) == 2 + 2 * len(cases.LAYERS)
-    assert list(cases.cnnrun_cases("numpy")) == names
+    names = cases.case_names("numpy")
+    assert names[:4] == STEP_CASES and names[-2:] == ["gemm/matmul", "gemm/blas"]
+    assert len(names) == 4 + 2 * len(convs.LAYERS) + 2
+    assert list(cases.cnnrun_cases("numpy", threads=1)) == names
+    assert cases.case_names("torch")[-2:] == ["gemm/torch", "gemm/blas"]
+
+
+def test_the_conv_layers_are_the_six_same_3x3_and_lenet_s():
+    same = [name for name in convs.LAYERS if name.startswith("same3x3")]
+    assert same == [
+        f"same3x3_{c}to{f}_{px}px" for c, f in ((16, 32), (32, 64), (64, 64)) for px in (32, 16)
+    ]
+    assert list(convs.LAYERS)[:2] == ["lenet_conv1", "lenet_conv2"]
+    assert convs.LAYERS["same3x3_32to64_16px"] == (32, 64, 3, 16, "same", False)
 
 
 # --- the PyTorch twin --------------------------------------------------------------------------
@@ -88,13 +113,14 @@ def _torch_step(torch, module, x: np.ndarray, labels: np.ndarray) -> tuple[float
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("net", [cases.STEP_NET, VGG], ids=lambda n: n.model)
+@pytest.mark.parametrize("net", list(nets.STEP_NETS))
 def test_the_torch_twin_trains_like_the_model(torch, net):
     """float64, a batch of 8 with random labels: the same loss, input and parameter gradients,
-    and (vgg_small's batch norm) the same running statistics after the step."""
-    model, shape, classes = cases.build_net(net, np.random.default_rng(3))
+    and (batch norm) the same running statistics after the step; resnet20 through the
+    residual rule."""
+    model, shape, classes = nets.build_net(nets.STEP_NETS[net], np.random.default_rng(3))
     model.to(np.float64)
-    for layer in model:
+    for _, layer in model.named_modules():
         if isinstance(layer, nn.Dropout):
             layer.eval()  # the masks are drawn differently; eval is copied to the twin
     module = twin.torch_twin(model)
@@ -113,11 +139,33 @@ def test_the_torch_twin_trains_like_the_model(torch, net):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("name", list(cases.LAYERS))
+def test_the_twin_copies_each_module_s_mode(torch):
+    model, _, _ = nets.build_net(nets.STEP_NETS["vgg_small"], np.random.default_rng(0))
+    module = twin.torch_twin(model)  # training, as in a run: dropout on
+    assert all(m.training for m in module.modules())
+    dropout = next(name for name, m in model.named_modules() if isinstance(m, nn.Dropout))
+    model.get_submodule(dropout).eval()
+    module = twin.torch_twin(model)
+    assert not module.get_submodule(dropout).training
+    assert module.training and module.get_submodule("bn1_1").training
+
+
+@pytest.mark.torch
+def test_the_residual_twin_has_branch_and_shortcut(torch):
+    model, _, _ = nets.build_net(nets.STEP_NETS["resnet20"], np.random.default_rng(0))
+    module = twin.torch_module(model)
+    block = module.get_submodule("block2_1")
+    assert isinstance(block, twin.residual_class())
+    assert isinstance(module.get_submodule("block1_1").shortcut, torch.nn.Identity)
+    assert isinstance(module.get_submodule("pool")[0], torch.nn.AdaptiveAvgPool2d)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", list(convs.LAYERS))
 def test_the_torch_conv_cases_compute_the_layer(torch, name):
-    layer, x, dy, first = cases.conv_setup(name)
+    layer, x, dy, first = convs.conv_setup(name)
     layer.to(np.float64)
-    x, dy = x.astype(np.float64), dy.astype(np.float64)
+    x, dy = x[:4].astype(np.float64), dy[:4].astype(np.float64)  # 4 of the batch: quick
     module = twin.torch_twin(layer)
     y = layer.forward(x)
     layer.backward(dy)
@@ -129,33 +177,146 @@ def test_the_torch_conv_cases_compute_the_layer(torch, name):
     assert rel_err(layer.bias.grad, module.bias.grad.numpy()) < TOL
 
 
+# --- the figures ---------------------------------------------------------------------------
+
+
+def fake_best(scale: float, impl: str) -> dict:
+    """Seconds per call: ``scale`` ms for every case, the GEMM cases 10 times as long."""
+    names = cases.case_names(impl)
+    return {n: scale * (1e-2 if n.startswith("gemm/") else 1e-3) for n in names}
+
+
+def fake_result() -> dict:
+    impls = {"numpy": 4.0, "numba": 1.25, "torch": 1.0}
+    return report.report({impl: fake_best(s, impl) for impl, s in impls.items()}, threads=2)
+
+
+def test_the_flop_counts():
+    forward, both = convs.conv_flops("lenet_conv1")
+    assert forward == 2 * 64 * 6 * 28 * 28 * 25 and both == 2 * forward  # conv1: no dX
+    assert convs.conv_flops("lenet_conv2")[1] == 3 * convs.conv_flops("lenet_conv2")[0]
+    forward, both = convs.conv_flops("same3x3_64to64_16px")
+    assert forward == 2 * 64 * 64 * 16 * 16 * 64 * 9 and both == 3 * forward  # 'same': 16x16
+    assert peak.gemm_flops(2048) == 2 * 2048**3
+
+
+def test_bench_report_ratios_peaks_and_table():
+    result = fake_result()
+    assert result["step"]["numba"]["lenet"]["64"]["ratio_to_torch"] == pytest.approx(0.8)
+    assert result["step"]["torch"]["lenet"]["256"]["images_per_s"] == pytest.approx(256 / 1e-3)
+    assert result["step"]["numpy"]["resnet20"]["64"]["ratio_to_torch"] == pytest.approx(0.25)
+    matmul = 2 * 2048**3 / 4e-2 / 1e9
+    assert result["gemm_peak"]["gflops"]["numpy"] == pytest.approx(
+        {"matmul": matmul, "blas": matmul}
+    )
+    assert set(result["gemm_peak"]["gflops"]["torch"]) == {"torch", "blas"}
+    row = result["layers"]["numpy"]["same3x3_16to32_32px"]
+    gflops = 2 * 64 * 32 * 32 * 32 * 16 * 9 / 4e-3 / 1e9
+    assert row["forward_gflops"] == pytest.approx(gflops)
+    assert row["forward_percent_of_peak"] == pytest.approx(100 * gflops / matmul)
+    assert row["forward_backward_ratio_to_torch"] == pytest.approx(0.25)
+    text = table.format_table(result)
+    assert "(0.80x)" in text and "same3x3_64to64_16px" in text and "resnet20, batch 64" in text
+    assert f"cnnrun gemm.matmul {matmul:.1f}" in text and "% of the worker's GEMM peak" in text
+    alone = report.report({"numpy": fake_best(4.0, "numpy")}, threads=1)  # no PyTorch
+    assert "ratio_to_torch" not in alone["step"]["numpy"]["lenet"]["64"]
+    table.format_table(alone)
+
+
+def test_the_table_shows_load_libraries_and_the_run(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setattr(libraries, "cpu_flags", lambda: {"avx2", "avx512f"})
+    result = fake_result()
+    pool = {"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell"}
+    result["libraries"] = report.library_report(
+        {"numpy": {"thread_pools": [pool | {"num_threads": 1, "library": "libopenblas.so"}]}}
+    )
+    result["load"] = {"start": [0.5, 0.25, 0.125], "end": [1.5, 1.0, 0.75]}
+    run = {"overrides": [], "rounds": 3, "images_per_s": 900.0, "step_images_per_s": 1200.0}
+    result["run_versus_step"] = {"numpy": run | {"ratio": 0.75}}
+    text = table.format_table(result)
+    assert "0.50 0.25 0.12 at the start, 1.50 1.00 0.75 at the end" in text
+    assert "Haswell (OPENBLAS_CORETYPE=Haswell)" in text and "SkylakeX" in text
+    assert "openblas 0.3.31 Haswell, 1 threads (libopenblas.so)" in text
+    assert "0.750" in text and "1,200" in text
+    assert "OPENBLAS_CORETYPE=Haswell" in text and "NUMBA_CPU_NAME=" in text
+
+
+# --- what computes the products -------------------------------------------------------------
+
+
+def test_the_environment_report_lists_what_is_set():
+    env = {"OPENBLAS_CORETYPE": "SkylakeX", "OPENBLAS_L2_SIZE": "512", "HOME": "/h"}
+    found = libraries.environment(env)
+    assert found["OPENBLAS_CORETYPE"] == "SkylakeX" and found["MKL_NUM_THREADS"] == "unset"
+    assert list(found)[: len(libraries.ENV_VARIABLES)] == list(libraries.ENV_VARIABLES)
+    assert found["OPENBLAS_L2_SIZE"] == "512" and "HOME" not in found  # an OpenBLAS variable
+    assert {"DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"} <= set(found)
+
+
+def test_the_kernel_note():
+    pools = [{"internal_api": "openblas", "architecture": "Haswell"}]
+    avx512 = libraries.kernel_note(pools, {"avx2", "avx512f"}, {})
+    assert "Haswell (OPENBLAS_CORETYPE unset)" in avx512 and "SkylakeX" in avx512
+    assert "SkylakeX" not in libraries.kernel_note(pools, {"avx2"}, {})  # nothing better
+    skylake = [{"internal_api": "openblas", "architecture": "SkylakeX"}]
+    assert "AVX-512" not in libraries.kernel_note(skylake, {"avx512f"}, {})
+    assert libraries.kernel_note([{"internal_api": "mkl"}], {"avx512f"}, {}) == ""
+
+
+def test_this_process_s_blas_is_reported():
+    pools = libraries.thread_pools()
+    blas = [p for p in pools if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] >= 1 and p["library"] for p in blas)
+    assert "/" not in blas[0]["library"]  # the file's name, not where it is
+
+
+def test_onednn_s_log_is_read():
+    log = "\n".join(
+        [
+            "onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with Intel DL Boost",
+            "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:blk,undef,src:f32",
+            "onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx512_core,forward_training,x",
+            "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv:avx2,backward_data,x",
+        ]
+    )
+    found = libraries.parse_onednn(log)
+    assert found["isa"] == "Intel AVX-512 with Intel DL Boost"
+    assert found["convolution"] == {
+        "forward_training": "jit:avx512_core",
+        "backward_data": "brgconv:avx2",
+    }
+    assert libraries.parse_onednn("") == {"isa": None, "convolution": {}}
+
+
+def test_capture_stdout_takes_what_c_code_writes():
+    assert libraries.capture_stdout(lambda: os.write(1, b"from fd 1\n")) == "from fd 1\n"
+
+
+@pytest.mark.torch
+def test_torch_info_says_what_convolves(torch):
+    found = libraries.torch_info()
+    assert found["version"] == torch.__version__ and found["cpu_capability"]
+    if found["mkldnn_available"]:  # PyTorch's CPU wheels: oneDNN convolves
+        assert found["onednn"]["convolution"] and found["onednn"]["isa"]
+
+
+def test_load_is_three_averages():
+    load = libraries.load()
+    assert len(load) == 3 and all(v >= 0 for v in load)
+
+
 # --- the benchmark -------------------------------------------------------------------------
 
 
-def fake_best(scale: float) -> dict:
-    names = [f"step/{b}" for b in cases.STEP_BATCHES] + [
-        f"{kind}/{name}" for name in cases.LAYERS for kind in ("forward", "forward_backward")
-    ]
-    return {name: scale * 1e-3 for name in names}
-
-
-def test_bench_report_ratios_and_table():
-    result = report.report(
-        {"numpy": fake_best(4.0), "numba": fake_best(1.25), "torch": fake_best(1.0)}, threads=2
-    )
-    assert result["step"]["numba"]["64"]["ratio_to_torch"] == pytest.approx(0.8)
-    assert result["step"]["torch"]["256"]["images_per_s"] == pytest.approx(256 / 1e-3)
-    forward, both = cases.conv_flops("lenet_conv1")
-    assert forward == 2 * 64 * 6 * 28 * 28 * 25 and both == 2 * forward  # conv1: no dX
-    assert cases.conv_flops("lenet_conv2")[1] == 3 * cases.conv_flops("lenet_conv2")[0]
-    row = result["layers"]["numpy"]["same3x3_16to32"]
-    assert row["forward_gflops"] == pytest.approx(2 * 64 * 32 * 32 * 32 * 16 * 9 / 4e-3 / 1e9)
-    assert row["forward_backward_ratio_to_torch"] == pytest.approx(0.25)
-    table = report.format_table(result)
-    assert "(0.80x)" in table and "lenet_conv2" in table
-    alone = report.report({"numpy": fake_best(4.0)}, threads=1)  # no PyTorch: no ratios
-    assert "ratio_to_torch" not in alone["step"]["numpy"]["64"]
-    report.format_table(alone)
+def test_a_run_against_its_steps(tmp_path, monkeypatch):
+    """A small run in a temporary folder: the run's own two throughputs and their ratio."""
+    monkeypatch.chdir(tmp_path)
+    overrides = ["data=synthetic", "data.num_samples=64", "trainer.max_epochs=1"]
+    got = run_versus_step(overrides, rounds=1)
+    assert got["images_per_s"] > 0 and got["step_images_per_s"] > got["images_per_s"]
+    assert got["ratio"] == pytest.approx(got["images_per_s"] / got["step_images_per_s"])
+    assert list(tmp_path.iterdir()) == []  # nothing written where it ran
 
 
 def run_bench(folder, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -175,18 +336,31 @@ def run_bench(folder, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
 @pytest.mark.slow
 def test_bench_quick_writes_json(tmp_path):
     done, result = run_bench(tmp_path)
-    assert {"step", "layers", "numba_compile", "machine", "settings"} <= set(result)
+    keys = {"step", "layers", "gemm_peak", "numba_compile", "run_versus_step", "libraries"}
+    assert keys | {"machine", "settings", "load"} <= set(result)
     impls = {"numpy", "numba"} | ({"torch"} if result["machine"]["torch"] else set())
     assert set(result["step"]) == impls
     for impl in impls:
-        assert set(result["step"][impl]) == {"64", "256"}
-        assert result["step"][impl]["64"]["images_per_s"] > 0
-        assert set(result["layers"][impl]) == set(cases.LAYERS)
+        assert set(result["step"][impl]) == {"lenet", "vgg_small", "resnet20"}
+        assert set(result["step"][impl]["lenet"]) == {"64", "256"}
+        assert result["step"][impl]["resnet20"]["64"]["images_per_s"] > 0
+        assert set(result["layers"][impl]) == set(convs.LAYERS)
+        assert result["layers"][impl]["lenet_conv2"]["forward_percent_of_peak"] > 0
+        assert result["gemm_peak"]["gflops"][impl]["blas"] > 0
+        assert result["libraries"]["thread_pools"][impl]
     if "torch" in impls:
-        assert result["step"]["torch"]["64"]["ratio_to_torch"] == pytest.approx(1.0)
+        assert result["step"]["torch"]["lenet"]["64"]["ratio_to_torch"] == pytest.approx(1.0)
+        assert result["libraries"]["torch"]["cpu_capability"]
+    for backend in ("numpy", "numba"):
+        run = result["run_versus_step"][backend]
+        assert run["ratio"] == pytest.approx(run["images_per_s"] / run["step_images_per_s"])
     compile_ = result["numba_compile"]
     assert compile_["cold_compile_s"] > 0 and compile_["warm_cache_misses"] == 0
-    assert "images/s" in done.stdout and "ratio to PyTorch" in done.stdout
+    assert len(result["load"]["start"]) == 3 and len(result["load"]["end"]) == 3
+    assert "OPENBLAS_CORETYPE" in result["libraries"]["environment"]
+    for text in ("images/s", "ratio to PyTorch", "GEMM peak", "run / steps", "Machine load"):
+        assert text in done.stdout
+    assert not (tmp_path / "runs").exists()  # the runs were in a temporary folder
 
 
 @pytest.mark.slow

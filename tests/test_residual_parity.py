@@ -3,8 +3,8 @@ stride, inside a network (forward, dX and every parameter's gradient, for a rand
 gradient and non-square inputs); the whole resnet20 after loading PyTorch's weights; and ten
 steps of SGD with momentum that follow PyTorch's. Skipped where PyTorch is not installed.
 
-The twins follow the rule in tests/torch_twins.py: the same tree of modules under the same
-names, so that the state dicts load into each other unchanged."""
+The twins follow the rule of cnnrun/bench/twin.py (through tests/torch_twins.py): the same
+tree of modules under the same names, so that the state dicts load into each other unchanged."""
 
 import numpy as np
 import pytest

@@ -9,8 +9,12 @@ import json
 import sys
 from pathlib import Path
 
-from .report import format_table, machine, report, settings
+from . import libraries
+from .report import library_report, machine, report, settings
+from .table import format_table
 from .worker import IMPLS, compile_probe, measure, measure_compile, worker
+
+RUN_BACKENDS = ("numpy", "numba")  # the implementations a run can use
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,8 +22,11 @@ def parser() -> argparse.ArgumentParser:
     parent's, for the processes it starts."""
     p = argparse.ArgumentParser(
         prog="python -m cnnrun.bench",
-        description="Time the cnnrun backends against PyTorch on the CPU: a LeNet-5 training step "
-        "and four conv layers, each implementation in its own process; prints a "
+        description="Time the cnnrun backends against PyTorch on the CPU, each implementation "
+        "in its own process: training steps of LeNet-5, vgg_small and resnet20, eight conv "
+        "layers beside the float32 GEMM peak of the same process, Numba's compile times, and a "
+        "whole default run against its steps alone; with the BLAS kernels, PyTorch's conv "
+        "library, the environment variables that change them and the machine's load. Prints a "
         "table and writes it as JSON.",
     )
     p.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
@@ -66,14 +73,42 @@ def _impls(text: str, p: argparse.ArgumentParser) -> list[str]:
     return impls
 
 
+def run_speeds(backends: list[str], threads: int, quick: bool) -> dict[str, dict]:
+    """:func:`~cnnrun.run.logging_cost.run_versus_step` of the default run on each backend,
+    on ``threads`` threads, cnnrun's log quiet meanwhile."""
+    import logging
+
+    from ..run.logging_cost import run_versus_step
+
+    log = logging.getLogger("cnnrun")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        return {
+            backend: run_versus_step(
+                [f"backend={backend}", f"backend.threads={threads}"], rounds=1 if quick else 3
+            )
+            for backend in backends
+        }
+    finally:
+        log.setLevel(level)
+
+
 def run(args: argparse.Namespace, threads: int, impls: list[str]) -> dict:
-    """Time ``impls`` (and Numba's first compile when numba is one of them): the results."""
+    """Time ``impls`` (and Numba's first compile when numba is one of them, and a whole run on
+    each cnnrun backend among them): the results."""
+    load_start = libraries.load()
     rounds, block_s = (2, 0.05) if args.quick else (7, 0.2)
-    best, versions = measure(impls, threads, rounds, block_s)
+    best, info = measure(impls, threads, rounds, block_s)
     result = report(best, threads)
     result["numba_compile"] = measure_compile(threads) if "numba" in impls else None
+    backends = [impl for impl in impls if impl in RUN_BACKENDS]
+    result["run_versus_step"] = run_speeds(backends, threads, args.quick)
+    result["libraries"] = library_report(info)
+    versions = {k: v for said in info.values() for k, v in said.get("versions", {}).items()}
     result["machine"] = machine(threads, versions)
     result["settings"] = settings(args.quick, rounds, block_s, impls)
+    result["load"] = {"start": load_start, "end": libraries.load()}
     return result
 
 

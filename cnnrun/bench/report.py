@@ -1,5 +1,6 @@
-"""The benchmark's results: images/s, ms, GFLOP/s and ratios to PyTorch from the best seconds
-per call, as a table and as what the JSON file holds beside them (machine, settings)."""
+"""The benchmark's results: images/s, ms, GFLOP/s, shares of the GEMM peak and ratios to
+PyTorch from the best seconds per call, and what the JSON file holds beside them (machine,
+libraries, settings). The table is :mod:`cnnrun.bench.table`'s."""
 
 from __future__ import annotations
 
@@ -9,93 +10,86 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import KINDS, LAYER_BATCH, LAYERS, STEP_BATCHES, STEP_NET, conv_flops
-
-KIND_LABELS = {"forward": "forward", "forward_backward": "forward+backward"}
+from . import libraries
+from .convs import KINDS, LAYER_BATCH, LAYERS, conv_flops
+from .nets import STEP_NETS, STEPS, step_name
+from .peak import CEILINGS, GEMM_N, gemm_flops
 
 
 def _step_rows(cases: dict[str, float], torch_best: dict | None) -> dict[str, dict]:
-    rows = {}
-    for batch in STEP_BATCHES:
-        seconds = cases[f"step/{batch}"]
+    """``{network: {batch: row}}`` of one implementation."""
+    rows: dict[str, dict] = {}
+    for net, batch in STEPS:
+        seconds = cases[step_name(net, batch)]
         row = {"images_per_s": batch / seconds, "ms": seconds * 1e3}
         if torch_best:
-            row["ratio_to_torch"] = torch_best[f"step/{batch}"] / seconds
-        rows[str(batch)] = row
+            row["ratio_to_torch"] = torch_best[step_name(net, batch)] / seconds
+        rows.setdefault(net, {})[str(batch)] = row
     return rows
 
 
-def _layer_row(name: str, cases: dict[str, float], torch_best: dict | None) -> dict[str, float]:
+def gemm_peaks(cases: dict[str, float], n: int = GEMM_N) -> dict[str, float]:
+    """GFLOP/s of each GEMM case of a worker, by how (``matmul``, ``blas``, ``torch``)."""
+    return {
+        name.split("/", 1)[1]: gemm_flops(n) / seconds / 1e9
+        for name, seconds in cases.items()
+        if name.startswith("gemm/")
+    }
+
+
+def _layer_row(
+    name: str, cases: dict[str, float], peak: float | None, torch_best: dict | None
+) -> dict[str, float]:
     row = {}
     for kind, count in zip(KINDS, conv_flops(name)):
         seconds = cases[f"{kind}/{name}"]
         row[f"{kind}_ms"] = seconds * 1e3
         row[f"{kind}_gflops"] = count / seconds / 1e9
+        if peak:
+            row[f"{kind}_percent_of_peak"] = 100.0 * row[f"{kind}_gflops"] / peak
         if torch_best:
             row[f"{kind}_ratio_to_torch"] = torch_best[f"{kind}/{name}"] / seconds
     return row
 
 
+def ceiling(impl: str, peaks: dict[str, float]) -> float | None:
+    """The GEMM GFLOP/s that ``impl``'s conv layers are put beside (:data:`CEILINGS`)."""
+    return peaks.get(CEILINGS[impl].split("/", 1)[1])
+
+
 def report(best: dict[str, dict[str, float]], threads: int) -> dict:
-    """Images/s, ms, GFLOP/s and ratios to PyTorch from the best seconds per call."""
+    """Images/s, ms, GFLOP/s, % of the GEMM peak and ratios to PyTorch from the best seconds
+    per call."""
     torch_best = best.get("torch")
     step = {impl: _step_rows(cases, torch_best) for impl, cases in best.items()}
+    peaks = {impl: gemm_peaks(cases) for impl, cases in best.items()}
     layers = {
-        impl: {name: _layer_row(name, cases, torch_best) for name in LAYERS}
+        impl: {
+            name: _layer_row(name, cases, ceiling(impl, peaks[impl]), torch_best) for name in LAYERS
+        }
         for impl, cases in best.items()
     }
-    return {"step": step, "layers": layers, "threads": threads}
+    gemm = {
+        "n": GEMM_N,
+        "gflops": peaks,
+        "ceiling": {impl: CEILINGS[impl] for impl in best},
+    }
+    return {"step": step, "layers": layers, "gemm_peak": gemm, "threads": threads}
 
 
-def _ratio(row: dict, key: str) -> str:
-    return f" ({row[key]:.2f}x)" if key in row else ""
-
-
-def _step_lines(result: dict) -> list[str]:
-    step = result["step"]
-    lines = [
-        f"LeNet-5 training step, float32, {result['threads']} threads: images/s (ratio to PyTorch)",
-        f"{'':8}" + "".join(f"{'batch ' + str(b):>22}" for b in STEP_BATCHES),
-    ]
-    for impl, rows in step.items():
-        cells = [
-            f"{row['images_per_s']:,.0f}{_ratio(row, 'ratio_to_torch')}"
-            for row in (rows[str(b)] for b in STEP_BATCHES)
-        ]
-        lines.append(f"{impl:8}" + "".join(f"{cell:>22}" for cell in cells))
-    return lines
-
-
-def _layer_lines(result: dict) -> list[str]:
-    layers = result["layers"]
-    lines = [
-        f"Conv layers, batch {LAYER_BATCH}: ms, GFLOP/s (ratio to PyTorch); conv1's "
-        "backward is dW and db only"
-    ]
-    for kind in KINDS:
-        lines.append(f"{KIND_LABELS[kind]:24}" + "".join(f"{impl:>28}" for impl in layers))
-        for name in LAYERS:
-            cells = [
-                f"{row[f'{kind}_ms']:.3f} ms {row[f'{kind}_gflops']:5.1f}"
-                f"{_ratio(row, f'{kind}_ratio_to_torch')}"
-                for row in (rows[name] for rows in layers.values())
-            ]
-            lines.append(f"  {name:22}" + "".join(f"{cell:>28}" for cell in cells))
-    return lines
-
-
-def format_table(result: dict) -> str:
-    """The report as text: the LeNet step, the conv layers, Numba's compile times."""
-    lines = _step_lines(result) + [""] + _layer_lines(result)
-    compile_ = result.get("numba_compile")
-    if compile_:
-        lines.append("")
-        lines.append(
-            f"Numba first LeNet step, compile time: {compile_['cold_compile_s']:.1f} s "
-            f"with an empty cache, {compile_['warm_compile_s']:.2f} s with the cache "
-            f"({compile_['warm_cache_misses']} cache misses)"
-        )
-    return "\n".join(lines)
+def library_report(info: dict[str, dict]) -> dict:
+    """What the workers compute with, from their ``ready`` messages: each one's thread pools
+    (numpy's BLAS among them), PyTorch's libraries, the environment variables that change
+    them, and :func:`~cnnrun.bench.libraries.kernel_note`."""
+    pools = {impl: said.get("thread_pools", []) for impl, said in info.items()}
+    env = libraries.environment()
+    first = next(iter(pools.values()), [])
+    return {
+        "thread_pools": pools,
+        "torch": info.get("torch", {}).get("torch"),
+        "environment": env,
+        "kernel_note": libraries.kernel_note(first, libraries.cpu_flags(), env),
+    }
 
 
 def _cpu() -> str:
@@ -128,18 +122,19 @@ def machine(threads: int, versions: dict[str, str]) -> dict:
 def settings(quick: bool, rounds: int, block_s: float, impls: Sequence[str]) -> dict:
     """How the figures were taken: rounds, block length, the cases' shapes."""
     keys = ("in", "out", "kernel", "size", "padding", "input_is_data")
+    nets = {
+        name: {"model": net.model, "data": net.data, "overrides": list(net.overrides)}
+        for name, net in STEP_NETS.items()
+    }
     return {
         "quick": quick,
         "rounds": rounds,
         "block_s": block_s,
         "dtype": "float32",
-        "step_net": {
-            "model": STEP_NET.model,
-            "data": STEP_NET.data,
-            "overrides": list(STEP_NET.overrides),
-        },
-        "step_batches": list(STEP_BATCHES),
+        "step_nets": nets,
+        "steps": [{"net": net, "batch": batch} for net, batch in STEPS],
         "layer_batch": LAYER_BATCH,
+        "gemm_n": GEMM_N,
         "impls": list(impls),
         "layers": {name: dict(zip(keys, spec)) for name, spec in LAYERS.items()},
     }

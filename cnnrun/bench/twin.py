@@ -1,12 +1,26 @@
-"""The PyTorch twin of a cnnrun model: the same layers from the same specs, in the same order and
-under the same names, so that ``state_dict`` keys (``<layer name>.weight``) match and the
-weights and buffers are copied over as they are. Each layer's training mode is copied too.
+"""The PyTorch twin of a cnnrun model: the same tree of modules under the same names, so that
+``state_dict`` keys (``<layer name>.weight``, ``block1_1.branch.conv1.weight``) match and the
+weights and buffers are copied over as they are. Each module's training mode is copied too.
 
-PyTorch is imported only here, and only when a twin is made.
+The rule, which the bench's step cases and the parity tests (``tests/torch_twins.py``) share:
+
+* a :class:`~cnnrun.nn.Sequential` is a ``torch.nn.Sequential`` of its layers' twins, under
+  the layers' names;
+* a :class:`~cnnrun.nn.Residual` is a ``TorchResidual`` (:func:`residual_class`), a module
+  whose attributes ``branch`` and ``shortcut`` are the twins of its two paths
+  (``torch.nn.Identity`` for the identity shortcut) and whose forward is
+  ``branch(x) + shortcut(x)``;
+* a :class:`~cnnrun.nn.GlobalAvgPool2d` is ``AdaptiveAvgPool2d(1)`` then ``Flatten()``;
+* every other layer is its PyTorch counterpart (:func:`torch_layer`).
+
+Keys, shapes and order then match, and either state dict loads into the other model as it is.
+PyTorch is imported only here, only inside the functions, and only when a twin is made: the
+package never depends on it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -66,22 +80,59 @@ def torch_layer(layer: nn.Module) -> torch.nn.Module:
     raise TypeError(f"no PyTorch twin for {type(layer).__name__} {layer.name!r}")
 
 
-def torch_twin(model: nn.Module) -> torch.nn.Module:
-    """``model`` (a :class:`~cnnrun.nn.Sequential` or a single layer) in PyTorch, in the dtype
-    of its parameters, with copies of its parameters and buffers and its layers' modes."""
+@functools.cache
+def residual_class() -> type[torch.nn.Module]:
+    """``TorchResidual``, the twin of :class:`cnnrun.nn.Residual`: made on first use, so that
+    importing this module does not import PyTorch."""
     import torch
 
-    if isinstance(model, nn.Sequential):
-        layers = list(model.layers)
-        twin = torch.nn.Sequential(OrderedDict((n, torch_layer(layer)) for n, layer in layers))
-        modes = [(twin.get_submodule(n), layer.training) for n, layer in layers]
-    else:
-        twin = torch_layer(model)
-        modes = [(twin, model.training)]
+    class TorchResidual(torch.nn.Module):
+        """``branch(x) + shortcut(x)``, the shortcut ``Identity`` where none is given."""
+
+        def __init__(self, branch: torch.nn.Module, shortcut: torch.nn.Module | None = None):
+            super().__init__()
+            self.branch = branch
+            self.shortcut = torch.nn.Identity() if shortcut is None else shortcut
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.branch(x) + self.shortcut(x)
+
+    return TorchResidual
+
+
+def torch_module(module: nn.Module) -> torch.nn.Module:
+    """The twin of ``module`` (see the module's notes), with PyTorch's initial weights."""
+    import torch
+
+    if isinstance(module, nn.Sequential):
+        return torch.nn.Sequential(OrderedDict((n, torch_module(m)) for n, m in module.layers))
+    if isinstance(module, nn.Residual):
+        shortcut = None if module.shortcut is None else torch_module(module.shortcut)
+        return residual_class()(torch_module(module.branch), shortcut)
+    if isinstance(module, nn.GlobalAvgPool2d):
+        return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    return torch_layer(module)
+
+
+def to_torch(state: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """A cnnrun ``state_dict`` as tensors (copies), for ``load_state_dict``."""
+    import torch
+
+    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
+
+
+def torch_twin(model: nn.Module) -> torch.nn.Module:
+    """``model`` (a network or a single layer) in PyTorch, in the dtype of its parameters, its
+    weights and buffers loaded from ``model.state_dict()`` (strictly: the keys match by the
+    rule) and every module's training mode copied (a dropout layer in eval inside a network in
+    training stays so)."""
+    import torch
+
+    twin = torch_module(model)
     dtype = next((p.data.dtype for p in model.parameters()), np.dtype(np.float32))
     twin.to(torch.from_numpy(np.zeros(0, dtype)).dtype)
-    state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in model.state_dict().items()}
-    twin.load_state_dict(state)  # strict: the keys match by design
-    for module, training in modes:
-        module.train(training)
+    twin.load_state_dict(to_torch(model.state_dict()))
+    # a container before what it holds: each module's own mode wins over its container's
+    for name, module in model.named_modules():
+        twin.get_submodule(name).train(module.training)
     return twin

@@ -2,7 +2,8 @@
 parent's side of talking to them.
 
 A worker sets its process up once (threads, BLAS, allocator), builds every case, warms each one
-up and sizes its timing block, says ``{"ready": ..., "versions": ...}``, then answers each
+up and sizes its timing block, says ``{"ready": ..., "versions": ..., "thread_pools": ...}``
+(and, PyTorch's, ``"torch"``: what it convolves with), then answers each
 ``<case>`` line on stdin with one block: ``{"case": ..., "seconds": <per call>}``. An empty
 line or EOF ends it. Messages are JSON lines on stdout.
 """
@@ -19,6 +20,7 @@ import time
 from collections.abc import Sequence
 
 from . import cases
+from .nets import cnnrun_step
 
 IMPLS = ("numpy", "numba", "torch")
 SETTLE_S = 0.5  # pause between two workers' turns
@@ -38,19 +40,23 @@ def _seconds(fn: cases.Case, calls: int = 1) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def setup(impl: str, threads: int) -> tuple[dict[str, cases.Case], dict[str, str]]:
-    """This process set up once for ``impl`` on ``threads`` threads, every case built; and the
-    versions worth reporting."""
+def setup(impl: str, threads: int) -> tuple[dict[str, cases.Case], dict]:
+    """This process set up once for ``impl`` on ``threads`` threads, every case built; and what
+    it computes with: versions, its libraries' thread pools and kernels (and PyTorch's)."""
+    from . import libraries
+
     if impl == "torch":
         import torch
 
         torch.set_num_threads(threads)
-        return cases.torch_cases(), {"torch": torch.__version__}
+        found = libraries.torch_info()  # before any other convolution: oneDNN's first log
+        info = {"versions": {"torch": torch.__version__}, "torch": found}
+        return cases.torch_cases(threads), info | {"thread_pools": libraries.thread_pools()}
     from ..backends import configure_process, get_backend
 
     get_backend(impl)
     configure_process(threads, impl)
-    return cases.cnnrun_cases(impl), {}
+    return cases.cnnrun_cases(impl, threads), {"thread_pools": libraries.thread_pools()}
 
 
 def block_calls(fn: cases.Case, block_s: float) -> int:
@@ -63,9 +69,9 @@ def block_calls(fn: cases.Case, block_s: float) -> int:
 
 def worker(impl: str, threads: int, block_s: float) -> None:
     """Serve timing blocks of ``impl``'s cases on stdin and stdout (see the module's notes)."""
-    fns, versions = setup(impl, threads)
+    fns, info = setup(impl, threads)
     calls = {name: block_calls(fn, block_s) for name, fn in fns.items()}
-    _say({"ready": impl, "versions": versions})
+    _say({"ready": impl} | info)
     for line in sys.stdin:
         name = line.strip()
         if not name:
@@ -90,7 +96,7 @@ def _cache_counts() -> tuple[int, int]:
 
 
 def compile_probe(threads: int) -> None:
-    """One step of the step case at batch 64 on the numba backend in a fresh process: its time,
+    """One LeNet step at batch 64 on the numba backend in a fresh process: its time,
     the steady time of the next steps, and Numba's cache hits and misses."""
     started = time.perf_counter()
     from ..backends import configure_process, get_backend
@@ -98,7 +104,7 @@ def compile_probe(threads: int) -> None:
     get_backend("numba")
     imported = time.perf_counter() - started
     configure_process(threads, "numba")
-    step = cases.cnnrun_step("numba", cases.STEP_BATCHES[0])
+    step = cnnrun_step("numba", 64)
     first = _seconds(step)
     steady = min(_seconds(step) for _ in range(5))
     hits, misses = _cache_counts()
@@ -163,26 +169,25 @@ class Worker:
 
 def measure(
     impls: Sequence[str], threads: int, rounds: int, block_s: float
-) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """Best seconds per call, ``{impl: {case: s}}``, and each worker's reported versions."""
+) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+    """Best seconds per call, ``{impl: {case: s}}``, and what each worker said it computes
+    with (its ``ready`` message: versions, thread pools)."""
     workers: dict[str, Worker] = {}
     try:
         for impl in impls:
             workers[impl] = Worker(impl, threads, block_s)
-        versions = {}
-        for worker_ in workers.values():
-            versions.update(worker_.read()["versions"])
-        names = cases.case_names()
-        best = {impl: dict.fromkeys(names, math.inf) for impl in impls}
+        info = {impl: worker_.read() for impl, worker_ in workers.items()}
+        names = {impl: cases.case_names(impl) for impl in impls}
+        best = {impl: dict.fromkeys(names[impl], math.inf) for impl in impls}
         order = list(impls)
         for r in range(rounds):
             for impl in order[r % len(order) :] + order[: r % len(order)]:
                 # the previous worker's idle BLAS and OpenMP threads spin for a while before
                 # they sleep, on the cores this one needs: let them settle first
                 time.sleep(SETTLE_S)
-                for name in names:
+                for name in names[impl]:
                     best[impl][name] = min(best[impl][name], workers[impl].ask(name))
-        return best, versions
+        return best, info
     finally:
         for worker_ in workers.values():
             worker_.close()

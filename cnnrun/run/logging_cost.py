@@ -8,6 +8,9 @@ included, start-up excluded). On a shared machine the two runs' difference is no
 even come out above 1), so the logging-on runs also time the dashboard's own calls: the
 share of ``fit()`` they take is the cost measured directly (what it leaves out: the copy of
 the weights and the pass over the activations of the steps that measure the gradient flow).
+
+:func:`run_versus_step` (``python -m cnnrun.bench``'s last figures) times a plain run the same
+way, the real dashboard on: what share of the steps' own speed a whole run keeps.
 """
 
 from __future__ import annotations
@@ -82,22 +85,37 @@ def _compose(overrides: list[str], out: Path):
         return compose("config", overrides=[*overrides, f"paths.output_dir={out}"])
 
 
-def _fit(overrides: list[str], out: Path, silent: bool) -> tuple[float, float, float]:
-    """One whole run: (wall-clock images/s of fit(), images/s inside the steps alone, the
-    share of fit() spent in the dashboard's calls)."""
+def fit_speed(overrides: list[str], out: Path, dashboard: type[Dashboard] | None = None) -> dict:
+    """One whole run in ``out``, trained to the end, with ``dashboard`` in place of the real
+    one (None: the real one, as a plain run has it). Its throughput, start-up excluded:
+    ``fit_images_per_s``, the images trained over the seconds ``fit()`` took;
+    ``images_per_s`` and ``step_images_per_s``, the run's own ``train/images_per_s`` (the
+    epochs' loop, wall-clock) and ``train/step_images_per_s`` (inside the steps alone); and,
+    with a :class:`TimedDashboard`, ``dashboard_share``, the share of ``fit()`` in its calls."""
     cfg = _compose([*overrides, "trainer.progress=false"], out)
     real = train_module.Dashboard
-    train_module.Dashboard = SilentDashboard if silent else TimedDashboard
+    train_module.Dashboard = dashboard or real
     TimedDashboard.seconds = 0.0
     try:
         trainer = train_module.Trainer(cfg, out)
         start = time.perf_counter()
-        trainer.fit()
+        metrics = trainer.fit()
         wall = time.perf_counter() - start
     finally:
         train_module.Dashboard = real
-    share = 0.0 if silent else TimedDashboard.seconds / wall
-    return trainer.images / wall, trainer.images / trainer.train_seconds, share
+    return {
+        "fit_images_per_s": trainer.images / wall,
+        "images_per_s": metrics["train/images_per_s"],
+        "step_images_per_s": metrics["train/step_images_per_s"],
+        "dashboard_share": TimedDashboard.seconds / wall if dashboard is TimedDashboard else 0.0,
+    }
+
+
+def _fit(overrides: list[str], out: Path, silent: bool) -> tuple[float, float, float]:
+    """(wall-clock images/s of fit(), images/s inside the steps alone, the dashboard's share)
+    of one run with logging on (a :class:`TimedDashboard`) or off."""
+    got = fit_speed(overrides, out, SilentDashboard if silent else TimedDashboard)
+    return got["fit_images_per_s"], got["step_images_per_s"], got["dashboard_share"]
 
 
 def logging_cost(overrides: list[str], rounds: int = 3) -> dict:
@@ -118,6 +136,28 @@ def logging_cost(overrides: list[str], rounds: int = 3) -> dict:
         "ratio": on[0] / off[0],
         "dashboard_share": on[2],
         "ratio_direct": 1.0 - on[2],
+    }
+
+
+def run_versus_step(overrides: list[str], rounds: int = 3) -> dict:
+    """A plain run (the default one, or the one ``overrides`` make; the real dashboard on),
+    ``rounds`` times in a temporary folder: the round with the most wall-clock images/s, as
+    the run reports them (``train/images_per_s``, ``train/step_images_per_s``), and
+    ``ratio``, the first over the second: the share of the steps' speed that a whole run
+    keeps once evaluation, logging and checkpoints are counted."""
+    best: dict = {}
+    with tempfile.TemporaryDirectory(prefix="cnnrun-run-speed-") as tmp:
+        for r in range(rounds):
+            got = fit_speed(overrides, Path(tmp) / str(r))
+            if not best or got["images_per_s"] > best["images_per_s"]:
+                best = got
+    return {
+        "overrides": overrides,
+        "rounds": rounds,
+        "images_per_s": best["images_per_s"],
+        "step_images_per_s": best["step_images_per_s"],
+        "fit_images_per_s": best["fit_images_per_s"],
+        "ratio": best["images_per_s"] / best["step_images_per_s"],
     }
 
 
