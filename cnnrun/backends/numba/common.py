@@ -10,8 +10,9 @@ compiling a ``prange`` loop costs about twice what the serial loop costs (its bo
 as a gufunc, then linked and optimised again in the caller): the first LeNet run compiled for
 18 s with it, 6 s without. Handing a range to a pool thread costs about 25 us on an idle
 machine (a prange loop: 2 us), several times that when other processes hold the cores, which
-shows on LeNet at batch 64, whose kernels take 0.2 to 0.5 ms. Every item is computed alone, or into its own slot of a partial
-sum (dW: one per chunk, added in chunk order), so which thread takes it changes no bit.
+shows on LeNet at batch 64, whose kernels take 0.2 to 0.5 ms. Every item is computed alone, or
+into its own slot of a partial sum (dW: one per chunk, added in chunk order), so which thread
+takes it changes no bit.
 """
 
 from __future__ import annotations

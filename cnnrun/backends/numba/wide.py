@@ -25,6 +25,8 @@ Padded taps read offset 0, a real (finite) element, times a zero weight.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -46,15 +48,23 @@ def groups_up(count: int) -> int:
 
 def tap_offsets(w_shape, padded_hw, dilation) -> np.ndarray:
     """(K,) offsets of the taps (c, p, q), in weight order, into a flat (C, Hp, Wp) image; K is
-    ``C*kh*kw`` rounded up to whole groups, the extra taps at offset 0."""
-    _, c, kh, kw = w_shape
+    ``C*kh*kw`` rounded up to whole groups, the extra taps at offset 0. Read-only, and made once
+    per geometry (building it took 60 us, a ResNet-20 step asks 80 times)."""
+    return _tap_offsets(tuple(w_shape[1:]), tuple(padded_hw), tuple(dilation))
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_offsets(kernel_shape, padded_hw, dilation) -> np.ndarray:
+    c, kh, kw = kernel_shape
     (hp, wp), (dh, dw) = padded_hw, dilation
     offs = (
         np.arange(c)[:, None, None] * (hp * wp)
         + np.arange(kh)[None, :, None] * (dh * wp)
         + np.arange(kw)[None, None, :] * dw
     ).ravel()
-    return np.concatenate([offs, np.zeros(groups_up(offs.size) - offs.size, offs.dtype)])
+    offs = np.concatenate([offs, np.zeros(groups_up(offs.size) - offs.size, offs.dtype)])
+    offs.flags.writeable = False
+    return offs
 
 
 def grouped(w: np.ndarray, dtype) -> np.ndarray:
