@@ -64,7 +64,7 @@ class ThreadCount(int):
         return count
 
 
-COMPILE_SECONDS = 15  # the numba kernels' first compile on 2 idle cores; longer on busy ones
+COMPILE_SECONDS = 5  # numba's first compile for a LeNet step on 2 cores; longer on busy ones
 
 
 def numba_cache() -> str:
