@@ -99,6 +99,25 @@ def test_weight_and_gradient_side_by_side_each_on_its_scale():
     np.testing.assert_array_equal(both[:, -alone.shape[1] :], alone)
 
 
+@pytest.mark.parametrize("factor", [1, 3])
+def test_grid_places_every_enlarged_tile_between_separators(factor):
+    """Against the layout written out pixel by pixel: ragged rows, one tile copy each."""
+    rng = np.random.default_rng(factor)
+    h, w, g = 2, 3, pictures.GAP
+    tiles = [[rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)] for n in (3, 1)]
+    picture = pictures.grid(tiles, factor)
+    th, tw = h * factor, w * factor
+    expected = np.empty((2 * (th + g) + g, 3 * (tw + g) + g, 3), np.uint8)
+    expected[...] = pictures.SEPARATOR
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            top, left = g + r * (th + g), g + c * (tw + g)
+            expected[top : top + th, left : left + tw] = np.kron(tile, np.ones((factor, factor, 1)))
+    np.testing.assert_array_equal(picture, expected)
+    stacked = np.stack([np.stack(tiles[0])] * 2)  # the same picture from a (rows, cols) array
+    np.testing.assert_array_equal(pictures.grid(stacked, factor)[: th + g], expected[: th + g])
+
+
 def test_confusion_rows_are_fractions_of_their_class():
     counts = np.array([[3, 1], [0, 0]])
     picture = pictures.confusion(counts, cell_px=1)
