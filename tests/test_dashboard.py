@@ -62,6 +62,37 @@ def test_event_file_read_back_by_tensorboard(tmp_path):
     np.testing.assert_array_equal(decode_png(image.encoded_image_string), picture)
 
 
+def test_refilled_scalar_events_are_those_summary_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(events.time, "time", lambda: 1234.5)
+    steps = [(0, {"a": 0.0, "b": -1.0}), (7, {"a": 2.5, "b": 3.0}), (200, {"c": 0.125})]
+    plain = events.EventFile(tmp_path / "plain", name="e")
+    refilled = events.EventFile(tmp_path / "refilled", name="e")
+    for step, values in [*steps, steps[1]]:  # the first set of tags again, after another
+        plain.summary(step, [events.scalar(t, v) for t, v in values.items()])
+        refilled.scalars(step, values)
+    plain.close(), refilled.close()
+    assert (tmp_path / "refilled" / "e").read_bytes() == (tmp_path / "plain" / "e").read_bytes()
+    written = events.read_events(tmp_path / "refilled" / "e")[2:]  # after version and START
+    got = [(e.step, {v.tag: v.simple_value for v in e.summary.value}) for e in written]
+    assert got == [*steps, steps[1]]
+
+
+def test_held_events_are_written_in_order_at_a_flush(tmp_path):
+    writer = events.EventFile(tmp_path, name="e")
+    expected = []
+    for step in range(events.EventFile.HOLD + 5):  # past one batch of held events
+        if step % 7 == 0:
+            writer.summary(step, [events.text("t", f"at {step}")])
+            expected.append((step, "t"))
+        writer.scalars(step, {"loss": step / 8})
+        expected.append((step, "loss"))
+    writer.flush()  # a checkpoint follows: everything so far is in the file
+    written = events.read_events(tmp_path / "e")[2:]
+    assert [(e.step, e.summary.value[0].tag) for e in written] == expected
+    assert [e.summary.value[0].simple_value for e in written if e.step == 9] == [9 / 8]
+    writer.close()
+
+
 def test_histogram_of_no_finite_value_is_not_written():
     assert events.histogram("h", np.array([np.nan, np.inf])) is None
     one = events.histogram("h", np.full(4, 2.0))  # a single value still gets a bucket
