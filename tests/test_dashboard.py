@@ -19,7 +19,7 @@ from runner_helpers import TINY, event_accumulator, run_config
 from cnnrun import nn, optim
 from cnnrun.run import events, pictures
 from cnnrun.run import logger as tags
-from cnnrun.run.dashboard import record_failure
+from cnnrun.run.dashboard import PICTURE_SETS, pictures_every, record_failure
 from cnnrun.run.probe import inactive_fraction, probe
 from cnnrun.run.step import train_step
 from cnnrun.run.train import NonFiniteError, train
@@ -147,6 +147,18 @@ def test_grid_places_every_enlarged_tile_between_separators(factor):
     np.testing.assert_array_equal(picture, expected)
     stacked = np.stack([np.stack(tiles[0])] * 2)  # the same picture from a (rows, cols) array
     np.testing.assert_array_equal(pictures.grid(stacked, factor)[: th + g], expected[: th + g])
+
+
+@pytest.mark.parametrize("max_epochs", [1, 6, 7, 9, 11, 12, 13, 50, 100])
+def test_a_run_gets_about_picture_sets_sets_of_pictures(max_epochs):
+    """Every epoch up to PICTURE_SETS epochs, then about that many (and the last epoch's)."""
+    every = pictures_every(None, max_epochs)
+    sets = sum(e % every == 0 or e == max_epochs for e in range(1, max_epochs + 1))
+    if max_epochs <= PICTURE_SETS:
+        assert sets == max_epochs
+    else:
+        assert PICTURE_SETS // 2 < sets <= PICTURE_SETS + 1, (every, sets)
+    assert pictures_every(3, max_epochs) == 3
 
 
 def test_confusion_rows_are_fractions_of_their_class():
