@@ -168,10 +168,10 @@ class Trainer:
             self.dashboard.close()
 
     def _epochs(self, guard: SignalGuard) -> None:
-        s, max_epochs = self.state, self.cfg.trainer.max_epochs
-        bar = tqdm(desc="epochs", initial=s.epoch, total=max_epochs, disable=not self.progress)
+        s, total, off = self.state, self.cfg.trainer.max_epochs, not self.progress
+        bar = tqdm(desc="epochs", unit="epoch", initial=s.epoch, total=total, disable=off)
         started = time.perf_counter()
-        while s.epoch < max_epochs:
+        while s.epoch < total:
             self._train_epoch(guard)
             self._end_epoch()
             bar.update(1)
@@ -209,6 +209,7 @@ class Trainer:
             total=n_batches,
             initial=s.batch,
             desc=f"epoch {s.epoch + 1}",
+            unit="batch",  # batches a second of wall-clock, the steps' logging included
             leave=False,
             disable=not self.progress,
         )
@@ -245,7 +246,8 @@ class Trainer:
         s.skips_in_a_row = 0
         self.dashboard.step(s.step, result)
         if self.progress:
-            bar.set_postfix(loss=f"{result.loss:.4f}", acc=f"{result.acc:.3f}")
+            # shown at the bar's next redraw (ten a second at most), not with one of its own
+            bar.set_postfix(loss=f"{result.loss:.4f}", acc=f"{result.acc:.3f}", refresh=False)
         s.step += 1
 
     def _snapshot(self) -> tuple[dict, dict]:
@@ -367,7 +369,8 @@ class Trainer:
         self.dashboard.finish(metrics)
         log.info(
             "done in %.1f s: val/loss %.4f, val/acc %.4f; test/loss %.4f, test/acc %.4f (best "
-            "checkpoint; last: %.4f, %.4f); %.0f images/s (%.0f inside the steps); run folder %s",
+            "checkpoint; last: %.4f, %.4f); %.0f images/s wall-clock (%.0f inside the steps "
+            "alone); run folder %s",
             seconds,
             *(metrics[k] for k in ("val/loss", "val/acc", "test/loss", "test/acc")),
             *(metrics[k] for k in ("test/loss_last", "test/acc_last", "train/images_per_s")),
