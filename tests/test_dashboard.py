@@ -347,7 +347,7 @@ def test_a_run_does_not_import_a_deep_learning_framework(tmp_path):
     assert math.isfinite(metrics["val/loss"])
 
 
-@pytest.mark.parametrize("size", [0, 1, 9, 255, 2047, 2048, 2049, 5000, 70001])
+@pytest.mark.parametrize("size", [0, 1, 9, 255, 2048, 5000, 8191, 8192, 8193, 70001])
 def test_crc32c_matches_tensorboards_own(size):
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
 
