@@ -7,7 +7,9 @@ turning the same config into YAML for every one of them, 17 ms in ``np.savez``, 
 fsyncs and the rest hashing and copying the arrays. Here the YAML is made once per run, the
 file's bytes once per position of the run (``best.npz`` and ``last.npz`` of an epoch are the
 same file), and the folder is fsynced once when the run ends: until then a power cut leaves
-each name on its previous complete file (:mod:`cnnrun.run.checkpoint`).
+each name on its previous complete file (:mod:`cnnrun.run.checkpoint`). What is left, about
+45 ms a run, is each file's own fsync before its rename, the renames, and 1.5 ms an epoch of
+hashing and ``np.savez``.
 """
 
 from __future__ import annotations
