@@ -19,7 +19,7 @@ from runner_helpers import TINY, event_accumulator, run_config
 from cnnrun import nn, optim
 from cnnrun.run import events, pictures
 from cnnrun.run import logger as tags
-from cnnrun.run.dashboard import record_failure
+from cnnrun.run.dashboard import PICTURE_SETS, pictures_every, record_failure
 from cnnrun.run.probe import inactive_fraction, probe
 from cnnrun.run.step import train_step
 from cnnrun.run.train import NonFiniteError, train
@@ -62,6 +62,37 @@ def test_event_file_read_back_by_tensorboard(tmp_path):
     np.testing.assert_array_equal(decode_png(image.encoded_image_string), picture)
 
 
+def test_refilled_scalar_events_are_those_summary_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(events.time, "time", lambda: 1234.5)
+    steps = [(0, {"a": 0.0, "b": -1.0}), (7, {"a": 2.5, "b": 3.0}), (200, {"c": 0.125})]
+    plain = events.EventFile(tmp_path / "plain", name="e")
+    refilled = events.EventFile(tmp_path / "refilled", name="e")
+    for step, values in [*steps, steps[1]]:  # the first set of tags again, after another
+        plain.summary(step, [events.scalar(t, v) for t, v in values.items()])
+        refilled.scalars(step, values)
+    plain.close(), refilled.close()
+    assert (tmp_path / "refilled" / "e").read_bytes() == (tmp_path / "plain" / "e").read_bytes()
+    written = events.read_events(tmp_path / "refilled" / "e")[2:]  # after version and START
+    got = [(e.step, {v.tag: v.simple_value for v in e.summary.value}) for e in written]
+    assert got == [*steps, steps[1]]
+
+
+def test_held_events_are_written_in_order_at_a_flush(tmp_path):
+    writer = events.EventFile(tmp_path, name="e")
+    expected = []
+    for step in range(events.EventFile.HOLD + 5):  # past one batch of held events
+        if step % 7 == 0:
+            writer.summary(step, [events.text("t", f"at {step}")])
+            expected.append((step, "t"))
+        writer.scalars(step, {"loss": step / 8})
+        expected.append((step, "loss"))
+    writer.flush()  # a checkpoint follows: everything so far is in the file
+    written = events.read_events(tmp_path / "e")[2:]
+    assert [(e.step, e.summary.value[0].tag) for e in written] == expected
+    assert [e.summary.value[0].simple_value for e in written if e.step == 9] == [9 / 8]
+    writer.close()
+
+
 def test_histogram_of_no_finite_value_is_not_written():
     assert events.histogram("h", np.array([np.nan, np.inf])) is None
     one = events.histogram("h", np.full(4, 2.0))  # a single value still gets a bucket
@@ -97,6 +128,37 @@ def test_weight_and_gradient_side_by_side_each_on_its_scale():
     assert both.shape[0] == alone.shape[0] and both.shape[1] > 2 * alone.shape[1]
     np.testing.assert_array_equal(both[:, : alone.shape[1]], alone)
     np.testing.assert_array_equal(both[:, -alone.shape[1] :], alone)
+
+
+@pytest.mark.parametrize("factor", [1, 3])
+def test_grid_places_every_enlarged_tile_between_separators(factor):
+    """Against the layout written out pixel by pixel: ragged rows, one tile copy each."""
+    rng = np.random.default_rng(factor)
+    h, w, g = 2, 3, pictures.GAP
+    tiles = [[rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)] for n in (3, 1)]
+    picture = pictures.grid(tiles, factor)
+    th, tw = h * factor, w * factor
+    expected = np.empty((2 * (th + g) + g, 3 * (tw + g) + g, 3), np.uint8)
+    expected[...] = pictures.SEPARATOR
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            top, left = g + r * (th + g), g + c * (tw + g)
+            expected[top : top + th, left : left + tw] = np.kron(tile, np.ones((factor, factor, 1)))
+    np.testing.assert_array_equal(picture, expected)
+    stacked = np.stack([np.stack(tiles[0])] * 2)  # the same picture from a (rows, cols) array
+    np.testing.assert_array_equal(pictures.grid(stacked, factor)[: th + g], expected[: th + g])
+
+
+@pytest.mark.parametrize("max_epochs", [1, 6, 7, 9, 11, 12, 13, 50, 100])
+def test_a_run_gets_about_picture_sets_sets_of_pictures(max_epochs):
+    """Every epoch up to PICTURE_SETS epochs, then about that many (and the last epoch's)."""
+    every = pictures_every(None, max_epochs)
+    sets = sum(e % every == 0 or e == max_epochs for e in range(1, max_epochs + 1))
+    if max_epochs <= PICTURE_SETS:
+        assert sets == max_epochs
+    else:
+        assert PICTURE_SETS // 2 < sets <= PICTURE_SETS + 1, (every, sets)
+    assert pictures_every(3, max_epochs) == 3
 
 
 def test_confusion_rows_are_fractions_of_their_class():
@@ -285,7 +347,7 @@ def test_a_run_does_not_import_a_deep_learning_framework(tmp_path):
     assert math.isfinite(metrics["val/loss"])
 
 
-@pytest.mark.parametrize("size", [0, 1, 9, 255, 2047, 2048, 2049, 5000, 70001])
+@pytest.mark.parametrize("size", [0, 1, 9, 255, 2048, 5000, 8191, 8192, 8193, 70001])
 def test_crc32c_matches_tensorboards_own(size):
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
 

@@ -331,3 +331,13 @@ def test_python_m_cnnrun_end_to_end(tmp_path):
     # the log file records the run, the run folder is where the log says
     log = (run / "cnnrun.log").read_text()
     assert "epoch 1/1" in log and str(run) in log
+
+
+def test_the_progress_bar_is_not_redrawn_at_every_step(tmp_path, capsys):
+    """The bar's loss and accuracy were set with a redraw at every step (3% of the default
+    run's fit() with the bars on); they show at tqdm's own redraws, ten a second at most."""
+    many = ["data.num_samples=512", "data.batch_size=4", "trainer.progress=true"]
+    train(run_config(tmp_path / "run", many))
+    steps = json.loads((tmp_path / "run" / "metrics.json").read_text())["step"]
+    redraws = capsys.readouterr().err.count("epoch 1:")
+    assert steps > 60 and redraws < steps // 3, (steps, redraws)

@@ -14,7 +14,8 @@ import numpy as np
 
 POLY = 0x82F63B78
 BLOCK = 256
-SHORT = 2048  # below this many bytes the plain loop is as fast
+SHORT = 8192  # below this many bytes the plain loop is faster: about 65 ns a byte, against
+# the blocks' 0.65 ms floor (BLOCK steps of NumPy calls; a 4 KB histogram took 0.64 ms, not 0.26)
 
 
 def _table() -> np.ndarray:

@@ -135,11 +135,9 @@ class RunLogger:
     def train_step(self, step: int, result, model) -> None:
         """After a step that updated the weights (a :class:`cnnrun.run.step.StepResult`)."""
         if step % self.log_every == 0:
-            self.train.summary(
-                step, [events.scalar(STEP_LOSS, result.loss), events.scalar(STEP_ACC, result.acc)]
-            )
+            self.train.scalars(step, {STEP_LOSS: result.loss, STEP_ACC: result.acc})
         if self.wants_flow(step):
-            self.run.summary(step, _flow(result, model))
+            self.run.scalars(step, _flow(result, model))
         if step % self.histogram_every == 0:
             self.histograms(step, model)
 
@@ -212,20 +210,14 @@ class RunLogger:
             writer.close()
 
 
-def _flow(result, model) -> list[summary_pb2.Summary.Value]:
+def _flow(result, model) -> dict[str, float]:
     """Gradient norms and update ratios per parameter, inactive units per activation layer."""
     named = network_tags(model, [p.name for p in model.parameters()], params=True)
-    values = [events.scalar(GRAD_NORM_GLOBAL, result.global_norm)]
-    values += [
-        events.scalar(GRAD_NORM.format(param=named[n]), v) for n, v in result.grad_norms.items()
-    ]
-    values += [
-        events.scalar(UPDATE_RATIO.format(param=named[n]), v)
-        for n, v in result.update_ratios.items()
-    ]
+    values = {GRAD_NORM_GLOBAL: result.global_norm}
+    values.update({GRAD_NORM.format(param=named[n]): v for n, v in result.grad_norms.items()})
+    values.update({UPDATE_RATIO.format(param=named[n]): v for n, v in result.update_ratios.items()})
     layers = network_tags(model, list(result.inactive))  # "03_relu1", unnamed "02_1_tanh"
-    for name, v in result.inactive.items():
-        values.append(events.scalar(INACTIVE.format(layer=layers[name]), v))
+    values.update({INACTIVE.format(layer=layers[n]): v for n, v in result.inactive.items()})
     return values
 
 
