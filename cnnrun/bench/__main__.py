@@ -17,18 +17,19 @@ from .worker import IMPLS, compile_probe, measure, measure_compile, worker
 RUN_BACKENDS = ("numpy", "numba")  # the implementations a run can use
 
 
+DESCRIPTION = (
+    "Time the cnnrun backends against PyTorch on the CPU, each implementation in its own "
+    "process: training steps of LeNet-5, vgg_small and resnet20, eight conv layers beside the "
+    "float32 GEMM peak of the same process, Numba's compile times, and a whole default run "
+    "against its steps alone; with the BLAS kernels, PyTorch's conv library, the environment "
+    "variables that change them and the machine's load. Prints a table and writes it as JSON."
+)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command's options; ``--worker``, ``--block`` and ``--compile-probe`` are the
     parent's, for the processes it starts."""
-    p = argparse.ArgumentParser(
-        prog="python -m cnnrun.bench",
-        description="Time the cnnrun backends against PyTorch on the CPU, each implementation "
-        "in its own process: training steps of LeNet-5, vgg_small and resnet20, eight conv "
-        "layers beside the float32 GEMM peak of the same process, Numba's compile times, and a "
-        "whole default run against its steps alone; with the BLAS kernels, PyTorch's conv "
-        "library, the environment variables that change them and the machine's load. Prints a "
-        "table and writes it as JSON.",
-    )
+    p = argparse.ArgumentParser(prog="python -m cnnrun.bench", description=DESCRIPTION)
     p.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     p.add_argument(
         "--threads",
