@@ -188,7 +188,7 @@ def test_numpy_backend_matches_loops_random_shapes(case):
 
 # the tile paths of numpy_conv, which full-size layers take (ResNet-20's, batch 64), forced on
 # small shapes: one output row per tile, no column matrix kept for dW, dX in channel groups
-SMALL_TILES = {"TILE": 1, "KEEP_COLS": 0, "WHOLE_DX": 0}
+SMALL_TILES = {"TILE": 1, "BLOCK_WORK": 1, "KEEP_COLS": 0, "WHOLE_DX": 0}
 
 
 @contextlib.contextmanager
