@@ -158,10 +158,6 @@ def avgpool2d_backward(
     return _spread(share, lambda t: share, kernel_size, stride, padded_hw)
 
 
-def _per_channel(v: np.ndarray) -> np.ndarray:
-    return v[None, :, None, None]  # (C,) -> (1, C, 1, 1)
-
-
 def batchnorm2d_forward(
     x: np.ndarray,
     gamma: np.ndarray,
@@ -200,13 +196,17 @@ def batchnorm2d_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As :func:`cnnrun.backends.reference.batchnorm2d_backward`. With ``a = gamma * inv_std``
     per channel the training formula is ``dx = a dy - a mean(dy) - a mean(dy xhat) xhat``, and
-    the two means are ``dbeta / m`` and ``dgamma / m``: two reductions and a few passes."""
-    dgamma = np.einsum("nchw,nchw->c", dy, xhat)
-    dbeta = dy.sum(axis=(0, 2, 3))
+    the two means are ``dbeta / m`` and ``dgamma / m``: two row reductions over the batch-last
+    (C, H*W*N) rows, as in the forward, and a few passes."""
+    xhat_t = batch_last(xhat)
+    c = xhat_t.shape[0]
+    xhat2, dy2 = xhat_t.reshape(c, -1), batch_last(dy).reshape(c, -1)
+    dgamma = np.einsum("cm,cm->c", dy2, xhat2)
+    dbeta = dy2.sum(axis=1)
     a = gamma * inv_std
-    dx = dy * _per_channel(a)
+    dx = dy2 * a[:, None]
     if training:
-        m = dy.size // dy.shape[1]
-        dx += xhat * _per_channel(-a * dgamma / m)
-        dx += _per_channel(-a * dbeta / m)
-    return dx, dgamma, dbeta
+        m = dy2.shape[1]
+        dx += xhat2 * (-a * dgamma / m)[:, None]
+        dx += (-a * dbeta / m)[:, None]
+    return batch_first(dx.reshape(xhat_t.shape)), dgamma, dbeta
