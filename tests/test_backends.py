@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from residual_nets import X_SHAPE, residual_net
 
 from cnnrun import nn, optim
-from cnnrun.backends import get_backend, numpy_backend, reference
+from cnnrun.backends import get_backend, numpy_backend, numpy_conv, reference
 from cnnrun.errors import ConfigError
 from cnnrun.nn import AvgPool2d, MaxPool2d
 
@@ -218,11 +218,12 @@ def batch_last_copy(x):
 def test_numpy_kernels_hand_back_batch_last_views():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 3, 9, 7))
-    y, cols = numpy_backend.conv2d_forward(x, rng.standard_normal((4, 3, 3, 2)), (1, 1), (1, 1))
+    y, ctx = numpy_backend.conv2d_forward(x, rng.standard_normal((4, 3, 3, 2)), (1, 1), (1, 1))
     assert y.shape == (5, 4, 7, 6) and not y.flags.c_contiguous
     y_t = numpy_backend.batch_last(y)
     assert y_t.shape == (4, 7, 6, 5) and np.shares_memory(y_t, y)  # no copy on the way in
-    assert cols.shape == (3, 3, 2, 7, 6, 5)
+    np.testing.assert_array_equal(ctx.x_t, x.transpose(1, 2, 3, 0))  # x batch-last, for dW
+    assert ctx.cols.shape == (3, 3, 2, 7, 6, 5)  # small: the column matrix kept whole
     for kernel in (numpy_backend.avgpool2d_forward, numpy_backend.maxpool2d_forward):
         pooled, _ = kernel(y, (2, 2), (2, 2))
         assert np.shares_memory(numpy_backend.batch_last(pooled), pooled)
@@ -422,7 +423,7 @@ def test_numpy_conv_computes_in_the_input_dtype():
 def test_dw_reduction_in_blocks_is_the_whole_product(k, f, m):
     rng = np.random.default_rng(k + m)
     cols, dy = rng.standard_normal((k, m)), rng.standard_normal((f, m))
-    got = numpy_backend._product_over_pixels(cols, dy)
+    got = numpy_conv._product_over_pixels(cols, dy)
     want = np.einsum("km,fm->kf", cols, dy)
     assert got.shape == (k, f) and rel_err(got, want) < F64_TOL
 

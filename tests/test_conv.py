@@ -1,6 +1,7 @@
 """Conv2d: gradients against finite differences, output sizes, and the vectorised kernels against
 the plain loops, over named and random (hypothesis) shapes."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ from helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cnnrun.backends import gemm, numpy_conv
 from cnnrun.errors import ShapeError
 from cnnrun.nn import AvgPool2d, Conv2d, MaxPool2d
 
@@ -182,6 +184,50 @@ def test_numpy_backend_matches_loops_named_cases(name):
 @given(conv_cases())
 def test_numpy_backend_matches_loops_random_shapes(case):
     check_conv_backends(case)
+
+
+# the tile paths of numpy_conv, which full-size layers take (ResNet-20's, batch 64), forced on
+# small shapes: one output row per tile, no column matrix kept for dW, dX in channel groups
+SMALL_TILES = {"TILE": 1, "BLOCK_WORK": 1, "KEEP_COLS": 0, "WHOLE_DX": 0}
+
+
+@contextlib.contextmanager
+def small_tiles(pool: int | None = None):
+    before = {name: getattr(numpy_conv, name) for name in SMALL_TILES}
+    workers = gemm.workers()
+    try:
+        for name, value in SMALL_TILES.items():
+            setattr(numpy_conv, name, value)
+        gemm.set_workers(pool)
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(numpy_conv, name, value)
+        gemm.set_workers(workers)
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_numpy_conv_tiles_match_loops_named_cases(name):
+    with small_tiles():
+        check_conv_backends(CONV_CASES[name])
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases())
+def test_numpy_conv_tiles_match_loops_random_shapes(case):
+    with small_tiles(pool=3):  # tiles taken by 3 threads in turn
+        check_conv_backends(case)
+
+
+@pytest.mark.parametrize("name", ["stride2_uneven", "11x28_k2x3_full"])
+def test_numpy_conv_tiles_give_the_same_bits_for_any_pool_size(name):
+    results = []
+    for pool in (1, 2, 3):
+        with small_tiles(pool):
+            results.append(run_conv(CONV_CASES[name], "numpy", np.float32))
+    for got in results[1:]:
+        for key, value in got.items():
+            np.testing.assert_array_equal(value, results[0][key], err_msg=key)
 
 
 def run_pool(cls, shape, kernel, stride, padding, backend, dtype, integer_valued):

@@ -17,6 +17,11 @@ array as it is), and the caller and a pool of ``threads - 1`` threads take the b
 the reduction axis, so every element of the result is the same sum in the same order whatever
 the pool's size, and whichever thread computed it.
 
+:func:`run_tasks` runs other independent pieces of work on the same threads the same way: the
+NumPy backend's conv kernels cut their column matrices into tiles of output rows, each tile
+copied and multiplied by one thread while it is in that core's cache (see
+:mod:`cnnrun.backends.numpy_backend`); each tile writes its own part of the result.
+
 Before ``configure_process`` is called (a library user in a notebook) :func:`matmul` is plain
 ``a @ b`` under the environment's BLAS settings: the promise holds for runs, which call it.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -106,33 +112,50 @@ def _block(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int, lo: int, hi
         np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
 
 
-class _Product:
-    """The blocks of one product, each taken by whichever thread is free first (the caller or a
-    pool thread: which one computes a block changes none of its bits)."""
+class _Tasks:
+    """``task(0) ... task(count - 1)``, each taken by whichever thread is free first (the caller
+    or a pool thread: which one runs a task changes none of its bits)."""
 
-    def __init__(self, a: np.ndarray, b: np.ndarray, axis: int, edges: list[int]):
-        self.args = (a, b, np.empty((*a.shape[:-1], b.shape[-1]), np.result_type(a, b)), axis)
-        self.todo = iter(zip(edges[:-1], edges[1:]))
-        self.left = len(edges) - 1  # blocks not finished yet
+    def __init__(self, task: Callable[[int], None], count: int):
+        self.task = task
+        self.todo = iter(range(count))
+        self.left = count  # tasks not finished yet
         self.lock = threading.Lock()
         self.finished = threading.Event()
         self.error: BaseException | None = None
 
     def work(self) -> None:
-        """Compute blocks until none is left to take."""
+        """Run tasks until none is left to take."""
         while True:
             with self.lock:
-                span = next(self.todo, None)
-            if span is None:
+                index = next(self.todo, None)
+            if index is None:
                 return
             try:
-                _block(*self.args, *span)
-            except BaseException as error:  # handed to the caller, which waits for every block
+                self.task(index)
+            except BaseException as error:  # handed to the caller, which waits for every task
                 self.error = error
             with self.lock:
                 self.left -= 1
                 if self.left == 0:
                     self.finished.set()
+
+
+def run_tasks(task: Callable[[int], None], count: int) -> None:
+    """``task(i)`` for every i in ``range(count)``, on the configured threads (the caller's
+    alone before :func:`set_workers`). The tasks must be independent (each writes its own
+    part of a result), so that their bits do not depend on which thread ran them, or when."""
+    if not _workers or _workers == 1 or count < 2:
+        for index in range(count):
+            task(index)
+        return
+    tasks = _Tasks(task, count)
+    for _ in range(min(_workers, count) - 1):
+        _pool.submit(tasks.work)
+    tasks.work()  # the caller too: it waits only for tasks that a pool thread took
+    tasks.finished.wait()
+    if tasks.error is not None:
+        raise tasks.error
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -143,11 +166,6 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     axis, edges = plan(a.shape, b.shape)
     if len(edges) < 3:
         return a @ b
-    product = _Product(a, b, axis, edges)
-    for _ in range(min(_workers, len(edges) - 1) - 1):
-        _pool.submit(product.work)
-    product.work()  # the caller too: it waits only for blocks that a pool thread took
-    product.finished.wait()
-    if product.error is not None:
-        raise product.error
-    return product.args[2]
+    out = np.empty((*a.shape[:-1], b.shape[-1]), np.result_type(a, b))
+    run_tasks(lambda i: _block(a, b, out, axis, edges[i], edges[i + 1]), len(edges) - 1)
+    return out
