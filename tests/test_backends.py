@@ -469,6 +469,40 @@ def test_numba_kernels_do_not_depend_on_the_thread_count():
             np.testing.assert_array_equal(got, want)  # bit for bit
 
 
+def test_numba_threads_hand_back_errors_and_serve_two_callers():
+    """An error in a worker thread's range is raised in the caller, and the workers serve the
+    next call; two Python threads calling at once both get the whole result (the second runs
+    its kernel alone while the workers are busy)."""
+    import threading
+
+    from cnnrun.backends.numba import common
+
+    before = common.threads()
+    common.set_threads(3)
+
+    def fill(out, value, lo, hi):
+        if value < 0 and lo > 0:  # a worker's range, not the caller's
+            raise ValueError(f"range {lo}:{hi}")
+        out[lo:hi] = value
+
+    try:
+        with pytest.raises(ValueError, match="range"):
+            common.parallel(fill, 9, np.zeros(9), -1.0)
+        outs = [np.zeros(10_000) for _ in range(8)]
+        callers = [
+            threading.Thread(target=common.parallel, args=(fill, out.size, out, float(i)))
+            for i, out in enumerate(outs)
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+    finally:
+        common.set_threads(before)
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out, np.full(out.size, float(i)))
+
+
 # name: (model from a dtype, input shape, classes); the residual net has blocks with and
 # without a projection, a stride 2 and global pooling (tests/residual_nets.py)
 STEP_NETS = {

@@ -4,22 +4,22 @@ configured threads.
 
 **Threads.** The kernels are compiled serial (``nogil=True``) over a range ``[lo, hi)`` of work
 items (chunks of images, or (image, channel) planes, or channels), and :func:`parallel` cuts
-the items into one contiguous range per thread: the caller takes the first, a pool of
-``threads - 1`` threads the others. Numba's own ``parallel=True`` would do the same split, but
+the items into one contiguous range per thread: the caller takes the first, ``threads - 1``
+threads of this module the others. Numba's own ``parallel=True`` would do the same split, but
 compiling a ``prange`` loop costs about twice what the serial loop costs (its body is compiled
 as a gufunc, then linked and optimised again in the caller): the first LeNet run compiled for
-18 s with it, 6 s without. Handing a range to a pool thread costs about 25 us on an idle
-machine (a prange loop: 2 us), several times that when other processes hold the cores, which
-shows on LeNet at batch 64, whose kernels take 0.2 to 0.5 ms. Every item is computed alone, or
-into its own slot of a partial sum (dW: one per chunk, added in chunk order), so which thread
-takes it changes no bit.
+18 s with it, 5 s without. Handing a range to another thread costs about 14 us on an idle
+machine (a prange loop: 2 us), more when other processes hold the cores: it shows on LeNet at
+batch 64, whose kernels take 0.2 to 0.5 ms. Every item is computed alone, or into its own slot
+of a partial sum (dW: one per chunk, added in chunk order), so which thread takes it changes
+no bit. A second Python thread calling in while the threads are busy runs its kernel alone.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
@@ -30,18 +30,50 @@ Pair = tuple[int, int]
 CHUNK = 4  # images per work item: scratch rows are allocated once per item
 
 _threads = max(1, int(numba.config.NUMBA_NUM_THREADS))  # until set_threads is called
-_pool: ThreadPoolExecutor | None = None
+_workers: list[_Worker] = []  # started on first use, threads - 1 of them
+_busy = threading.Lock()  # held while the workers run a kernel's ranges
+
+
+class _Worker:
+    """A thread that runs one range at a time: the caller hands it over with a lock it
+    releases, and waits on another that the thread releases when done. Two bare locks cost
+    about 14 us a hand-over where ``ThreadPoolExecutor.submit`` and ``result`` cost 60 (2
+    idle cores)."""
+
+    def __init__(self, index: int):
+        self.go, self.done = threading.Lock(), threading.Lock()
+        self.go.acquire()
+        self.done.acquire()
+        self.task: tuple | None = None
+        self.error: BaseException | None = None
+        name = f"cnnrun-numba-{index}"
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self.go.acquire()
+            kernel, args = self.task
+            try:
+                kernel(*args)
+            except BaseException as error:  # handed to the caller, which waits for it
+                self.error = error
+            self.done.release()
+
+    def start(self, kernel: Callable, args: tuple) -> None:
+        self.task, self.error = (kernel, args), None
+        self.go.release()
+
+    def wait(self) -> None:
+        self.done.acquire()
+        if self.error is not None:
+            raise self.error
 
 
 def set_threads(threads: int) -> None:
     """Run the kernels on ``threads`` threads from now on (called by
-    :func:`cnnrun.backends.configure_process`)."""
-    global _threads, _pool
-    threads = max(1, int(threads))
-    if threads != _threads and _pool is not None:
-        _pool.shutdown(wait=False)  # idle: every parallel() call waits for its ranges
-        _pool = None
-    _threads = threads
+    :func:`cnnrun.backends.configure_process`); idle threads beyond that number stay idle."""
+    global _threads
+    _threads = max(1, int(threads))
 
 
 def threads() -> int:
@@ -50,9 +82,8 @@ def threads() -> int:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child inherits the pool without its threads: it makes its own when needed."""
-    global _pool
-    _pool = None
+    """A forked child inherits the workers without their threads: it starts its own."""
+    _workers.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -66,20 +97,35 @@ def chunks(n: int) -> int:
 def parallel(kernel: Callable, items: int, *args) -> None:
     """``kernel(*args, lo, hi)`` over the work items ``[0, items)``, one contiguous range per
     thread (see the module's notes)."""
-    global _pool
     n = min(_threads, items)
-    if n <= 1:
+    if n <= 1 or not _busy.acquire(blocking=False):
         kernel(*args, 0, items)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_threads - 1, "cnnrun-numba")
+    try:
+        _split(kernel, items, n, args)
+    finally:
+        _busy.release()
+
+
+def _split(kernel: Callable, items: int, n: int, args: tuple) -> None:
+    """The caller's range here, the others on the workers; their first error raised here."""
+    while len(_workers) < n - 1:
+        _workers.append(_Worker(len(_workers) + 1))
     edges = [items * i // n for i in range(n + 1)]
-    futures = [_pool.submit(kernel, *args, lo, hi) for lo, hi in zip(edges[1:-1], edges[2:])]
+    helpers = _workers[: n - 1]
+    for worker, lo, hi in zip(helpers, edges[1:-1], edges[2:]):
+        worker.start(kernel, (*args, lo, hi))
     try:
         kernel(*args, edges[0], edges[1])
     finally:
-        for future in futures:
-            future.result()
+        errors = []
+        for worker in helpers:
+            try:
+                worker.wait()
+            except BaseException as error:
+                errors.append(error)
+    if errors:
+        raise errors[0]
 
 
 def out_hw(padded_hw: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> Pair:
