@@ -8,11 +8,12 @@ the items into one contiguous range per thread: the caller takes the first, ``th
 threads of this module the others. Numba's own ``parallel=True`` would do the same split, but
 compiling a ``prange`` loop costs about twice what the serial loop costs (its body is compiled
 as a gufunc, then linked and optimised again in the caller): the first LeNet run compiled for
-18 s with it, 5 s without. Handing a range to another thread costs about 14 us on an idle
-machine (a prange loop: 2 us), more when other processes hold the cores: it shows on LeNet at
-batch 64, whose kernels take 0.2 to 0.5 ms. Every item is computed alone, or into its own slot
-of a partial sum (dW: one per chunk, added in chunk order), so which thread takes it changes
-no bit. A second Python thread calling in while the threads are busy runs its kernel alone.
+18 s with it, 5 s without. Waking a sleeping thread to hand it a range took 50-100 us on this
+2-core virtual machine (a prange loop: 2 us), which shows on LeNet at batch 64, whose kernels
+take 0.2 to 0.5 ms, so the threads poll for work for a while before they sleep (:mod:`.spin`).
+Every item is computed alone, or into its own slot of a partial sum (dW: one per chunk, added
+in chunk order), so which thread takes it changes no bit. A second Python thread calling in
+while the threads are busy runs its kernel alone.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import threading
 from collections.abc import Callable
 
 import numba
+import numpy as np
+
+from .spin import wait_for
 
 # fused multiply-add and vectorised reductions; NaN and infinity keep their meaning
 _FAST = {"contract", "reassoc", "nsz", "arcp"}
@@ -29,41 +33,49 @@ _FAST = {"contract", "reassoc", "nsz", "arcp"}
 Pair = tuple[int, int]
 CHUNK = 4  # images per work item: scratch rows are allocated once per item
 
+POLLS = 7000  # about 200 us of polling (28 ns a poll) before a thread sleeps on its lock
 _threads = max(1, int(numba.config.NUMBA_NUM_THREADS))  # until set_threads is called
 _workers: list[_Worker] = []  # started on first use, threads - 1 of them
 _busy = threading.Lock()  # held while the workers run a kernel's ranges
 
 
 class _Worker:
-    """A thread that runs one range at a time: the caller hands it over with a lock it
-    releases, and waits on another that the thread releases when done. Two bare locks cost
-    about 14 us a hand-over where ``ThreadPoolExecutor.submit`` and ``result`` cost 60 (2
-    idle cores)."""
+    """A thread that runs one range at a time. The caller posts a ticket, and the thread polls
+    for it (:func:`.spin.wait_for`, for about :data:`POLLS` polls after its last range) before
+    it sleeps on a lock; the caller polls for the ticket done the same way. The locks are
+    released for every range too, so a thread that stopped polling is woken all the same."""
 
     def __init__(self, index: int):
         self.go, self.done = threading.Lock(), threading.Lock()
         self.go.acquire()
         self.done.acquire()
+        self.flags = np.zeros(16, np.int64)  # [0]: posted, [8]: done (another cache line)
         self.task: tuple | None = None
         self.error: BaseException | None = None
         name = f"cnnrun-numba-{index}"
         threading.Thread(target=self._loop, name=name, daemon=True).start()
 
     def _loop(self) -> None:
+        ticket = 0
         while True:
-            self.go.acquire()
+            ticket += 1
+            wait_for(self.flags, 0, ticket, POLLS)  # the GIL is released while polling
+            self.go.acquire()  # at once if the ticket is posted
             kernel, args = self.task
             try:
                 kernel(*args)
             except BaseException as error:  # handed to the caller, which waits for it
                 self.error = error
+            self.flags[8] = ticket
             self.done.release()
 
     def start(self, kernel: Callable, args: tuple) -> None:
         self.task, self.error = (kernel, args), None
+        self.flags[0] += 1
         self.go.release()
 
     def wait(self) -> None:
+        wait_for(self.flags, 8, self.flags[0], POLLS)
         self.done.acquire()
         if self.error is not None:
             raise self.error
