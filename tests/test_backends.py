@@ -503,6 +503,27 @@ def test_numba_threads_hand_back_errors_and_serve_two_callers():
         np.testing.assert_array_equal(out, np.full(out.size, float(i)))
 
 
+def test_polling_sees_another_thread_s_write_and_gives_up_after_its_polls():
+    """spin.wait_for reads the flag again at every poll (a load hoisted out of the loop would
+    never see the write), and returns False once its polls are spent."""
+    import threading
+    import time
+
+    from cnnrun.backends.numba.spin import wait_for
+
+    flags = np.zeros(16, np.int64)
+    assert not wait_for(flags, 3, 7, 1000)
+
+    def write() -> None:
+        time.sleep(0.02)
+        flags[3] = 7
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert wait_for(flags, 3, 7, 50_000_000)  # seconds of polls; the write comes in 20 ms
+    writer.join()
+
+
 # name: (model from a dtype, input shape, classes); the residual net has blocks with and
 # without a projection, a stride 2 and global pooling (tests/residual_nets.py)
 STEP_NETS = {
