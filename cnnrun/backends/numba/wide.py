@@ -36,11 +36,6 @@ LANES = 16  # elements per vector block: float32 in a 512-bit register
 GROUP = 4  # filters, and taps, per pass
 
 
-def lanes_up(length: int) -> int:
-    """``length`` rounded up to whole :data:`LANES` blocks."""
-    return -(-length // LANES) * LANES
-
-
 def groups_up(count: int) -> int:
     """``count`` rounded up to whole :data:`GROUP`\\ s."""
     return -(-count // GROUP) * GROUP
