@@ -136,6 +136,21 @@ def default_threads() -> tuple[int, str]:
     return user_threads() or (machine_cores(), "the cores this process may use")
 
 
+_kernel_threads: int | None = None  # None: configure_process has not been called
+
+
+def set_kernel_threads(threads: int) -> None:
+    """The threads the numba backend's kernels run on from now on (set here, not in that
+    backend's package, so that a numpy run does not import it)."""
+    global _kernel_threads
+    _kernel_threads = max(1, int(threads))
+
+
+def kernel_threads() -> int | None:
+    """The threads set by :func:`set_kernel_threads`; None before."""
+    return _kernel_threads
+
+
 def configure_process(threads: int | None = None, backend: str = "numpy") -> ProcessSettings:
     """Use ``threads`` threads (None or 0: :func:`default_threads`) for the blocks of the matrix
     products, Numba's kernels and OpenMP, one for BLAS, and keep freed memory for reuse; see the
@@ -156,9 +171,7 @@ def configure_process(threads: int | None = None, backend: str = "numpy") -> Pro
 
     numba_threads = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(numba_threads)
-    from .numba import common as numba_kernels
-
-    numba_kernels.set_threads(numba_threads)
+    set_kernel_threads(numba_threads)  # the numba backend's own threads (numba/common.py)
     threadpool_limits(limits=n)  # OpenMP and every other pool
     threadpool_limits(limits=1, user_api="blas")
     gemm.set_workers(n)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
+from .. import process
 from .spin import wait_for
 
 # fused multiply-add and vectorised reductions; NaN and infinity keep their meaning
@@ -34,7 +35,6 @@ Pair = tuple[int, int]
 CHUNK = 4  # images per work item: scratch rows are allocated once per item
 
 POLLS = 7000  # about 200 us of polling (28 ns a poll) before a thread sleeps on its lock
-_threads = max(1, int(numba.config.NUMBA_NUM_THREADS))  # until set_threads is called
 _workers: list[_Worker] = []  # started on first use, threads - 1 of them
 _busy = threading.Lock()  # held while the workers run a kernel's ranges
 
@@ -82,15 +82,15 @@ class _Worker:
 
 
 def set_threads(threads: int) -> None:
-    """Run the kernels on ``threads`` threads from now on (called by
-    :func:`cnnrun.backends.configure_process`); idle threads beyond that number stay idle."""
-    global _threads
-    _threads = max(1, int(threads))
+    """Run the kernels on ``threads`` threads from now on (as
+    :func:`cnnrun.backends.configure_process` does); idle threads beyond that number stay
+    idle."""
+    process.set_kernel_threads(threads)
 
 
 def threads() -> int:
-    """The threads the kernels run on."""
-    return _threads
+    """The threads the kernels run on: as configured, Numba's default before."""
+    return process.kernel_threads() or max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
 def _after_fork_in_child() -> None:
@@ -109,7 +109,7 @@ def chunks(n: int) -> int:
 def parallel(kernel: Callable, items: int, *args) -> None:
     """``kernel(*args, lo, hi)`` over the work items ``[0, items)``, one contiguous range per
     thread (see the module's notes)."""
-    n = min(_threads, items)
+    n = min(threads(), items)
     if n <= 1 or not _busy.acquire(blocking=False):
         kernel(*args, 0, items)
         return
