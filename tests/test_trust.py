@@ -245,7 +245,9 @@ def test_without_flock_a_lock_file_is_used_and_its_holder_named(tmp_path, monkey
 def test_a_second_run_in_a_live_folder_stops_naming_the_first(tmp_path):
     """Both ran and exited 0, leaving a config that said seed=5 beside seed=1's numbers."""
     folder = tmp_path / "shared"
-    proc = start_run(folder)
+    # long enough to outlast the second process's start-up: with LONG's 3 epochs the first
+    # run, faster since the run's logging got cheaper, sometimes ended before the second asked
+    proc = start_run(folder, ["trainer.max_epochs=20"])
     wait_for_training(folder, proc)
     config = (folder / ".hydra" / "config.yaml").read_text()
     second = run_cnnrun([*TINY, f"hydra.run.dir={folder}", "seed=1"], tmp_path)
