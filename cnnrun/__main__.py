@@ -1,14 +1,33 @@
 """``python -m cnnrun [overrides]`` and the ``cnnrun`` command (see :mod:`cnnrun.run.main`)."""
 
+import os
+import signal
 import sys
+
+STARTING = "cnnrun: error: interrupted while starting; nothing was written"
+
+
+def _end_while_starting(signum, frame) -> None:
+    """Ctrl-C while Hydra, OmegaConf and NumPy are imported: one line, status 130, at once.
+
+    A KeyboardInterrupt raised inside those imports can surface as another library's error with a
+    traceback (OmegaConf's config store half built), or the interpreter can report the interrupt
+    as a kill by SIGINT after the line is printed. Nothing has been written yet, so ending here
+    without unwinding loses nothing.
+    """
+    sys.stderr.write(STARTING + "\n")
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def main() -> None:
-    try:  # Hydra, OmegaConf and NumPy take seconds to import: a Ctrl-C then is one line too
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:  # a job started with Ctrl-C ignored keeps it ignored
+        signal.signal(signal.SIGINT, _end_while_starting)
+    try:
         from .run.main import main as run_main
-    except KeyboardInterrupt:
-        print("cnnrun: error: interrupted while starting; nothing was written", file=sys.stderr)
-        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     run_main()
 
 
