@@ -133,6 +133,7 @@ def test_a_signal_to_the_sweep_stops_its_jobs_with_checkpoints_and_says_how_to_g
     assert "Traceback" not in out + err
     line = last_line(err)
     assert "SIGTERM: the sweep stopped" in line and f"hydra.sweep.dir={sweep}" in line
+    assert (out + err).count("to continue") == 1, out + err  # once, on the last line
     assert len(list(sweep.glob("*/checkpoints/last.npz"))) >= 1
     again = run_cnnrun(sweep_args(sweep), tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
@@ -214,6 +215,8 @@ def test_a_signal_stops_a_sweep_of_the_basic_launcher_after_its_current_job(tmp_
     assert "Traceback" not in out + err
     assert f"hydra.sweep.dir={sweep}" in last_line(err)
     assert [p.name for p in sweep.glob("*_*") if p.is_dir()] == [job.name]  # none after it
+    assert (out + err).count("to continue") == 1, out + err  # once, on the last line
+    assert f"job {job.name} interrupted by SIGTERM" in out
     again = run_cnnrun(sweep_args(sweep, launcher=""), tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "resumed from" in (job / "cnnrun.log").read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -82,7 +83,11 @@ def _sweep_job(cfg: DictConfig, train) -> float:
         reason = describe(err)
         if reason is None:  # a bug, not a bad value: its traceback is in the job's log
             reason = f"{type(err).__name__}: {err}"
-        log.error("job failed: %s", reason)
+        if isinstance(err, Interrupted):  # its log has the advice, the last line says it once
+            name = signal.Signals(err.signum).name
+            log.error("job %s interrupted by %s: its checkpoint is in its folder", out.name, name)
+        else:
+            log.error("job failed: %s", reason)
         _record_failure(out, cfg, reason)
         if not isinstance(err, Interrupted):  # an interrupted run wrote its own row
             from .dashboard import record_failure  # TensorBoard's protos: only when needed
