@@ -65,9 +65,15 @@ GROUP_NAMES = {"model.name": "model", "optim.name": "optim"}
 def check_overrides(overrides: list[str]) -> None:
     """Refuse command-line overrides that cannot do what they seem to: ``model.name=vgg_small``
     (choose the model with ``model=vgg_small``), ``optim.name=adam``, an empty
-    ``hydra.run.dir=`` or ``hydra.sweep.dir=``."""
+    ``hydra.run.dir=`` or ``hydra.sweep.dir=``, a deletion (``~optim.lr``) of cnnrun's keys."""
     for text in overrides:
         key, sep, val = str(text).partition("=")
+        if key.startswith("~") and not key.lstrip("~").startswith(("hydra.", "hydra/")):
+            name = key.lstrip("~")
+            raise ConfigError(
+                f"cannot delete {name}: every key and group of cnnrun's config is used; set it "
+                f"({name}=...) or leave it out for its default"
+            )
         key = key.lstrip("+~")
         if not sep or key.startswith("-"):
             continue

@@ -65,7 +65,8 @@ class PersistentSearch(OptunaSweeperImpl):
         self.folder = str(Path(self.sweep_dir).resolve())
         study = self._open_study()
         self._reseed(study)
-        log.info("study %s in %s: %d trials so far", study.study_name, self.storage, _count(study))
+        where = self.storage or default_storage(self.sweep_dir)
+        log.info("study %s in %s: %d trials so far", study.study_name, where, _count(study))
         left_behind = self._left_behind(study)
         self.job_idx = 1 + max((_job(t) for t in self._ours(study)), default=-1)
         for trial in left_behind:
