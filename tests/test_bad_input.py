@@ -216,6 +216,8 @@ def test_help_opens_with_cnnrun_s_page_then_hydra_s(workdir, monkeypatch, capsys
     config = page.split("The config of this command", 1)[1]
     assert "model:" in config and "lr: 0.05" in config
     assert "num_samples" not in config and "padding" not in config  # digits, an MLP: no use
+    assert "Show cnnrun's version" in hydra and "Hydra's version" not in hydra
+    assert 'eval "$(python -m cnnrun -sc install=bash)"' in hydra and "__main__.py" not in hydra
 
 
 @pytest.mark.slow
@@ -236,7 +238,7 @@ def test_ctrl_c_while_importing_is_one_line(tmp_path):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         endings.append((round(delay, 2), proc.returncode, "Traceback" in out + err, last_line(err)))
-    for delay, status, traceback, line in endings:
+    for _delay, status, traceback, line in endings:
         assert status == 130 and not traceback, endings
         assert line.startswith("cnnrun: error: interrupted"), endings
 

@@ -272,3 +272,49 @@ def test_gradcheck_lenet_passes_with_a_row_per_layer(ran):
         assert 0 <= error < 1e-6, rows[layer]
         assert int(rows[layer][2]) > 0  # elements checked
     assert last_line(result.stdout).startswith("ok: largest relative error")
+
+
+COMPLETE = r"""
+_earlier() { COMPREPLY=(earlier); }
+complete -F _earlier python
+eval "$(python -m cnnrun -sc install=bash)"
+ask() {  # what Tab offers after the line $1, as bash would call the function
+    COMP_LINE="$1"; COMP_POINT=${#1}; read -ra COMP_WORDS <<< "$1"
+    [[ "$1" == *" " ]] && COMP_WORDS+=("")
+    COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMPREPLY=()
+    _cnnrun_complete python "${COMP_WORDS[COMP_CWORD]}"; echo "${COMPREPLY[*]}"
+}
+ask "python -m cnnrun model="
+ask "cnnrun conv.padding="
+ask "python -m cnnrun optim."
+ask "python other.py "
+eval "$(python -m cnnrun -sc uninstall=bash)"
+complete -p python
+"""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_tab_completion_offers_what_cnnrun_takes_and_keeps_other_completions(tmp_path):
+    """The README's install line in a real bash: groups' options, an enum key's choices (not
+    its current value as OmegaConf prints it), no key that is refused, and another python
+    command keeps its completion, given back by uninstall."""
+    import os
+    import subprocess
+    import sys
+
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    done = subprocess.run(
+        ["bash", "-c", COMPLETE],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    models, padding, optim, other, restored = done.stdout.strip().splitlines()
+    assert {"model=lenet", "model=resnet20", "model=vgg_small"} <= set(models.split())
+    assert padding.split() == ["conv.padding=same", "conv.padding=valid", "conv.padding=full"]
+    assert "optim.lr=" in optim.split() and "optim.name=" not in optim.split()
+    assert other == "earlier"
+    assert restored == "complete -F _earlier python"

@@ -49,6 +49,12 @@ class OnNan(Enum):
     skip = "skip"
 
 
+def enum_types() -> dict[str, type[Enum]]:
+    """The enums of the schema's fields by class name (``Padding``), as OmegaConf prints a
+    value (``Padding.valid``): tab completion offers their members."""
+    return {kind.__name__: kind for kind in (Padding, Backend, Schedule, OnNan)}
+
+
 # the registries' names, as enums: a misspelt name is refused with the list of accepted ones
 DataName = Enum("DataName", {name: name for name in data.names()})
 OptimName = Enum("OptimName", {name: name for name in optim.OPTIMIZERS})

@@ -19,9 +19,10 @@ from omegaconf import DictConfig
 
 from ..errors import CnnrunError
 from .checks import check_overrides, empty_folder
-from .cli import describe, fail, intercept, run_cli, trace_wanted
+from .cli import describe, fail, run_cli, trace_wanted
 from .config import config_dir
 from .folder import HYDRA_FILES, FolderInUse, write_hydra_files
+from .helppage import intercept, tidied_stdout
 from .signals import Interrupted, StopSweep
 from .sweep import finished, in_sweep_process, job_folder_names, pending_failure, write_status
 
@@ -116,8 +117,9 @@ def _entry() -> None:
 
 
 def main() -> None:
-    intercept(sys.argv[1:])  # --version and --help: cnnrun's own, before Hydra's
-    run_cli(_entry)
+    tidy = intercept(sys.argv[1:])  # --version, --help, completion: cnnrun's own first
+    with tidied_stdout(tidy):
+        run_cli(_entry)
     message = pending_failure()
     if message is not None:  # a sweep ran and some of its jobs failed
         fail(message, 1)
