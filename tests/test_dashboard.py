@@ -466,7 +466,8 @@ def test_the_confusion_matrix_rows_are_the_true_classes():
 @pytest.mark.slow  # two `python -m cnnrun` processes
 def test_the_unused_padding_warning_only_when_the_user_set_it(tmp_path):
     """resnet20 sets every conv's padding: conv.padding's default was warned about as unused
-    on every run; only a conv.padding the user gave deserves the warning."""
+    on every run, and an MLP, which has no conv layer, too; only a conv.padding the user gave
+    deserves the warning."""
     from runner_helpers import run_cnnrun
 
     base = ["model=resnet20", "data=synthetic", "data.image_size=8", "data.num_samples=64"]
@@ -476,3 +477,5 @@ def test_the_unused_padding_warning_only_when_the_user_set_it(tmp_path):
     assert quiet.returncode == told.returncode == 0, quiet.stderr + told.stderr
     assert "is not used" not in quiet.stdout + quiet.stderr
     assert "conv.padding=same is not used" in told.stdout + told.stderr
+    mlp = run_cnnrun([*base[1:], "model=mlp", f"hydra.run.dir={tmp_path / 'c'}"], tmp_path)
+    assert mlp.returncode == 0 and "is not used" not in mlp.stdout + mlp.stderr, mlp.stderr

@@ -10,6 +10,8 @@ the bench writes its results.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -67,6 +69,20 @@ def test_default_threads_are_the_usable_cores(no_thread_variables):
     settings = configure_process(None, "numpy")
     assert settings.threads == machine_cores() and settings.blas_threads == 1
     assert "from the cores this process may use" in str(settings)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_a_process_held_to_one_core_takes_one_thread(no_thread_variables):
+    """As under ``taskset -c 0`` or a cluster's cpuset: the cores this process may use, not
+    the machine's (os.cpu_count())."""
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        settings = configure_process(None, "numba")
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert (settings.threads, settings.gemm_workers, settings.numba_threads) == (1, 1, 1)
+    assert "threads 1 " in str(settings) and "from the cores this process may use" in str(settings)
 
 
 def test_a_word_before_numba_compiles_only_with_a_cold_cache(no_thread_variables, tmp_path):
