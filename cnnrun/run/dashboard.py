@@ -122,9 +122,11 @@ class Dashboard:
         self.logger.skipped(step, count)
 
     def finish(self, metrics: dict) -> None:
-        step = self.trainer.state.step
-        if self.steps_trained:  # this part of the run trained: its last step's histograms
-            self.logger.histograms(step - 1, self.trainer.model)
+        step = self.trainer.state.step  # the steps done; the last one was step - 1
+        if self.steps_trained and (step - 1) % self.logger.histogram_every:
+            # the end's histograms, at the step a resume continues from (as the results): a
+            # resumed run's purge takes them back; at step - 1 they stayed, one set too many
+            self.logger.histograms(step, self.trainer.model)
         self.logger.results(step, metrics)
         self.logger.hparams(self.hyper, "ok")
 
