@@ -482,3 +482,10 @@ def test_the_unused_padding_warning_only_when_the_user_set_it(tmp_path):
     assert "conv.padding=same is not used" in told.stdout + told.stderr
     mlp = run_cnnrun([*base[1:], "model=mlp", f"hydra.run.dir={tmp_path / 'c'}"], tmp_path)
     assert mlp.returncode == 0 and "is not used" not in mlp.stdout + mlp.stderr, mlp.stderr
+
+
+def test_the_confusion_matrix_every_epoch_the_probe_s_pictures_at_their_interval(tmp_path):
+    train(run_config(tmp_path, ["trainer.max_epochs=3", "trainer.pictures_every_n_epochs=3"]))
+    acc = event_accumulator(tmp_path / "tb")
+    assert [i.step for i in acc.Images(tags.CONFUSION)] == [2, 5, 8]  # each epoch's last step
+    assert [i.step for i in acc.Images(tags.SALIENCY)] == [0, 8]  # untrained, the third epoch

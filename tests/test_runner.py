@@ -158,7 +158,7 @@ def test_tensorboard_histograms_images_text(tiny_run):
     }
     assert set(found["histograms"]) == expected
     weights = acc.Histograms(tags.WEIGHTS.format(layer="01_conv1"))
-    assert [h.step for h in weights] == [0, 2]  # step 0 and the last step
+    assert [h.step for h in weights] == [0, 3]  # step 0 and the end, after 3 steps
     assert weights[0].histogram_value.num == 6 * 1 * 5 * 5
     pictures = {
         tags.FILTERS.format(layer="01_conv1"),

@@ -8,8 +8,8 @@ dashboard decides what to write through :class:`cnnrun.run.logger.RunLogger`.
   ``trainer.flow_every_n_steps`` the gradient flow (gradient norms, update ratios, dead or
   saturated units); histograms at step 0, every ``trainer.histogram_every_n_steps`` steps and
   at the last step;
-- at each epoch's end: train and validation curves; every ``trainer.pictures_every_n_epochs``
-  epochs and at the last one, the probe's pictures and the validation confusion matrix;
+- at each epoch's end: train and validation curves and the validation confusion matrix;
+  every ``trainer.pictures_every_n_epochs`` epochs and at the last one, the probe's pictures;
 - at the end: the test results and the HParams row, which also a failed or interrupted run
   writes, with its status.
 """
@@ -113,10 +113,11 @@ class Dashboard:
         self.logger.epoch(step, train, val)
         t = self.trainer.cfg.trainer
         done = self.trainer.state.epoch + 1  # epochs done, this one included
+        self.logger.confusion(step, confusion)  # 1-2 ms: every epoch; the probe's at intervals
         if done % pictures_every(t.pictures_every_n_epochs, t.max_epochs) == 0 or (
             done >= t.max_epochs
         ):
-            self._pictures(step, confusion)
+            self._pictures(step)
 
     def skipped(self, step: int, count: int) -> None:
         self.logger.skipped(step, count)
@@ -139,7 +140,7 @@ class Dashboard:
             status = f"failed: {reason[:160]}"
         self.logger.hparams(self.hyper, status)
 
-    def _pictures(self, step: int, confusion: np.ndarray | None = None) -> None:
+    def _pictures(self, step: int) -> None:
         """The probe's pictures at ``step``, once: with one batch an epoch, the first epoch
         ends at step 0, where the untrained network's pictures are."""
         if len(self.probe_y) == 0 or step == self.pictures_at:
@@ -148,7 +149,7 @@ class Dashboard:
         tr = self.trainer
         with np.errstate(over="ignore", invalid="ignore"):
             seen = probe(tr.model, tr.loss_fn, self.probe_x, self.probe_y)
-        self.logger.pictures(step, tr.model, seen, confusion)
+        self.logger.pictures(step, tr.model, seen)
 
     def flush(self) -> None:
         self.logger.flush()

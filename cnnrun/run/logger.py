@@ -170,8 +170,8 @@ class RunLogger:
         for writer, (loss, acc) in ((self.train, train), (self.val, val)):
             writer.summary(step, [events.scalar(LOSS, loss), events.scalar(ACC, acc)])
 
-    def pictures(self, step: int, model, seen: Probe, confusion: np.ndarray | None = None) -> None:
-        """The probe's pictures (and the validation confusion matrix, if given) at ``step``."""
+    def pictures(self, step: int, model, seen: Probe) -> None:
+        """The probe's pictures at ``step``."""
         values = []
         if seen.first_conv is not None:
             picture = pictures.weight_and_gradient(seen.weight, seen.weight_grad)
@@ -184,9 +184,11 @@ class RunLogger:
             )
         if seen.images.ndim == 4:
             values.append(events.image(SALIENCY, pictures.saliency(seen.images, seen.input_grad)))
-        if confusion is not None:
-            values.append(events.image(CONFUSION, pictures.confusion(confusion)))
         self.run.summary(step, values)
+
+    def confusion(self, step: int, counts: np.ndarray) -> None:
+        """The validation confusion matrix (``counts[true, predicted]``) at ``step``."""
+        self.run.summary(step, [events.image(CONFUSION, pictures.confusion(counts))])
 
     def results(self, step: int, metrics: dict) -> None:
         finite = [
