@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 import pytest
-from runner_helpers import TINY, event_accumulator, run_config
+from runner_helpers import LENET_PARAMS, LENET_PLACES, TINY, event_accumulator, run_config
 
 from cnnrun import nn, optim
 from cnnrun.run import events, pictures
@@ -297,6 +297,23 @@ def test_a_killed_job_gets_a_row(tmp_path):
     assert hparams["model"].string_value == "lenet"
 
 
+@pytest.mark.parametrize(
+    "status, kind",
+    [
+        ("ok", "STATUS_SUCCESS"),
+        ("failed: killed by SIGKILL", "STATUS_FAILURE"),
+        ("interrupted at step 5", "STATUS_UNKNOWN"),  # was shown as running
+        ("running", "STATUS_RUNNING"),
+    ],
+)
+def test_the_hparams_session_status_follows_the_row_s_status(tmp_path, status, kind):
+    from tensorboard.plugins.hparams import api_pb2
+
+    tags.write_hparams(tmp_path / "tb", {"model": "lenet"}, status)
+    hparams, got = hparams_row(tmp_path / "tb")
+    assert hparams["status"].string_value == status and got == getattr(api_pb2, kind)
+
+
 def panels(out):
     """Every (run, kind, tag, step) that TensorBoard shows of a run folder."""
     found = set()
@@ -489,3 +506,36 @@ def test_the_confusion_matrix_every_epoch_the_probe_s_pictures_at_their_interval
     acc = event_accumulator(tmp_path / "tb")
     assert [i.step for i in acc.Images(tags.CONFUSION)] == [2, 5, 8]  # each epoch's last step
     assert [i.step for i in acc.Images(tags.SALIENCY)] == [0, 8]  # untrained, the third epoch
+
+
+def test_the_custom_scalars_charts_find_their_tags_in_network_order(tmp_path):
+    """Each chart of the layout TensorBoard's Custom Scalars tab draws matches tags the run
+    wrote: loss and accuracy in both the train and the validation run, the gradient flow of
+    every weight, in the order of the network."""
+    import re
+
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    train(run_config(tmp_path, ["model=lenet", "trainer.flow_every_n_steps=1"]))
+    run = event_accumulator(tmp_path / "tb")
+    (config,) = run.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    charts = {c.title: c.multiline.tag[0] for cat in layout.category for c in cat.chart}
+    written = {
+        name: set(event_accumulator(tmp_path / "tb" / name).Tags()["scalars"])
+        for name in ("", tags.TRAIN_RUN, tags.VAL_RUN)
+    }
+    for title in ("loss", "accuracy"):
+        for name in (tags.TRAIN_RUN, tags.VAL_RUN):
+            assert any(re.search(charts[title], t) for t in written[name]), (title, name)
+    flow = {t: c for t, c in charts.items() if t not in ("loss", "accuracy")}
+    assert len(flow) == 3
+    params = [f"{place}_{p}" for p, place in zip(LENET_PARAMS, LENET_PLACES)]
+    for title, regex in flow.items():
+        found = sorted(t for t in written[""] if re.search(regex, t))
+        assert found, title
+        if "inactive" not in regex:  # one line a parameter, sorted as the network runs
+            layers = [t.rsplit("/", 1)[1] for t in found if "global" not in t]
+            assert layers == sorted(params), (title, layers)  # bias before weight in a layer
+            places = [name.split("_")[0] for name in layers]
+            assert places == sorted(places) == LENET_PLACES  # conv1 first, fc3 last

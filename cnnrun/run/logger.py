@@ -258,7 +258,14 @@ def _layout() -> summary_pb2.Summary.Value:
     )
 
 
-STATUS = {"ok": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE}
+# HParams' session status by the first word of the row's status; "running" (until the run says
+# how it ended) is left as TensorBoard's running. An interrupted run stopped with a checkpoint,
+# to be resumed: neither a failure nor running
+STATUS = {
+    "ok": api_pb2.STATUS_SUCCESS,
+    "failed": api_pb2.STATUS_FAILURE,
+    "interrupted": api_pb2.STATUS_UNKNOWN,
+}
 
 
 def trial_name(logdir: str | Path) -> str:
@@ -284,7 +291,7 @@ def write_hparams(logdir: str | Path, hyper: dict, status: str) -> None:
             start.hparams[key].number_value = float(v)
         else:
             start.hparams[key].string_value = str(v)
-    kind = STATUS.get(status.split(":")[0], api_pb2.STATUS_RUNNING)
+    kind = STATUS.get(status.split(":")[0].split(" ")[0], api_pb2.STATUS_RUNNING)
     end = plugin_data_pb2.SessionEndInfo(status=kind, end_time_secs=time.time())
     summaries = [
         ("session_start_info", plugin_data_pb2.HParamsPluginData(session_start_info=start)),
