@@ -3,6 +3,7 @@
 import os
 import signal
 import sys
+import threading
 
 STARTING = "cnnrun: error: interrupted while starting; nothing was written"
 
@@ -22,12 +23,17 @@ def _end_while_starting(signum, frame) -> None:
 
 def main() -> None:
     previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.SIG_IGN:  # a job started with Ctrl-C ignored keeps it ignored
+    # a job started with Ctrl-C ignored keeps it ignored; a handler not set from Python (None)
+    # could not be put back; only the main thread may set one (main() called from another)
+    ours = previous not in (signal.SIG_IGN, None)
+    ours = ours and threading.current_thread() is threading.main_thread()
+    if ours:
         signal.signal(signal.SIGINT, _end_while_starting)
     try:
         from .run.main import main as run_main
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if ours:
+            signal.signal(signal.SIGINT, previous)
     run_main()
 
 

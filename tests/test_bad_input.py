@@ -265,11 +265,14 @@ def test_the_interrupt_advice_goes_to_the_log_file_only(tmp_path):
 class ClosedPipe:
     """stdout after the reader went away (``python -m cnnrun --help | head``)."""
 
-    def __init__(self, fd: int):
-        self.fd = fd
+    def __init__(self, fd: int, after: int = 0):
+        self.fd, self.left = fd, after  # characters the reader takes before it goes
 
     def write(self, text: str) -> int:
-        raise BrokenPipeError(32, "Broken pipe")
+        if len(text) > self.left:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.left -= len(text)
+        return len(text)
 
     def flush(self) -> None:
         pass
@@ -278,9 +281,12 @@ class ClosedPipe:
         return self.fd
 
 
-def test_help_into_a_closed_pipe_exits_quietly(workdir, monkeypatch, capsys):
+@pytest.mark.parametrize("after", [0, 4000], ids=["in-cnnrun-s-page", "in-hydra-s-page"])
+def test_help_into_a_closed_pipe_exits_quietly(workdir, monkeypatch, capsys, after):
+    """``--help | head``: the reader may go in cnnrun's page or in Hydra's, printed after it
+    (a traceback once came from the second)."""
     with open(workdir / "stdout.txt", "w") as file:
-        monkeypatch.setattr(sys, "stdout", ClosedPipe(file.fileno()))
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(file.fileno(), after))
         code = run_in_process("cnnrun", ["--help"], monkeypatch)
     assert code == 128 + signal.SIGPIPE
     assert capsys.readouterr().err == ""  # no traceback, no word

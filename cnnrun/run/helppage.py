@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from .cli import compose_from_argv, run_cli
+from .cli import _quiet_exit, compose_from_argv, run_cli
 
 HELP = """\
 cnnrun {version}: experiments on a hand-written backprop engine for convolutional networks
@@ -115,8 +115,11 @@ def tidied_stdout(tidy: Callable[[str], str] | None):
         with contextlib.redirect_stdout(buffer):
             yield
     finally:
-        sys.stdout.write(tidy(buffer.getvalue()))
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(tidy(buffer.getvalue()))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `python -m cnnrun --help | head`: the reader went away
+            _quiet_exit()
 
 
 def tidy_hydra_page(text: str) -> str:
