@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from runner_helpers import last_line, snapshot
 
+from cnnrun.errors import ConfigError
 from cnnrun.run import main as cli_main
 from cnnrun.run import tools
 
@@ -220,13 +221,28 @@ def test_help_opens_with_cnnrun_s_page_then_hydra_s(workdir, monkeypatch, capsys
     assert 'eval "$(python -m cnnrun -sc install=bash)"' in hydra and "__main__.py" not in hydra
 
 
+def seconds_to(code: str) -> float:
+    """The wall time of a Python process that runs ``code``, its start-up included: the
+    shorter of two, the first may read files the disk cache does not hold yet."""
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 @pytest.mark.slow
 def test_ctrl_c_while_importing_is_one_line(tmp_path):
-    """At any moment of the imports: a KeyboardInterrupt raised inside them once surfaced as
-    OmegaConf's AttributeError with a traceback, or as a kill by SIGINT (status -2) after the
-    line; about one interrupt in seven, so the test sends ten, spread over the imports."""
+    """A KeyboardInterrupt raised inside the imports once surfaced as OmegaConf's
+    AttributeError with a traceback, or as a kill by SIGINT (status -2) after the line, about
+    one interrupt in seven: ten interrupts, spread over the imports as timed here."""
+    from cnnrun.__main__ import STARTING
+
+    up = seconds_to("import cnnrun.__main__")  # Python up, the handler about to be set
+    done = seconds_to("import cnnrun.__main__, cnnrun.run.main")
     endings = []
-    for delay in np.linspace(0.1, 0.55, 10):  # Python is up; Hydra, OmegaConf, NumPy importing
+    for delay in np.linspace(up + 0.15 * (done - up), up + 0.75 * (done - up), 10):
         proc = subprocess.Popen(
             [sys.executable, "-m", "cnnrun", "trainer.max_epochs=1"],
             cwd=tmp_path,
@@ -238,9 +254,10 @@ def test_ctrl_c_while_importing_is_one_line(tmp_path):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         endings.append((round(delay, 2), proc.returncode, "Traceback" in out + err, last_line(err)))
-    for _delay, status, traceback, line in endings:
+    for _delay, status, traceback, _line in endings:
         assert status == 130 and not traceback, endings
-        assert line.startswith("cnnrun: error: interrupted"), endings
+    # a loaded machine can shift a few past the imports: "interrupted before training started"
+    assert sum(line == STARTING for *_, line in endings) >= 7, endings
 
 
 def test_the_interrupt_advice_goes_to_the_log_file_only(tmp_path):
@@ -313,3 +330,12 @@ def test_a_log_line_under_the_progress_bars_prints_once(capsys):
     err = capsys.readouterr().err
     assert err.count("epoch 1 of 3") == 1, err
     assert "[cnnrun] epoch 1 of 3" in err  # root's format kept
+
+
+def test_a_flag_s_value_is_no_override():
+    """``--config-dir '~/conf'`` is a folder: it was refused as a deletion of '/conf'."""
+    from cnnrun.run.checks import check_overrides
+
+    check_overrides(["--config-dir", "~/conf", "-cd", "~/more", "~hydra", "~hydra.job"])
+    with pytest.raises(ConfigError, match="cannot delete seed"):
+        check_overrides(["--config-dir", "~/conf", "~seed"])

@@ -276,20 +276,29 @@ def test_gradcheck_lenet_passes_with_a_row_per_layer(ran):
 
 COMPLETE = r"""
 _earlier() { COMPREPLY=(earlier); }
-complete -F _earlier python
+_earlier3() { COMPREPLY=(earlier3); }
+complete -o filenames -F _earlier python
+complete -F _earlier3 python3
+breaks=$COMP_WORDBREAKS
+eval "$(python -m cnnrun -sc uninstall=bash)"  # nothing installed: nothing removed
+complete -p python
 eval "$(python -m cnnrun -sc install=bash)"
+eval "$(python -m cnnrun -sc install=bash)"  # .bashrc read twice
 ask() {  # what Tab offers after the line $1, as bash would call the function
     COMP_LINE="$1"; COMP_POINT=${#1}; read -ra COMP_WORDS <<< "$1"
     [[ "$1" == *" " ]] && COMP_WORDS+=("")
     COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMPREPLY=()
-    _cnnrun_complete python "${COMP_WORDS[COMP_CWORD]}"; echo "${COMPREPLY[*]}"
+    _cnnrun_complete "${COMP_WORDS[0]}" "${COMP_WORDS[COMP_CWORD]}"; echo "${COMPREPLY[*]}"
 }
 ask "python -m cnnrun model="
 ask "cnnrun conv.padding="
+ask "python -m cnnrun conv.padding=sa"
 ask "python -m cnnrun optim."
 ask "python other.py "
+ask "python3 other.py "
 eval "$(python -m cnnrun -sc uninstall=bash)"
-complete -p python
+complete -p python python3
+[[ "$COMP_WORDBREAKS" == "$breaks" ]] && echo "word breaks as they were"
 """
 
 
@@ -312,9 +321,13 @@ def test_tab_completion_offers_what_cnnrun_takes_and_keeps_other_completions(tmp
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    models, padding, optim, other, restored = done.stdout.strip().splitlines()
+    lines = done.stdout.strip().splitlines()
+    untouched, models, padding, partial, optim, other, other3, *restored, breaks = lines
+    assert untouched == "complete -o filenames -F _earlier python"
     assert {"model=lenet", "model=resnet20", "model=vgg_small"} <= set(models.split())
     assert padding.split() == ["conv.padding=same", "conv.padding=valid", "conv.padding=full"]
+    assert partial == "conv.padding=same"  # a letter typed: Hydra offered nothing
     assert "optim.lr=" in optim.split() and "optim.name=" not in optim.split()
-    assert other == "earlier"
-    assert restored == "complete -F _earlier python"
+    assert (other, other3) == ("earlier", "earlier3")  # each command its own, installed twice
+    assert restored == [untouched, "complete -F _earlier3 python3"]
+    assert breaks == "word breaks as they were"

@@ -75,8 +75,9 @@ def numba_cache() -> str:
 
 
 def compile_note(backend: str) -> str:
-    """A word before Numba's first compile, which prints nothing for its 15-40 s: empty for
-    the numpy backend, or where compiled kernels are cached already."""
+    """A word before Numba's first compile, which prints nothing while it runs (about
+    COMPILE_SECONDS on 2 idle cores): empty for the numpy backend, or where compiled kernels
+    are cached already."""
     if backend != "numba":
         return ""
     cache = numba_cache()

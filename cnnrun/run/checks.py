@@ -62,14 +62,22 @@ def check_known_keys(cfg: DictConfig) -> None:
 GROUP_NAMES = {"model.name": "model", "optim.name": "optim"}
 
 
+# Hydra's flags followed by a value of their own (a folder, a name), not an override
+FLAGS_WITH_VALUES = {"--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn"}
+FLAGS_WITH_VALUES |= {"--package", "-p", "--info", "-i", "--experimental-rerun"}
+
+
 def check_overrides(overrides: list[str]) -> None:
     """Refuse command-line overrides that cannot do what they seem to: ``model.name=vgg_small``
     (choose the model with ``model=vgg_small``), ``optim.name=adam``, an empty
     ``hydra.run.dir=`` or ``hydra.sweep.dir=``, a deletion (``~optim.lr``) of cnnrun's keys."""
-    for text in overrides:
+    values = {i + 1 for i, a in enumerate(overrides) if a in FLAGS_WITH_VALUES}
+    for i, text in enumerate(overrides):
+        if i in values:  # --config-dir ~/conf: a folder, not an override
+            continue
         key, sep, val = str(text).partition("=")
-        if key.startswith("~") and not key.lstrip("~").startswith(("hydra.", "hydra/")):
-            name = key.lstrip("~")
+        name = key.lstrip("~")
+        if key.startswith("~") and name != "hydra" and not name.startswith(("hydra.", "hydra/")):
             raise ConfigError(
                 f"cannot delete {name}: every key and group of cnnrun's config is used; set it "
                 f"({name}=...) or leave it out for its default"

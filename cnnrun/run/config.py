@@ -49,10 +49,20 @@ class OnNan(Enum):
     skip = "skip"
 
 
-def enum_types() -> dict[str, type[Enum]]:
-    """The enums of the schema's fields by class name (``Padding``), as OmegaConf prints a
-    value (``Padding.valid``): tab completion offers their members."""
-    return {kind.__name__: kind for kind in (Padding, Backend, Schedule, OnNan)}
+def enum_keys() -> dict[str, type[Enum]]:
+    """The schema's keys whose values are enum members (``conv.padding``: Padding, and so on),
+    for tab completion to offer their choices."""
+    sections = {
+        k: t for k, t in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(t)
+    }
+    schemas = [(k, t) for k, t in sections.items()]
+    schemas += [("optim", optimizer_schema(n, c)) for n, c in optim.OPTIMIZERS.items()]
+    keys = {}
+    for section, schema in schemas:
+        for name, hint in typing.get_type_hints(schema).items():
+            if isinstance(hint, type) and issubclass(hint, Enum):
+                keys[f"{section}.{name}"] = hint
+    return keys
 
 
 # the registries' names, as enums: a misspelt name is refused with the list of accepted ones

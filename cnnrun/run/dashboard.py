@@ -7,7 +7,7 @@ dashboard decides what to write through :class:`cnnrun.run.logger.RunLogger`.
 - every ``trainer.log_every_n_steps`` steps: the batch's loss and accuracy; every
   ``trainer.flow_every_n_steps`` the gradient flow (gradient norms, update ratios, dead or
   saturated units); histograms at step 0, every ``trainer.histogram_every_n_steps`` steps and
-  at the last step;
+  at the end (at the step count, unless the last step was on the interval);
 - at each epoch's end: train and validation curves and the validation confusion matrix;
   every ``trainer.pictures_every_n_epochs`` epochs and at the last one, the probe's pictures;
 - at the end: the test results and the HParams row, which also a failed or interrupted run

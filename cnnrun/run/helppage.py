@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -45,21 +46,34 @@ Hydra's own page follows: its flags (--multirun, --cfg job, --config-dir, shell 
 
 # Tab completion for `python -m cnnrun ...` and `cnnrun ...`: Hydra answers the query (`-sc
 # query=bash`) once the line is put as `cnnrun <overrides>`; any other python command gets the
-# completion it had before (or the shell's file names). eval "$(python -m cnnrun -sc
-# install=bash)" installs it, uninstall=bash puts the earlier one back.
+# completion it had before (bash-completion's loaded first), or the shell's file names. The
+# first install keeps what it replaces (python's and python3's specs, COMP_WORDBREAKS), a second
+# keeps the first's; uninstall=bash puts it back, and does nothing where none is installed.
 COMPLETION = r"""
-_cnnrun_previous=$(complete -p python 2>/dev/null | sed -n 's/.*-F \([^ ]*\).*/\1/p')
-[[ "$_cnnrun_previous" == _cnnrun_complete ]] && _cnnrun_previous=
+if ! declare -F _cnnrun_complete >/dev/null; then
+    if declare -F _completion_loader >/dev/null; then
+        _completion_loader python >/dev/null 2>&1; _completion_loader python3 >/dev/null 2>&1
+    fi
+    _cnnrun_saved=$(complete -p python python3 2>/dev/null)
+    _cnnrun_wordbreaks=$COMP_WORDBREAKS
+fi
 _cnnrun_complete() {
-    local words=($COMP_LINE) run line
+    local words=($COMP_LINE) run line earlier
     if [[ "${words[0]}" == python* && "${words[1]}" == "-m" && "${words[2]}" == "cnnrun" ]]; then
         run="${words[0]} -m cnnrun"; line="cnnrun ${COMP_LINE#*-m cnnrun}"
     elif [[ "${words[0]}" == "cnnrun" ]]; then
         run="cnnrun"; line="$COMP_LINE"
-    elif [[ -n "$_cnnrun_previous" ]]; then
-        "$_cnnrun_previous" "$@"; return
     else
-        COMPREPLY=(); return
+        local spec
+        while read -r spec; do  # `complete -F <function> ... <command>`, one line a command
+            [[ "$spec" == *" $1" && "$spec" == *"-F "* ]] && earlier=${spec#*-F }
+        done <<< "$_cnnrun_saved"
+        earlier=${earlier%% *}; COMPREPLY=()
+        if [[ -n "$earlier" ]]; then
+            [[ "$_cnnrun_saved" == *"-o nospace"* ]] || compopt +o nospace 2>/dev/null
+            "$earlier" "$@"
+        fi
+        return
     fi
     local choices=$(COMP_LINE="$line" $run -sc query=bash 2>/dev/null)
     COMPREPLY=($(compgen -o nospace -o default -W "$choices" -- "${COMP_WORDS[COMP_CWORD]}"))
@@ -69,9 +83,12 @@ complete -o nospace -o default -F _cnnrun_complete python python3 cnnrun
 """
 
 UNINSTALL = r"""
-complete -r python python3 cnnrun 2>/dev/null
-[[ -n "$_cnnrun_previous" ]] && complete -F "$_cnnrun_previous" python python3
-unset -f _cnnrun_complete; unset _cnnrun_previous
+if declare -F _cnnrun_complete >/dev/null; then
+    complete -r python python3 cnnrun 2>/dev/null
+    [[ -n "$_cnnrun_saved" ]] && eval "$_cnnrun_saved"
+    COMP_WORDBREAKS=$_cnnrun_wordbreaks
+    unset -f _cnnrun_complete; unset _cnnrun_saved _cnnrun_wordbreaks
+fi
 """
 
 # Hydra's flags, as cnnrun's user types them: its completion block names `python <file>` and
@@ -131,22 +148,22 @@ def tidy_hydra_page(text: str) -> str:
 
 
 def tidy_query(text: str) -> str:
-    """Hydra's completion words, with each enum key's choices in place of its current value
-    and no key that cannot be set apart from its group."""
+    """Hydra's completion words without the keys that cannot be set apart from their group;
+    for an enum key being typed (``conv.padding=`` or ``conv.padding=sa``, from the shell's
+    ``COMP_LINE``) its choices that start so: Hydra offers the current value as OmegaConf
+    prints it (``conv.padding=Padding.valid``), and nothing once a letter is typed."""
     from .checks import GROUP_NAMES
-    from .config import enum_types
+    from .config import enum_keys
 
-    enums, words = enum_types(), []
-    for word in text.split():
-        key, sep, val = word.partition("=")
-        if key in GROUP_NAMES:
-            continue
-        kind, _, _ = val.partition(".")
-        if sep and kind in enums and val.startswith(kind + "."):
-            words += [f"{key}={member.value}" for member in enums[kind]]
-        else:
-            words.append(word)
-    return " ".join(words) + ("\n" if text.endswith("\n") else "")
+    line = os.environ.get("COMP_LINE", "")
+    typed = "" if not line or line.endswith(" ") else line.split()[-1]
+    key, sep, start = typed.partition("=")
+    enums = enum_keys()
+    if sep and key in enums and key not in GROUP_NAMES:
+        words = [f"{key}={m.value}" for m in enums[key] if m.value.startswith(start)]
+    else:
+        words = [w for w in text.split() if w.partition("=")[0] not in GROUP_NAMES]
+    return " ".join(words) + "\n"
 
 
 def help_page(argv: list[str]) -> str:

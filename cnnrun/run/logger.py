@@ -98,8 +98,8 @@ class RunLogger:
     """A run's event writers (see the module's docstring for the layout).
 
     The batch's loss and accuracy every ``log_every`` steps, the gradient flow every
-    ``flow_every``; histograms at step 0, every ``histogram_every`` steps and at the last
-    step; pictures when the dashboard asks. ``purge_step`` (a
+    ``flow_every``; histograms at step 0 and every ``histogram_every`` steps (the
+    dashboard adds the end's); pictures when the dashboard asks. ``purge_step`` (a
     resumed run) makes TensorBoard drop what earlier files hold from that step on, which the
     resumed run writes again."""
 
