@@ -68,6 +68,7 @@ def test_a_changed_model_yaml_changes_the_case(tmp_path):
     assert shapes(model)["fc3.weight"] == (7, 84)  # ${data.num_classes}, resolved
 
 
+@pytest.mark.slow  # about 1 s: the quick loop stays under a minute
 def test_case_names_are_the_cases():
     names = cases.case_names("numpy")
     assert names[:4] == STEP_CASES and names[-2:] == ["gemm/matmul", "gemm/blas"]

@@ -46,6 +46,7 @@ scale: 0.5
 """
 
 
+@pytest.mark.slow  # about 1 s: the quick loop stays under a minute
 def test_a_new_optimizer_needs_only_its_class_and_its_yaml(tmp_path):
     conf = tmp_path / "my_conf" / "optim"
     conf.mkdir(parents=True)

@@ -215,6 +215,7 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch)
     assert not list((out / "checkpoints").glob(".*.tmp"))
 
 
+@pytest.mark.slow  # about 1 s: the quick loop stays under a minute
 def test_run_folder_that_cannot_be_made(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -226,6 +227,7 @@ def test_run_folder_that_cannot_be_made(tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.slow  # about 1 s: the quick loop stays under a minute
 def test_read_only_and_full_disks_for_real(small_mount):
     out = small_mount / "run"
     train(run_config(out))  # fits: one small run

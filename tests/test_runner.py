@@ -239,7 +239,7 @@ def test_one_epoch_on_digits(tmp_path):
 @pytest.mark.parametrize(
     "model, optim",
     [
-        ("lenet", "sgd"),  # momentum buffers, cosine schedule
+        pytest.param("lenet", "sgd", marks=pytest.mark.slow),  # momentum buffers, cosine
         ("lenet", "adam"),  # two moments and a step count per parameter
         pytest.param(
             "vgg_small", "sgd", marks=pytest.mark.slow
