@@ -151,6 +151,29 @@ BAD = {
 }
 
 
+@pytest.mark.parametrize(
+    "channels, stride, projected",
+    [(4, 1, False), (4, 2, True), (8, 1, True), (8, 2, True)],
+    ids=["same-shape", "stride-only", "channels-only", "both"],
+)
+def test_a_basic_block_projects_where_its_shape_changes(channels, stride, projected):
+    """He et al.'s option B: the identity where the shape stays, else conv1x1 (the stride, the
+    filters) and batch norm; a stride alone changes the shape too."""
+    spec = {
+        "name": "one_block",
+        "layers": [{"type": "basic", "name": "b", "out_channels": channels, "stride": stride}],
+    }
+    net = build_model(spec, (4, 6, 6), default_padding="same")
+    names = [name for name, _ in net.named_modules()]
+    assert ("b.shortcut.conv" in names) == ("b.shortcut.bn" in names) == projected, names
+    if projected:
+        conv = net["b.shortcut.conv"]
+        assert conv.weight.shape == (channels, 4, 1, 1) and conv.stride == (stride, stride)
+    y = net.forward(np.zeros((2, 4, 6, 6), np.float32))
+    assert y.shape == (2, channels, 6 // stride, 6 // stride)
+
+
+
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_residual_yaml_is_one_line_naming_the_block(case):
     spec, error, words = BAD[case]
