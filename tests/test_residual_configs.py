@@ -173,7 +173,6 @@ def test_a_basic_block_projects_where_its_shape_changes(channels, stride, projec
     assert y.shape == (2, channels, 6 // stride, 6 // stride)
 
 
-
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_residual_yaml_is_one_line_naming_the_block(case):
     spec, error, words = BAD[case]
