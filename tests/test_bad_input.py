@@ -298,7 +298,11 @@ class ClosedPipe:
         return self.fd
 
 
-@pytest.mark.parametrize("after", [0, 4000], ids=["in-cnnrun-s-page", "in-hydra-s-page"])
+@pytest.mark.parametrize(
+    "after",
+    [0, pytest.param(4000, marks=pytest.mark.slow)],
+    ids=["in-cnnrun-s-page", "in-hydra-s-page"],
+)
 def test_help_into_a_closed_pipe_exits_quietly(workdir, monkeypatch, capsys, after):
     """``--help | head``: the reader may go in cnnrun's page or in Hydra's, printed after it
     (a traceback once came from the second)."""

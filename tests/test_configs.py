@@ -333,6 +333,7 @@ def test_user_model_through_config_dir_command_line(user_conf, tmp_path):
     assert sorted(p.name for p in (config_dir() / "model").iterdir()) == before
 
 
+@pytest.mark.slow  # about 1 s: the quick loop stays under a minute
 def test_user_model_shape_trace_through_config_dir(user_conf, tmp_path):
     result = run_cnnrun(
         [

@@ -182,6 +182,7 @@ def _rewrite_meta(src, dst, **changes) -> None:
     np.savez(dst, **items)
 
 
+@pytest.mark.slow  # about 1 s: the quick loop stays under a minute
 def test_checkpoint_of_another_version_or_not_ours(tmp_path):
     out = tmp_path / "run"
     train(run_config(out))

@@ -35,6 +35,7 @@ def test_a_residual_block_matches_finite_differences(rng, c_in, c_out, stride, s
     assert max(errors.values()) < GRAD_TOL, errors
 
 
+@pytest.mark.slow  # about 1 s: the quick loop stays under a minute
 def test_a_residual_network_matches_finite_differences(rng):
     net = residual_net(seed=1, act=Tanh)
     errors = layer_grad_errors(net, rng.standard_normal(X_SHAPE), rng)

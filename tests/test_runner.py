@@ -283,6 +283,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, model, optim):
     assert (metrics["epoch"], metrics["step"]) == (3, 9)
 
 
+@pytest.mark.slow  # about 1 s: the quick loop stays under a minute
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     runs = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):

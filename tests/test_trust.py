@@ -169,6 +169,7 @@ def test_a_failed_start_leaves_no_new_folder_behind(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # about 1 s: the quick loop stays under a minute
 def test_resume_from_a_run_folder_takes_its_last_checkpoint(tmp_path):
     first = tmp_path / "first"
     train(run_config(first))
