@@ -72,6 +72,7 @@ CASES = {
     ),
     "model-name": Case(["model.name=vgg_small"], ["model.name=vgg_small", "model=vgg_small"]),
     "optim-name": Case(["optim.name=adam", *FAST], ["optim.name=adam", "optim=adam"]),
+    "data-name": Case(["data.name=synthetic", *FAST], ["data.name=synthetic", "data=synthetic"]),
     "delete-key": Case(["~optim.lr"], ["cannot delete optim.lr", "optim.lr=..."]),
     "delete-group": Case(["~model"], ["cannot delete model", "model=..."]),
     "empty-run-dir": Case(["hydra.run.dir=", *FAST], ["hydra.run.dir", "empty"], into_old=False),

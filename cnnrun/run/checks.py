@@ -59,7 +59,7 @@ def check_known_keys(cfg: DictConfig) -> None:
 
 # the keys that name what a config group chose: set apart from the group, they would label
 # (model.name) or half-build (optim.name: Adam with SGD's lr and schedule) another choice
-GROUP_NAMES = {"model.name": "model", "optim.name": "optim"}
+GROUP_NAMES = {"model.name": "model", "optim.name": "optim", "data.name": "data"}
 
 
 # Hydra's flags followed by a value of their own (a folder, a name), not an override
