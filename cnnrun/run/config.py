@@ -52,10 +52,9 @@ class OnNan(Enum):
 def enum_keys() -> dict[str, type[Enum]]:
     """The schema's keys whose values are enum members (``conv.padding``: Padding, and so on),
     for tab completion to offer their choices."""
-    sections = {
-        k: t for k, t in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(t)
-    }
-    schemas = [(k, t) for k, t in sections.items()]
+    schemas = [
+        (k, t) for k, t in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(t)
+    ]
     schemas += [("optim", optimizer_schema(n, c)) for n, c in optim.OPTIMIZERS.items()]
     keys = {}
     for section, schema in schemas:

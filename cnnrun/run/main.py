@@ -84,17 +84,18 @@ def _sweep_job(cfg: DictConfig, train) -> float:
         reason = describe(err)
         if reason is None:  # a bug, not a bad value: its traceback is in the job's log
             reason = f"{type(err).__name__}: {err}"
-        if isinstance(err, Interrupted):  # its log has the advice, the last line says it once
-            name = signal.Signals(err.signum).name
-            log.error("job %s interrupted by %s: its checkpoint is in its folder", out.name, name)
-        else:
+        if not isinstance(err, Interrupted):
             log.error("job failed: %s", reason)
-        _record_failure(out, cfg, reason)
-        if not isinstance(err, Interrupted):  # an interrupted run wrote its own row
+            _record_failure(out, cfg, reason)
             from .dashboard import record_failure  # TensorBoard's protos: only when needed
 
             record_failure(out, cfg, reason)  # the command line's overrides: HydraConfig
-        if isinstance(err, Interrupted) and in_sweep_process():
+            return math.nan
+        # its log has the advice and its HParams row its own status; the last line says it once
+        name = signal.Signals(err.signum).name
+        log.error("job %s interrupted by %s: its checkpoint is in its folder", out.name, name)
+        _record_failure(out, cfg, reason)
+        if in_sweep_process():
             raise StopSweep(str(err), err.exit_code) from None
         return math.nan
     write_status(out, "ok")

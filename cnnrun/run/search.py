@@ -63,10 +63,10 @@ class PersistentSearch(OptunaSweeperImpl):
         for name in fixed:
             space.pop(name, None)
         self.folder = str(Path(self.sweep_dir).resolve())
-        study = self._open_study()
+        storage = self.storage or default_storage(self.sweep_dir)
+        study = self._open_study(storage)
         self._reseed(study)
-        where = self.storage or default_storage(self.sweep_dir)
-        log.info("study %s in %s: %d trials so far", study.study_name, where, _count(study))
+        log.info("study %s in %s: %d trials so far", study.study_name, storage, _count(study))
         left_behind = self._left_behind(study)
         self.job_idx = 1 + max((_job(t) for t in self._ours(study)), default=-1)
         for trial in left_behind:
@@ -83,12 +83,11 @@ class PersistentSearch(OptunaSweeperImpl):
             self.job_idx += len(trials)
         self._save_best(study)
 
-    def _open_study(self):
+    def _open_study(self, storage: str):
         """The study, made if it is not there yet. Processes starting together (a SLURM job
         array) may race to create the database's tables: the loser tries again."""
         from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-        storage = self.storage or default_storage(self.sweep_dir)
         check_storage(storage)
         for attempt in range(5):
             try:
