@@ -171,6 +171,29 @@ def conv_term_scales(case: ConvCase) -> dict[str, np.ndarray]:
     return {"y": y, "dX": dx, "dW": layer.weight.grad, "db": layer.bias.grad}
 
 
+F64_TOL = 1e-12  # float64: only the summation order differs
+F32_CONV_TOL = 1e-5  # float32 conv: rounding, relative to the sum of |terms|
+
+
+def check_numba_conv(case: ConvCase) -> None:
+    """The numba backend's y, dX, dW and db of ``case`` against the plain loops and NumPy, in
+    float64 and float32."""
+    scales = conv_term_scales(case)  # float32: errors relative to the sums of |terms|
+    for dtype, tol in ((np.float64, F64_TOL), (np.float32, F32_CONV_TOL)):
+        got = run_conv(case, "numba", dtype)
+        for other in ("reference", "numpy"):
+            want = run_conv(case, other, dtype)
+            for key in got:
+                assert got[key].dtype == dtype, (key, got[key].dtype)
+                assert got[key].shape == want[key].shape, key
+                err = (
+                    rel_err(got[key], want[key])
+                    if dtype == np.float64
+                    else term_err(got[key], want[key], scales[key])
+                )
+                assert err < tol, (case, key, dtype, other)
+
+
 def term_err(a, b, scale) -> float:
     """``max |a - b| / scale``, element by element, with ``scale`` from :func:`conv_term_scales`;
     where the scale is 0 (no terms), a and b must both be exactly 0."""
@@ -211,9 +234,12 @@ CONV_CASES = {
 
 
 @st.composite
-def conv_cases(draw, max_extra: int = 6) -> ConvCase:
+def conv_cases(
+    draw, max_extra: int = 6, images=(1, 2), channels=(1, 3), filters=(1, 3)
+) -> ConvCase:
     """Random conv layers and inputs: non-square sizes and kernels, strides 1-3 that need not
-    divide the size, dilation 1-2, every padding mode, ints, pairs and 4-tuples."""
+    divide the size, dilation 1-2, every padding mode, ints, pairs and 4-tuples; the counts of
+    images, channels and filters in the inclusive ranges given."""
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     stride = draw(st.sampled_from([1, 2, 3, (1, 2), (2, 1), (2, 3), (3, 1)]))
     dilation = draw(st.sampled_from([1, 1, 2, (1, 2), (2, 1)]))
@@ -241,9 +267,9 @@ def conv_cases(draw, max_extra: int = 6) -> ConvCase:
         smallest = max(1, d * (k - 1) + 1 - p)  # the padded input must hold the dilated kernel
         sizes.append(draw(st.integers(smallest, smallest + max_extra)))
     return ConvCase(
-        n=draw(st.integers(1, 2)),
-        c=draw(st.integers(1, 3)),
-        f=draw(st.integers(1, 3)),
+        n=draw(st.integers(*images)),
+        c=draw(st.integers(*channels)),
+        f=draw(st.integers(*filters)),
         h=sizes[0],
         w=sizes[1],
         kernel=kernel,

@@ -6,21 +6,26 @@ tap (c, p, q), the element ``c*Hp*Wp + (i + p*dh)*Wp + (j + q*dw)`` = ``o + off(
 ``Wp - Wo`` are junk and dropped) turns every tap into one contiguous run of
 ``(Ho - 1)*Wp + Wo`` elements, long enough for the vector units even when Wo is 10:
 
-* forward: ``y_wide[f] = sum_t w[f, t] * x[off_t : off_t + L]``, four filters by four taps per
-  pass (:func:`_four_rows`), so that every element of x loaded feeds four multiply-adds;
-* dW (:mod:`.wide_grad`): ``dW[f, t] = dot(x[off_t : off_t + L], dy_wide[f])``, four filters by
-  four taps per pass;
+* forward: ``y_wide[f] = sum_t w[f, t] * x[off_t : off_t + L]``, by the register-blocked
+  micro-kernel :func:`_block`;
+* dW (:mod:`.wide_grad`): ``dW[f, t] = dot(x[off_t : off_t + L], dy_wide[f])``;
 * dX: the full convolution, as the design defines it: dY zero-padded by the kernel's span on
   every side, correlated with the kernel rotated 180 degrees (in and out channels swapped), by
   the forward kernel.
 
-**Whole groups, whole vectors.** The run length L is rounded up to a multiple of
-:data:`LANES` (16 float32, one 512-bit register), read from a copy of the image with that many
-zeros after it, so the vectorised loop never ends in a scalar remainder (on 8x8 maps L is 78,
-and the 14 leftover elements cost as much as the 64 before them). Filters and taps are padded
-with zero weights to whole groups of four (:func:`grouped`): one pass function serves every
-layer, where three (for four, two and one filters) used to be compiled, inlined, each time.
-Padded taps read offset 0, a real (finite) element, times a zero weight.
+**The micro-kernel.** One call of :func:`_block` computes a block of :data:`GROUP` (8) filters
+by :data:`BLOCK` (3) vector registers of outputs: 24 accumulators (:mod:`.simd`) that stay in
+registers over every tap of the sum and are stored once. Per tap it loads three registers of x
+and broadcasts eight weights: each x loaded feeds eight multiply-adds, each weight three. With
+the 32 registers of AVX-512 that ran at 165-171 GFLOP/s on one core of a machine whose float32
+GEMM peaks at about 183 a core (64->64 channels on 32x32 maps), where the loops that kept their
+sums in rows of memory, four filters by four taps a pass, ran at 90-96. The weights of a group
+are packed tap by tap, (K, 8), so the eight broadcasts of a tap read one cache line.
+
+**Whole blocks.** The run length L is rounded up to whole blocks of ``3 * lanes`` outputs,
+read from a copy of the image with zeros after it, so no block ends in a scalar remainder;
+filters are padded with zero weights to whole groups of eight (:func:`packed`). Junk columns,
+the rounding and the padded filters are computed and dropped.
 """
 
 from __future__ import annotations
@@ -30,26 +35,34 @@ import functools
 import numpy as np
 from numba import njit
 
-from .common import _FAST, CHUNK, chunks, parallel
+from .common import CHUNK, chunks, parallel
+from .simd import lanes, vfma, vload, vsplat, vstore, vzero
 
-LANES = 16  # elements per vector block: float32 in a 512-bit register
-GROUP = 4  # filters, and taps, per pass
-
-
-def groups_up(count: int) -> int:
-    """``count`` rounded up to whole :data:`GROUP`\\ s."""
-    return -(-count // GROUP) * GROUP
+GROUP = 8  # filters per block of the forward kernel
+BLOCK = 3  # vector registers of outputs per block
 
 
-def tap_offsets(w_shape, padded_hw, dilation) -> np.ndarray:
+def groups_up(count: int, group: int = GROUP) -> int:
+    """``count`` rounded up to whole ``group``\\ s."""
+    return -(-count // group) * group
+
+
+@njit(cache=True)
+def span_up(ho, wo, wp, width):
+    """The run length ``(ho - 1)*wp + wo`` of a wide-row image, rounded up to whole blocks of
+    ``width`` elements."""
+    return -(-((ho - 1) * wp + wo) // width) * width
+
+
+def tap_offsets(w_shape, padded_hw, dilation, group: int = 1) -> np.ndarray:
     """(K,) offsets of the taps (c, p, q), in weight order, into a flat (C, Hp, Wp) image; K is
-    ``C*kh*kw`` rounded up to whole groups, the extra taps at offset 0. Read-only, and made once
-    per geometry (building it took 60 us, a ResNet-20 step asks 80 times)."""
-    return _tap_offsets(tuple(w_shape[1:]), tuple(padded_hw), tuple(dilation))
+    ``C*kh*kw`` rounded up to whole ``group``\\ s, the extra taps at offset 0. Read-only, and
+    made once per geometry (building it took 60 us, a ResNet-20 step asks 80 times)."""
+    return _tap_offsets(tuple(w_shape[1:]), tuple(padded_hw), tuple(dilation), group)
 
 
 @functools.lru_cache(maxsize=256)
-def _tap_offsets(kernel_shape, padded_hw, dilation) -> np.ndarray:
+def _tap_offsets(kernel_shape, padded_hw, dilation, group) -> np.ndarray:
     c, kh, kw = kernel_shape
     (hp, wp), (dh, dw) = padded_hw, dilation
     offs = (
@@ -57,18 +70,18 @@ def _tap_offsets(kernel_shape, padded_hw, dilation) -> np.ndarray:
         + np.arange(kh)[None, :, None] * (dh * wp)
         + np.arange(kw)[None, None, :] * dw
     ).ravel()
-    offs = np.concatenate([offs, np.zeros(groups_up(offs.size) - offs.size, offs.dtype)])
+    offs = np.concatenate([offs, np.zeros(groups_up(offs.size, group) - offs.size, offs.dtype)])
     offs.flags.writeable = False
     return offs
 
 
-def grouped(w: np.ndarray, dtype) -> np.ndarray:
-    """(F, C, kh, kw) -> (F', K') C-contiguous in ``dtype``, filters and taps rounded up to
-    whole groups with zero weights."""
+def packed(w: np.ndarray, dtype) -> np.ndarray:
+    """(F, C, kh, kw) -> (F'/8, K, 8) C-contiguous in ``dtype``: the weights of each group of
+    eight filters tap by tap, F rounded up to whole groups with zero weights."""
     f, k = w.shape[0], w[0].size
-    wf = np.zeros((groups_up(f), groups_up(k)), dtype)
-    wf[:f, :k] = w.reshape(f, k)
-    return wf
+    wp = np.zeros((groups_up(f), k), dtype)
+    wp[:f] = w.reshape(f, k)
+    return np.ascontiguousarray(wp.reshape(-1, GROUP, k).transpose(0, 2, 1))
 
 
 def corr_wide(src: np.ndarray, w: np.ndarray, dilation, pad, out_hw) -> np.ndarray:
@@ -78,7 +91,7 @@ def corr_wide(src: np.ndarray, w: np.ndarray, dilation, pad, out_hw) -> np.ndarr
     (ph, pw), hw = pad, src.shape[2:]
     offs = tap_offsets(w.shape, (hw[0] + 2 * ph, hw[1] + 2 * pw), dilation)
     y = np.empty((src.shape[0], w.shape[0], *out_hw), src.dtype)
-    parallel(_corr_wide, chunks(src.shape[0]), y, src, grouped(w, src.dtype), offs, ph, pw)
+    parallel(_corr_wide, chunks(src.shape[0]), y, src, packed(w, src.dtype), offs, ph, pw)
     return y
 
 
@@ -105,47 +118,80 @@ def _load_padded(xf, img, ph, pw):
             _copy(xf[ch * hp * wp + (i + ph) * wp + pw :], img[ch, i], ws)
 
 
-@njit(cache=True, fastmath=_FAST)
-def _four_rows(r0, r1, r2, r3, xf, offs, w0, w1, w2, w3, span):
-    """``r_g = sum_t w_g[t] * xf[offs[t] : offs[t] + span]`` for four filters g at once, four
-    taps per pass over the rows: each element of x loaded feeds four multiply-adds."""
-    r0[:] = 0
-    r1[:] = 0
-    r2[:] = 0
-    r3[:] = 0
-    for t in range(0, offs.shape[0], GROUP):
-        x0 = xf[offs[t] : offs[t] + span]
-        x1 = xf[offs[t + 1] : offs[t + 1] + span]
-        x2 = xf[offs[t + 2] : offs[t + 2] + span]
-        x3 = xf[offs[t + 3] : offs[t + 3] + span]
-        a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
-        b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
-        c0, c1, c2, c3 = w2[t], w2[t + 1], w2[t + 2], w2[t + 3]
-        d0, d1, d2, d3 = w3[t], w3[t + 1], w3[t + 2], w3[t + 3]
-        for o in range(span):
-            v0, v1, v2, v3 = x0[o], x1[o], x2[o], x3[o]
-            r0[o] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
-            r1[o] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
-            r2[o] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
-            r3[o] += d0 * v0 + d1 * v1 + d2 * v2 + d3 * v3
+@njit(cache=True)
+def _block(rows, xf, wg, offs, o0):
+    """``rows[g, o0 : o0 + 3*lanes] = sum_t wg[t, g] * xf[offs[t] + o0 :][: 3*lanes]`` for
+    the eight filters g of a group: 24 accumulators in registers over every tap."""
+    step = lanes(xf)
+    z = vzero(xf)
+    z3 = (z, z, z)  # a filter's outputs o0 + [0, step), [step, 2*step), [2*step, 3*step)
+    acc = (z3, z3, z3, z3, z3, z3, z3, z3)
+    for t in range(offs.shape[0]):
+        at, w = offs[t] + o0, wg[t]
+        x = (vload(xf, at), vload(xf, at + step), vload(xf, at + 2 * step))
+        acc = (
+            _fma3(acc[0], w[0], x),
+            _fma3(acc[1], w[1], x),
+            _fma3(acc[2], w[2], x),
+            _fma3(acc[3], w[3], x),
+            _fma3(acc[4], w[4], x),
+            _fma3(acc[5], w[5], x),
+            _fma3(acc[6], w[6], x),
+            _fma3(acc[7], w[7], x),
+        )
+    _store3(rows[0], o0, step, acc[0])
+    _store3(rows[1], o0, step, acc[1])
+    _store3(rows[2], o0, step, acc[2])
+    _store3(rows[3], o0, step, acc[3])
+    _store3(rows[4], o0, step, acc[4])
+    _store3(rows[5], o0, step, acc[5])
+    _store3(rows[6], o0, step, acc[6])
+    _store3(rows[7], o0, step, acc[7])
+
+
+@njit(cache=True, inline="always")
+def _fma3(acc, w, x):
+    """``acc[j] + w * x[j]`` for three registers j, one broadcast of w."""
+    s = vsplat(w)
+    return vfma(s, x[0], acc[0]), vfma(s, x[1], acc[1]), vfma(s, x[2], acc[2])
+
+
+@njit(cache=True, inline="always")
+def _store3(row, at, step, acc):
+    """Three registers into ``row[at : at + 3*step]``."""
+    vstore(row, at, acc[0])
+    vstore(row, at + step, acc[1])
+    vstore(row, at + 2 * step, acc[2])
+
+
+@njit(cache=True, inline="always")
+def _store8(rows, at, acc):
+    """Eight registers into ``rows[g, at : at + lanes]``, g = 0 ... 7."""
+    vstore(rows[0], at, acc[0])
+    vstore(rows[1], at, acc[1])
+    vstore(rows[2], at, acc[2])
+    vstore(rows[3], at, acc[3])
+    vstore(rows[4], at, acc[4])
+    vstore(rows[5], at, acc[5])
+    vstore(rows[6], at, acc[6])
+    vstore(rows[7], at, acc[7])
 
 
 @njit(nogil=True, cache=True)
-def _corr_wide(y, src, wf, offs, ph, pw, lo, hi):
+def _corr_wide(y, src, wp, offs, ph, pw, lo, hi):
     """Images of the chunks [lo, hi): ``y[b]`` from ``src[b]``."""
     n, c, hs, ws = src.shape
     f, ho, wo = y.shape[1], y.shape[2], y.shape[3]
-    hp, wp = hs + 2 * ph, ws + 2 * pw
-    span = -(-((ho - 1) * wp + wo) // LANES) * LANES  # L, in whole vector blocks
-    xf = np.zeros(c * hp * wp + span, src.dtype)  # the padded image; then zeros
-    rows = np.empty((GROUP, span), src.dtype)  # y_wide of four filters
+    hp, wp_ = hs + 2 * ph, ws + 2 * pw
+    width = BLOCK * lanes(src)
+    span = span_up(ho, wo, wp_, width)
+    xf = np.zeros(c * hp * wp_ + span, src.dtype)  # the padded image; then zeros
+    rows = np.empty((GROUP, span), src.dtype)  # y_wide of a group of filters
     for b in range(lo * CHUNK, min(n, hi * CHUNK)):
         _load_padded(xf, src[b], ph, pw)
-        for f0 in range(0, wf.shape[0], GROUP):
-            _four_rows(
-                *(rows[0], rows[1], rows[2], rows[3], xf, offs),
-                *(wf[f0], wf[f0 + 1], wf[f0 + 2], wf[f0 + 3], span),
-            )
-            for g in range(min(GROUP, f - f0)):  # drop padded filters and junk columns
+        for g0 in range(wp.shape[0]):
+            for o0 in range(0, span, width):
+                _block(rows, xf, wp[g0], offs, o0)
+            for g in range(min(GROUP, f - g0 * GROUP)):  # drop padded filters, junk columns
                 for i in range(ho):
-                    _copy(y[b, f0 + g, i], rows[g, i * wp :], wo)
+                    _copy(y[b, g0 * GROUP + g, i], rows[g, i * wp_ :], wo)

@@ -1,0 +1,193 @@
+"""Vector registers in Numba: a type for one register of floats and the five operations a
+register-blocked micro-kernel needs (load, store, broadcast, zero, fused multiply-add), and a
+transpose of a square tile in registers.
+
+Why: a micro-kernel keeps its accumulators in registers for the whole sum over the kernel taps
+and stores them once. Written as loops over arrays, the accumulators live in memory, and LLVM
+loads and stores them on every tap (the wide-row kernels before this module ran at about half
+the machine's multiply-add rate for that reason). A :class:`Vec` is an LLVM ``<lanes x float>``
+value: Numba keeps it in a local variable like any number, LLVM in a register.
+
+One register holds :data:`VECTOR_BYTES` bytes: 64 (16 float32, 8 float64) where the compile
+target has AVX-512, 32 otherwise (AVX2: 8 float32). ``NUMBA_CPU_NAME`` and
+``NUMBA_CPU_FEATURES`` choose the target, as for every Numba kernel.
+
+The loads and stores do no bounds check: the callers size their buffers for whole vectors
+(see :mod:`.wide`).
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.core import config
+from numba.extending import intrinsic, models, register_model
+
+
+def _vector_bytes() -> int:
+    """64 where Numba's compile target has AVX-512 (the host's, unless ``NUMBA_CPU_NAME`` or
+    ``NUMBA_CPU_FEATURES`` says otherwise), else 32."""
+    features = config.CPU_FEATURES
+    if features is None and config.CPU_NAME is None:
+        features = llvm.get_host_cpu_features().flatten()
+    return 64 if "+avx512f" in (features or "") else 32
+
+
+VECTOR_BYTES = _vector_bytes()
+
+
+class Vec(types.Type):
+    """One vector register of ``dtype`` (float32 or float64)."""
+
+    def __init__(self, dtype: types.Float):
+        self.dtype = dtype
+        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        super().__init__(name=f"Vec({dtype} x {self.lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type: Vec):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
+
+
+def _address(context, builder, array_type, array, index):
+    """Pointer to ``array[index]`` of a 1-D contiguous array, as a pointer to a vector."""
+    data = context.make_array(array_type)(context, builder, array).data
+    vector = context.get_value_type(Vec(array_type.dtype))
+    return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
+
+
+@intrinsic
+def lanes(typingctx, a):
+    """Elements of ``a``'s dtype in one register (a compile-time constant)."""
+    count = Vec(a.dtype).lanes
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.intp, count)
+
+    return types.intp(a), codegen
+
+
+@intrinsic
+def vload(typingctx, a, i):
+    """``a[i : i + lanes]`` of a 1-D contiguous array, as a register (unaligned load)."""
+
+    def codegen(context, builder, signature, args):
+        address = _address(context, builder, signature.args[0], args[0], args[1])
+        return builder.load(address, align=signature.args[0].dtype.bitwidth // 8)
+
+    return Vec(a.dtype)(a, i), codegen
+
+
+@intrinsic
+def vstore(typingctx, a, i, v):
+    """``a[i : i + lanes] = v`` for a 1-D contiguous array."""
+
+    def codegen(context, builder, signature, args):
+        address = _address(context, builder, signature.args[0], args[0], args[1])
+        builder.store(args[2], address, align=signature.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.void(a, i, v), codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """A register with ``x`` in every lane."""
+    vec = Vec(x)
+
+    def codegen(context, builder, signature, args):
+        vector = context.get_value_type(vec)
+        one = builder.insert_element(
+            ir.Constant(vector, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0)
+        )
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
+        return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), mask)
+
+    return vec(x), codegen
+
+
+@intrinsic
+def vzero(typingctx, a):
+    """A register of zeros of ``a``'s dtype."""
+    vec = Vec(a.dtype)
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(context.get_value_type(vec), None)
+
+    return vec(a), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """``a * b + c`` lane by lane, rounded once (``llvm.fma``)."""
+
+    def codegen(context, builder, signature, args):
+        vector = args[0].type
+        suffix = "f32" if isinstance(vector.element, ir.FloatType) else "f64"
+        fma = builder.module.declare_intrinsic(
+            f"llvm.fma.v{vector.count}{suffix}",
+            fnty=ir.FunctionType(vector, [vector, vector, vector]),
+        )
+        return builder.call(fma, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def vsplat_at(typingctx, a, i):
+    """A register with ``a[i]`` in every lane, for a 1-D contiguous array (no bounds check,
+    and no wraparound of negative indices: the load folds into the multiply-add)."""
+    vec = Vec(a.dtype)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        x = builder.load(builder.gep(data, [args[1]]))
+        vector = context.get_value_type(vec)
+        one = builder.insert_element(
+            ir.Constant(vector, ir.Undefined), x, ir.Constant(ir.IntType(32), 0)
+        )
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
+        return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), mask)
+
+    return vec(a, i), codegen
+
+
+@intrinsic
+def vtranspose(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
+    """A square tile of one register by as many rows, transposed: row r of ``dst`` (at
+    ``dst_at + r*dst_stride``) gets column r of ``src`` (rows at ``src_at + r*src_stride``);
+    1-D contiguous arrays of one dtype. In registers: log2(lanes) rounds, each swapping the
+    off-diagonal h-by-h blocks of every 2h-by-2h block, h = lanes/2, ..., 1."""
+
+    def codegen(context, builder, signature, args):
+        s_type, d_type = signature.args[0], signature.args[3]
+        s, s_at, s_stride, d, d_at, d_stride = args
+        count = Vec(s_type.dtype).lanes
+        align = s_type.dtype.bitwidth // 8
+
+        def row(array_type, array, at, stride, r):
+            index = builder.add(at, builder.mul(stride, context.get_constant(types.intp, r)))
+            return _address(context, builder, array_type, array, index)
+
+        rows = [builder.load(row(s_type, s, s_at, s_stride, r), align=align) for r in range(count)]
+        h = count // 2
+        while h >= 1:
+            # lane k of the pair (a, b): a's lanes are 0..n-1, b's n..2n-1 in the mask
+            keep = [k if (k // h) % 2 == 0 else count + k - h for k in range(count)]
+            swap = [k + h if (k // h) % 2 == 0 else count + k for k in range(count)]
+            masks = [ir.Constant(ir.VectorType(ir.IntType(32), count), m) for m in (keep, swap)]
+            for r in range(count):
+                if (r // h) % 2 == 0:
+                    a, b = rows[r], rows[r + h]
+                    rows[r] = builder.shuffle_vector(a, b, masks[0])
+                    rows[r + h] = builder.shuffle_vector(a, b, masks[1])
+            h //= 2
+        for r in range(count):
+            builder.store(rows[r], row(d_type, d, d_at, d_stride, r), align=align)
+        return context.get_dummy_value()
+
+    return types.void(src, src_at, src_stride, dst, dst_at, dst_stride), codegen

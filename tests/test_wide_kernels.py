@@ -1,0 +1,146 @@
+"""The numba backend's register-blocked conv kernels (backends/numba/wide.py, wide_grad.py) and
+the vector operations they are written in (simd.py), against the plain loops and NumPy.
+
+The shapes of test_backends.py have at most three filters, where dW takes its few-filters path
+and the forward kernel one group of eight; these have as many filters as one and several vector
+registers hold, counts that are not whole registers or groups, runs that end inside a block,
+batches that are not whole chunks, and tap counts that are not whole blocks of 24."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from helpers import ConvCase, check_numba_conv, conv_cases
+from hypothesis import given, settings
+from numba import njit
+
+from cnnrun.backends import get_backend
+from cnnrun.backends.numba import common, simd
+
+WIDE_CASES = {
+    # 17 filters: a register and one filter (float32), three groups of eight; 5 images
+    "f17_same": ConvCase(5, 3, 17, 9, 13, 3, padding="same"),
+    "f16_dilated": ConvCase(2, 5, 16, 11, 7, (2, 3), dilation=(2, 1)),
+    "f40_stride2_same": ConvCase(3, 2, 40, 6, 6, 3, stride=2, padding="same"),
+    "f24_1x1_thin": ConvCase(1, 7, 24, 33, 5, 1),  # 7 taps: a block of 24 mostly padding
+    # 16 channels, 8 filters: dW few-filters in float32, 24-tap blocks in float64; dX of 16
+    # channels by the forward kernel
+    "c16_f8_same": ConvCase(4, 16, 8, 8, 8, 3, padding="same"),
+    "f20_full_k5": ConvCase(2, 2, 20, 6, 9, 5, padding="full"),
+}
+
+
+@pytest.mark.parametrize("name", list(WIDE_CASES))
+def test_wide_kernels_match_loops_and_numpy(name):
+    check_numba_conv(WIDE_CASES[name])
+
+
+@settings(max_examples=25, deadline=None)
+@given(conv_cases(max_extra=9, images=(1, 6), channels=(1, 5), filters=(8, 36)))
+def test_wide_kernels_match_loops_and_numpy_random_shapes(case):
+    check_numba_conv(case)
+
+
+def test_wide_kernels_do_not_depend_on_the_thread_count():
+    """dW sums each chunk of images in registers and adds the chunks in order: 1, 2 and 3
+    threads give the same bits with 19 filters and 11 images."""
+    nb = get_backend("numba")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((11, 4, 10, 9)).astype(np.float32)
+    dy = rng.standard_normal((11, 19, 8, 7)).astype(np.float32)
+    w = rng.standard_normal((19, 4, 3, 3)).astype(np.float32)
+    before = common.threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            common.set_threads(threads)
+            results.append(
+                [
+                    nb.conv2d_forward(x, w, (1, 1), (1, 1))[0],
+                    nb.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1)),
+                    nb.conv2d_grad_input(dy, w, (1, 1), (1, 1), (10, 9)),
+                ]
+            )
+    finally:
+        common.set_threads(before)
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            np.testing.assert_array_equal(got, want)
+
+
+@njit
+def _transpose(src, src_at, src_stride, dst, dst_at, dst_stride):
+    simd.vtranspose(src, src_at, src_stride, dst, dst_at, dst_stride)
+
+
+@njit
+def _lanes(a):
+    return simd.lanes(a)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_of_a_tile_in_registers(dtype):
+    n = simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    assert _lanes(np.zeros(1, dtype)) == n
+    src = np.arange(3 + n * (n + 5), dtype=dtype)  # rows of n + 5 from offset 3
+    dst = np.full(2 + n * (n + 1), -1, dtype)  # rows of n + 1 from offset 2
+    _transpose(src, 3, n + 5, dst, 2, n + 1)
+    tile = src[3:].reshape(n, n + 5)[:, :n]
+    got = dst[2:].reshape(n, n + 1)
+    np.testing.assert_array_equal(got[:, :n], tile.T)
+    assert (got[:, n] == -1).all() and (dst[:2] == -1).all()  # nothing else written
+
+
+@pytest.mark.parametrize(
+    "name, features, want",
+    [(None, "+avx2,+fma,+avx512f", 64), (None, "+avx2,+fma,-avx512f", 32), ("haswell", None, 32)],
+)
+def test_register_width_follows_the_compile_target(monkeypatch, name, features, want):
+    monkeypatch.setattr(simd.config, "CPU_NAME", name)
+    monkeypatch.setattr(simd.config, "CPU_FEATURES", features)
+    assert simd._vector_bytes() == want
+
+
+@pytest.mark.slow
+def test_wide_kernels_on_a_target_without_avx512(tmp_path):
+    """Compiled for Haswell (AVX2: 32-byte registers, 8 float32 and 4 float64 lanes), the
+    kernels still match the loops: every block, tile and padding follows the register width."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, "tests")
+        from helpers import ConvCase, check_numba_conv, conv_cases
+        from cnnrun.backends.numba import simd
+        assert simd.VECTOR_BYTES == 32, simd.VECTOR_BYTES
+        for case in (
+            ConvCase(5, 3, 17, 9, 13, 3, padding="same"),
+            ConvCase(3, 2, 12, 6, 7, 3, stride=2, padding="same"),
+            ConvCase(2, 9, 5, 8, 8, 3, padding="full"),
+        ):
+            check_numba_conv(case)
+        print("ok")
+        """
+    )
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_dw_reads_no_memory_it_did_not_write():
+    """dW's x runs read past each image into junk columns (times a dY of zero): that memory
+    must be zeros, not whatever the allocator hands back. Freed blocks full of NaN are what
+    it would hand back (a run's earlier arrays, say); a step of LeNet once went NaN this way."""
+    nb = get_backend("numba")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 6, 14, 14)).astype(np.float32)
+    dy = rng.standard_normal((3, 16, 10, 10)).astype(np.float32)
+    for size in range(4700, 5000, 4):  # blocks of about its x buffer's 4 * 6 * 14 * 14 + 16
+        del_me = np.full(size, np.nan, np.float32)
+        del del_me
+        dw = nb.conv2d_grad_weight(x, None, dy, (5, 5), (1, 1), (1, 1))
+        assert np.isfinite(dw).all(), size
