@@ -429,7 +429,7 @@ def test_numba_kernels_do_not_depend_on_the_thread_count():
             nb.conv2d_forward(x, w, (1, 1), (1, 1))[0],
             nb.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1)),
             nb.conv2d_grad_input(dy, w, (1, 1), (1, 1), (9, 9)),
-            nb.conv2d_grad_input(dy, w[:, :1], (1, 1), (1, 1), (9, 9)),  # one channel: scatter
+            nb.conv2d_grad_input(dy, w[:, :1], (1, 1), (1, 1), (9, 9)),  # one channel
             pooled,
             nb.maxpool2d_backward(pooled, arg, (2, 2), (2, 2), (9, 9)),
             nb.avgpool2d_forward(x, (3, 3), (2, 2))[0],

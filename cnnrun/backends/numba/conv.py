@@ -26,16 +26,8 @@ import numpy as np
 from numba import njit, prange
 
 from .common import _FAST, CHUNK, Pair, out_hw
-from .wide import GROUP, corr_wide
-from .wide_grad import conv_grad_input_scatter, corr_grad_weight_wide
-
-# dX with fewer input channels than this, and at least as many filters: the forward kernel (four
-# output channels per pass) runs half empty on the transposed problem, and adding each tap's dY
-# back, eight filters per pass, is faster (LeNet's conv2, 6 channels and 16 filters: 1.7 -> 1.4 ms
-# at batch 256). Otherwise the full-convolution form (16 channels: twice as fast as adding back),
-# except for fewer channels than a group of four, which the forward kernel would pad with zero
-# filters (1 channel: 3 times slower than adding back)
-SCATTER = 8
+from .wide import corr_wide
+from .wide_grad import corr_grad_weight_wide
 
 
 def conv2d_forward(
@@ -95,9 +87,6 @@ def conv2d_grad_input(
     dy = np.ascontiguousarray(dy)
     (sh, sw), (dh, dw) = stride, dilation
     hp, wp = padded_hw
-    few = w.shape[1] < GROUP or w.shape[1] < SCATTER <= w.shape[0]
-    if (sh, sw) == (1, 1) and few:
-        return conv_grad_input_scatter(dy, w, (dh, dw), (hp, wp))
     if (sh, sw) == (1, 1):
         kh, kw = w.shape[2:]
         # rotated 180 degrees, in/out swapped: (F, C, kh, kw) -> (C, F, kh, kw)

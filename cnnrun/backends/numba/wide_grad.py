@@ -1,6 +1,5 @@
-"""Stride-1 gradients in wide rows (see :mod:`.wide` for the layout): dW as dot products of
-each tap's run of x with dY in wide rows; dX for few input channels by adding each tap's dY
-back onto the run it read.
+"""Stride-1 dW in wide rows (see :mod:`.wide` for the layout, and for dX, which the forward
+kernel computes): dot products of each tap's run of x with dY in wide rows.
 
 **dW's micro-kernel** (:func:`_taps`) sums, over the outputs o of the images of a chunk,
 ``dW[f, t] += dY[f, o] * x[off_t + o]`` for one register of filters (16 in float32 with
@@ -208,79 +207,3 @@ def _grad_weight_few(part, x_pad, dy, offs, lo, hi):
             for f0 in range(0, fg, FEW):
                 d0, d1, d2, d3 = dyw[f0], dyw[f0 + 1], dyw[f0 + 2], dyw[f0 + 3]
                 _four_dots(part[chunk, f0 : f0 + FEW], d0, d1, d2, d3, xf, offs, span)
-
-
-def conv_grad_input_scatter(dy: np.ndarray, w: np.ndarray, dilation, padded_hw) -> np.ndarray:
-    """Stride-1 dX_pad (N, C, Hp, Wp) for few input channels: dY in wide rows (junk columns 0)
-    times each kernel tap, added onto the run of dx_pad that tap read in the forward pass;
-    eight filters per pass. The same sum as the full convolution, term by term."""
-    dy = np.ascontiguousarray(dy)
-    w = np.ascontiguousarray(w, dtype=dy.dtype)
-    dx = np.empty((dy.shape[0], w.shape[1], *padded_hw), dy.dtype)
-    parallel(_conv_grad_input_scatter, chunks(dy.shape[0]), dx, dy, w, *dilation)
-    return dx
-
-
-@njit(nogil=True, cache=True, fastmath=_FAST)
-def _conv_grad_input_scatter(dx, dy, w, dh, dw, lo, hi):
-    n, f, ho, wo = dy.shape
-    c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-    hp, wp = dx.shape[2], dx.shape[3]
-    span = (ho - 1) * wp + wo
-    dyw = np.zeros((f, span), dy.dtype)
-    # one image's dX in a buffer of this call's own, copied out after: into the output array
-    # itself (an argument, which LLVM must assume may overlap dyw) the adds ran 3 times slower
-    dxf = np.empty(c * hp * wp, dy.dtype)
-    for chunk in range(lo, hi):
-        for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
-            for o_f in range(f):
-                for i in range(ho):
-                    _copy(dyw[o_f, i * wp :], dy[b, o_f, i], wo)
-            dxf[:] = 0
-            for ch in range(c):
-                for p in range(kh):
-                    for q in range(kw):
-                        off = ch * hp * wp + p * dh * wp + q * dw
-                        seg = dxf[off : off + span]  # the pixels tap (p, q) read
-                        g = 0
-                        while g + 8 <= f:
-                            w0, w1, w2, w3 = (
-                                w[g, ch, p, q],
-                                w[g + 1, ch, p, q],
-                                w[g + 2, ch, p, q],
-                                w[g + 3, ch, p, q],
-                            )
-                            w4, w5, w6, w7 = (
-                                w[g + 4, ch, p, q],
-                                w[g + 5, ch, p, q],
-                                w[g + 6, ch, p, q],
-                                w[g + 7, ch, p, q],
-                            )
-                            d0, d1, d2, d3 = dyw[g], dyw[g + 1], dyw[g + 2], dyw[g + 3]
-                            d4, d5, d6, d7 = dyw[g + 4], dyw[g + 5], dyw[g + 6], dyw[g + 7]
-                            for o in range(span):
-                                seg[o] += (
-                                    w0 * d0[o]
-                                    + w1 * d1[o]
-                                    + w2 * d2[o]
-                                    + w3 * d3[o]
-                                    + w4 * d4[o]
-                                    + w5 * d5[o]
-                                    + w6 * d6[o]
-                                    + w7 * d7[o]
-                                )
-                            g += 8
-                        if g + 4 <= f:  # LeNet's conv2: 6 filters, one pass of 4 and 2 of 1
-                            w0, w1 = w[g, ch, p, q], w[g + 1, ch, p, q]
-                            w2, w3 = w[g + 2, ch, p, q], w[g + 3, ch, p, q]
-                            d0, d1, d2, d3 = dyw[g], dyw[g + 1], dyw[g + 2], dyw[g + 3]
-                            for o in range(span):
-                                seg[o] += w0 * d0[o] + w1 * d1[o] + w2 * d2[o] + w3 * d3[o]
-                            g += 4
-                        while g < f:
-                            w0 = w[g, ch, p, q]
-                            d0 = dyw[g]
-                            for o in range(span):
-                                seg[o] += w0 * d0[o]
-                            g += 1
-            _copy(dx[b].reshape(c * hp * wp), dxf, c * hp * wp)
