@@ -551,3 +551,37 @@ def test_get_backend_loads_numba_and_names_the_accepted_ones():
     assert get_backend("numpy") is numpy_backend
     with pytest.raises(ConfigError, match="numpy, numba, reference"):
         get_backend("tpu")
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda a: a,  # C order
+        lambda a: np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2),  # batch-last
+        lambda a: np.asfortranarray(a),
+        lambda a: np.pad(a, ((0, 0), (0, 0), (0, 1), (0, 0)))[:, :, :-1],  # not dense
+    ],
+    ids=["c_order", "batch_last", "fortran", "not_dense"],
+)
+def test_numba_relu_matches_the_loops_in_any_layout(layout):
+    """The numba ReLU keeps y as its context and selects dy on y > 0, in one pass over dense
+    arrays as they lie, through NumPy otherwise: the same numbers as the loops, specials
+    included (NaN x stays NaN and passes no gradient; dy's inf and NaN where x <= 0 give 0),
+    and y laid out as x."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 50, 70))  # 42,000 elements: two blocks of 2**15
+    x.flat[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0]
+    dy = rng.standard_normal(x.shape)
+    dy.flat[6:12] = [np.inf, -np.inf, np.nan, np.inf, np.nan, 2.0]
+    x.flat[6:12] = [-1.0, 0.0, -2.0, 3.0, -0.0, -1.0]
+    for dtype in (np.float64, np.float32):
+        xs, dys = layout(x.astype(dtype)), layout(dy.astype(dtype))
+        y, ctx = numba_backend.relu_forward(xs)
+        y_ref, ctx_ref = reference.relu_forward(xs)
+        np.testing.assert_array_equal(y, y_ref)
+        assert np.signbit(y).sum() == 0  # -0 gives +0
+        if xs.flags.c_contiguous or xs.flags.f_contiguous:
+            assert y.strides == xs.strides
+        np.testing.assert_array_equal(
+            numba_backend.relu_backward(dys, ctx), reference.relu_backward(dys, ctx_ref)
+        )

@@ -10,7 +10,7 @@ order, and a second run loads the compiled code from Numba's cache. By concern:
   plain loops otherwise);
 * :mod:`.pool`: max and average pooling;
 * :mod:`.norm`: batch normalisation;
-* :mod:`.act`: the activations (NumPy's element-wise kernels; see there why).
+* :mod:`.act`: the activations (ReLU compiled, the others NumPy's element-wise kernels).
 
 Each module defines its public kernels first and its jitted loops after: Numba compiles a loop
 on its first call, by which time the whole module has run.
