@@ -167,14 +167,17 @@ def _store3(row, at, step, acc):
 @njit(cache=True, inline="always")
 def _store8(rows, at, acc):
     """Eight registers into ``rows[g, at : at + lanes]``, g = 0 ... 7."""
+    _store4(rows, at, acc[:4])
+    _store4(rows[4:], at, acc[4:])
+
+
+@njit(cache=True, inline="always")
+def _store4(rows, at, acc):
+    """Four registers into ``rows[g, at : at + lanes]``, g = 0 ... 3."""
     vstore(rows[0], at, acc[0])
     vstore(rows[1], at, acc[1])
     vstore(rows[2], at, acc[2])
     vstore(rows[3], at, acc[3])
-    vstore(rows[4], at, acc[4])
-    vstore(rows[5], at, acc[5])
-    vstore(rows[6], at, acc[6])
-    vstore(rows[7], at, acc[7])
 
 
 @njit(nogil=True, cache=True)

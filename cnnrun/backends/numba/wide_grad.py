@@ -1,17 +1,23 @@
 """Stride-1 dW in wide rows (see :mod:`.wide` for the layout, and for dX, which the forward
 kernel computes): dot products of each tap's run of x with dY in wide rows.
 
-**dW's micro-kernel** (:func:`_taps`) sums, over the outputs o of the images of a chunk,
-``dW[f, t] += dY[f, o] * x[off_t + o]`` for one register of filters (16 in float32 with
-AVX-512) by :data:`TAPS` (24) taps: dY is laid out output by output, filters last (``dyt[o,
-f]``), so each step loads one register of dY and broadcasts 24 elements of x into it, each
-broadcast folded into its multiply-add. The 24 accumulators hold whole sums (no sum across the
-lanes), stay in registers over every output of the chunk's images, and are stored once.
-On one core, float32, batch 4, it ran at 118-133 GFLOP/s on 3x3 layers of 16 to 64 channels
-at 32x32 and at 102 on 8x8 maps; the four-by-four dot products (:func:`_four_dots`) it
-replaced ran at 90-100, and 50 on 8x8 maps, where each tap's run is 78 outputs long.
-:func:`_four_dots` stays for layers of fewer filters than a register holds (LeNet's first:
-6), which the micro-kernel would pad with zero filters.
+**The micro-kernels** sum, over the outputs o of the images of a chunk, ``dW[f, t] += dY[f, o]
+* x[off_t + o]``, with dY laid out output by output, filters last (``dyt[o, f]``, transposed
+in registers): each step loads dY for one or two registers of filters (16 float32 each with
+AVX-512) and broadcasts elements of x into them, each broadcast folded into its multiply-add.
+The 24 accumulators hold whole sums (no sum across the lanes), stay in registers over every
+output of the chunk's images, and are stored once.
+
+* :func:`_taps_pair`, where the filters fill pairs of registers: two registers by 12 taps, so
+  each broadcast feeds two multiply-adds and the 12 tap addresses fit in the general registers;
+* :func:`_taps` otherwise: one register by :data:`TAPS` (24) taps, whose addresses do not fit
+  (half are reloaded from the stack every step).
+
+On one core, float32, 3x3 layers of 16 to 64 channels at 32x32, batch 4: 117-148 GFLOP/s for
+32 and 64 filters, 118-133 for 16 (:func:`_taps`), 102-105 on 8x8 maps; the four-by-four dot
+products they replaced (:func:`_four_dots`) ran at 90-100, and 50 on 8x8 maps, where each
+tap's run is 78 outputs long. :func:`_four_dots` stays for layers of fewer filters than a
+register holds (LeNet's first: 6), which the micro-kernels would pad with zero filters.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from numba import njit
 
 from .common import _FAST, CHUNK, chunks, parallel
 from .simd import VECTOR_BYTES, lanes, vfma, vload, vsplat_at, vtranspose, vzero
-from .wide import _copy, _store8, groups_up, span_up, tap_offsets
+from .wide import _copy, _store4, _store8, groups_up, span_up, tap_offsets
 
 TAPS = 24  # taps per block of the dW micro-kernel
 FEW = 4  # filters, and taps, per pass of the few-filters dot products
@@ -72,10 +78,15 @@ def _grad_weight_taps(part, x_pad, dy, offs, lo, hi):
             for o0 in range(0, span, step):
                 for f0 in range(0, fp, step):
                     vtranspose(dyw, f0 * span + o0, span, dyt, d_at[b - first] + o0 * fp + f0, fp)
-        count = last - first
-        for f0 in range(0, fp, step):
-            for t0 in range(0, offs.shape[0], TAPS):
-                _taps(part[chunk], xf, dyt, offs, t0, f0, x_at[:count], d_at[:count], span, fp)
+        xs, ds = x_at[: last - first], d_at[: last - first]
+        if fp % (2 * step) == 0:  # two registers of filters by 12 taps
+            for f0 in range(0, fp, 2 * step):
+                for t0 in range(0, offs.shape[0], TAPS // 2):
+                    _taps_pair(part[chunk], xf, dyt, offs, t0, f0, xs, ds, span, fp)
+        else:
+            for f0 in range(0, fp, step):
+                for t0 in range(0, offs.shape[0], TAPS):
+                    _taps(part[chunk], xf, dyt, offs, t0, f0, xs, ds, span, fp)
 
 
 @njit(cache=True)
@@ -97,6 +108,56 @@ def _taps(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
     _store8(out[t0:], f0, a)
     _store8(out[t0 + 8 :], f0, b)
     _store8(out[t0 + 16 :], f0, c)
+
+
+@njit(cache=True)
+def _taps_pair(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
+    """As :func:`_taps`, for two registers of filters (``f0 : f0 + 2*lanes``) by 12 taps: each
+    broadcast of x feeds two multiply-adds, and 12 tap addresses, not 24, stay in registers."""
+    step = lanes(xf)
+    zero = vzero(xf)
+    z = (zero, zero, zero, zero)
+    a, b, c, d, e, g = z, z, z, z, z, z  # a, b, c: taps of the first register; d, e, g: second
+    for i in range(x_at.shape[0]):
+        pa, pb, pc = (
+            _at4(x_at[i], offs, t0),
+            _at4(x_at[i], offs, t0 + 4),
+            _at4(x_at[i], offs, t0 + 8),
+        )
+        d_i = d_at[i] + f0
+        for o in range(span):
+            lo, hi = vload(dyt, d_i + o * fp), vload(dyt, d_i + o * fp + step)
+            a, d = _fma4_pair(a, d, lo, hi, xf, pa, o)
+            b, e = _fma4_pair(b, e, lo, hi, xf, pb, o)
+            c, g = _fma4_pair(c, g, lo, hi, xf, pc, o)
+    _store4(out[t0:], f0, a)
+    _store4(out[t0 + 4 :], f0, b)
+    _store4(out[t0 + 8 :], f0, c)
+    _store4(out[t0:], f0 + step, d)
+    _store4(out[t0 + 4 :], f0 + step, e)
+    _store4(out[t0 + 8 :], f0 + step, g)
+
+
+@njit(cache=True, inline="always")
+def _at4(base, offs, t):
+    """Where the four taps ``t ...`` read x for output 0 of the image at ``base``."""
+    return base + offs[t], base + offs[t + 1], base + offs[t + 2], base + offs[t + 3]
+
+
+@njit(cache=True, inline="always")
+def _fma4_pair(acc, acc2, d, d2, xf, p, o):
+    """``acc[j] + xf[p[j] + o] * d`` and ``acc2[j] + xf[p[j] + o] * d2`` for four taps j."""
+    s0, s1 = vsplat_at(xf, p[0] + o), vsplat_at(xf, p[1] + o)
+    s2, s3 = vsplat_at(xf, p[2] + o), vsplat_at(xf, p[3] + o)
+    return (
+        (vfma(s0, d, acc[0]), vfma(s1, d, acc[1]), vfma(s2, d, acc[2]), vfma(s3, d, acc[3])),
+        (
+            vfma(s0, d2, acc2[0]),
+            vfma(s1, d2, acc2[1]),
+            vfma(s2, d2, acc2[2]),
+            vfma(s3, d2, acc2[3]),
+        ),
+    )
 
 
 @njit(cache=True, inline="always")
