@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 from helpers import ConvCase, check_numba_conv, conv_cases
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from numba import njit
 
 from cnnrun.backends import get_backend
@@ -144,3 +144,38 @@ def test_dw_reads_no_memory_it_did_not_write():
         del del_me
         dw = nb.conv2d_grad_weight(x, None, dy, (5, 5), (1, 1), (1, 1))
         assert np.isfinite(dw).all(), size
+
+
+def _window_case(case: ConvCase, dtype):
+    """dY, w, the padded size and the layer's window (top, left, H, W) of dX_pad for a case."""
+    layer = case.layer(np.random.default_rng(1), dtype=dtype)
+    x_hw = case.x_shape[2:]
+    pads = layer.pads(x_hw)
+    padded = (x_hw[0] + pads[0] + pads[1], x_hw[1] + pads[2] + pads[3])
+    dy = np.random.default_rng(2).standard_normal(layer.output_shape(case.x_shape)).astype(dtype)
+    return dy, layer.weight.data, layer, padded, (pads[0], pads[2], *x_hw)
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_cases(filters=(1, 20)))
+@example(ConvCase(3, 4, 17, 8, 8, 3, padding="same"))  # the window alone
+@example(ConvCase(2, 2, 3, 5, 6, 1, padding=2))  # padded by more than the span: cut
+@example(ConvCase(2, 3, 4, 9, 7, 3, stride=2, padding="same"))  # strided: cut
+def test_grad_input_window_is_the_crop_of_the_whole(case):
+    """Asked for the window of dX_pad that a layer keeps (its input's rows and columns), every
+    backend gives the crop of the whole dX_pad; numba computes the window alone at stride 1
+    (dY padded by what the window reaches), or cuts it from the whole where that padding
+    would be negative (a layer padded by more than its kernel's span), in C order."""
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        dy, w, layer, padded, window = _window_case(case, dtype)
+        args = (dy, w, layer.stride, layer.dilation, padded)
+        whole = get_backend("reference").conv2d_grad_input(*args)
+        top, left, h, w_ = window
+        want = whole[:, :, top : top + h, left : left + w_]
+        scale = max(1.0, float(np.abs(want).max(initial=0)))
+        for name in ("numba", "numpy", "reference"):
+            got = get_backend(name).conv2d_grad_input(*args, window)
+            assert got.shape == want.shape and got.dtype == dtype, name
+            assert np.abs(got - want).max(initial=0) <= tol * scale, (name, case)
+            if name == "numba":
+                assert got.flags.c_contiguous

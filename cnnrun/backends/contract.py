@@ -27,6 +27,16 @@ from typing import Any, Protocol
 import numpy as np
 
 Pair = tuple[int, int]
+Window = tuple[int, int, int, int]  # (top, left, height, width)
+
+
+def crop_window(a: np.ndarray, window: Window | None) -> np.ndarray:
+    """The (H, W) window (top, left, height, width) of a (N, C, H, W) array, a view; ``a``
+    itself for None."""
+    if window is None:
+        return a
+    top, left, h, w = window
+    return a[:, :, top : top + h, left : left + w]
 
 
 class Kernels(Protocol):
@@ -67,13 +77,22 @@ class Kernels(Protocol):
         ...
 
     def conv2d_grad_input(
-        self, dy: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair, padded_hw: Pair
+        self,
+        dy: np.ndarray,
+        w: np.ndarray,
+        stride: Pair,
+        dilation: Pair,
+        padded_hw: Pair,
+        window: Window | None = None,
     ) -> np.ndarray:
         """dX_pad (N, C, Hp, Wp), before cropping: the full convolution of dY (N, F, Ho, Wo),
         dilated by the stride, with the kernel, summed over the filters: ``dx_pad[n, c,
         i*sh + p*dh, j*sw + q*dw] += w[f, c, p, q] * dy[n, f, i, j]`` over every (f, p, q, i, j),
-        i.e. dY zero-padded by the kernel's span correlated with w rotated 180 degrees. The
-        layer crops its padding off."""
+        i.e. dY zero-padded by the kernel's span correlated with w rotated 180 degrees.
+
+        With ``window`` = (top, left, h, w): only that window of dX_pad, ``crop_window(dx_pad,
+        window)`` (N, C, h, w), which the kernels may compute alone: the layer asks for its
+        input's window, dX, and so crops its padding off."""
         ...
 
     # -- pooling -------------------------------------------------------------------------------

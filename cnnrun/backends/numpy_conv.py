@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .contract import Window, crop_window
 from .gemm import BLOCK_WORK, matmul, run_tasks
 
 Pair = tuple[int, int]
@@ -270,10 +271,22 @@ def _full_correlation(dy_t: np.ndarray, w: np.ndarray, dilation: Pair) -> np.nda
 
 
 def conv2d_grad_input(
-    dy: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair, padded_hw: Pair
+    dy: np.ndarray,
+    w: np.ndarray,
+    stride: Pair,
+    dilation: Pair,
+    padded_hw: Pair,
+    window: Window | None = None,
 ) -> np.ndarray:
     """dX_pad (N, C, Hp, Wp) = full convolution of dilate(dy) with w (rotated 180 degrees),
-    summed over F: ``dcols = W.T @ dY``, then each tap's block added back where it was read
+    summed over F, or its ``window`` (a view of the whole): see :func:`_grad_input_padded`."""
+    return crop_window(_grad_input_padded(dy, w, stride, dilation, padded_hw), window)
+
+
+def _grad_input_padded(
+    dy: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair, padded_hw: Pair
+) -> np.ndarray:
+    """dX_pad: ``dcols = W.T @ dY``, then each tap's block added back where it was read
     (col2im). Up to :data:`WHOLE_DX` elements of dcols that is one product and one col2im;
     larger ones run per channel group and tile, a group's tiles in order on one thread."""
     f, c, kh, kw = w.shape

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .contract import Window, crop_window
+
 NAME = "reference"
 
 Pair = tuple[int, int]
@@ -86,7 +88,12 @@ def conv2d_grad_weight(
 
 
 def conv2d_grad_input(
-    dy: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair, padded_hw: Pair
+    dy: np.ndarray,
+    w: np.ndarray,
+    stride: Pair,
+    dilation: Pair,
+    padded_hw: Pair,
+    window: Window | None = None,
 ) -> np.ndarray:
     """dX_pad: the *full* convolution of the dilated dy with w, summed over the filters.
 
@@ -95,7 +102,8 @@ def conv2d_grad_input(
     of x_pad that no window reached when the stride does not divide the size evenly):
     ``dx_pad[n, c, i, j] = sum_{f,p,q} dyd_full[n, f, i + p*dh, j + q*dw] * w_rot[f, c, p, q]``
     with ``w_rot[f, c, p, q] = w[f, c, kh-1-p, kw-1-q]``.
-    The caller crops the forward padding off the (N, C, Hp, Wp) result.
+    The caller crops the forward padding off the (N, C, Hp, Wp) result, or asks for its
+    ``window`` alone (cut from the whole result here).
     """
     f, c, kh, kw = w.shape
     dh, dw = dilation
@@ -113,7 +121,7 @@ def conv2d_grad_input(
                 for j in range(wp):
                     patch = dyd_full[b, :, i : i + span_h + 1 : dh, j : j + span_w + 1 : dw]
                     dx_pad[b, ch, i, j] = np.sum(patch * w_rot[:, ch])
-    return dx_pad
+    return crop_window(dx_pad, window)
 
 
 def maxpool2d_forward(

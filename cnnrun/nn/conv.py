@@ -160,15 +160,15 @@ class Conv2d(Module):
         dy = kernels.native(dy)  # once, for both the dW and the dX kernels
         w = self.weight.data.astype(dy.dtype, copy=False)
         dW, db = self.backward_params(dy)
-        dx_pad = kernels.conv2d_grad_input(
-            dy, w, self.stride, self.dilation, x_pad.shape[2:]
-        )  # (N, C, Hp, Wp)
-        dx = crop2d(dx_pad, pads, x_shape[2:])  # (N, C, H, W)
+        # dX_pad (N, C, Hp, Wp) cropped by the forward padding: dX (N, C, H, W), the window
+        # the kernels are asked for (they may skip the rest)
+        window = (pads[0], pads[2], *x_shape[2:])
+        dx = kernels.conv2d_grad_input(dy, w, self.stride, self.dilation, x_pad.shape[2:], window)
         if self.tracing:
-            self.products = self._products(x_pad, dy, dW, db, dx_pad, dx)
+            self.products = self._products(x_pad, dy, dW, db, x_pad.shape, dx)
         return dx
 
-    def _products(self, x_pad, dy, dW, db, dx_pad, dx) -> list[Product]:
+    def _products(self, x_pad, dy, dW, db, padded, dx) -> list[Product]:
         """The trace's rows, with the shapes of the arrays this backward pass computed."""
         n, f, ho, wo = dy.shape
         (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.kernel_size
@@ -187,7 +187,7 @@ class Conv2d(Module):
                 [(dy_label, dy_shape), (w_label, self.weight.shape)],
                 full,
                 cropped=dx.shape,
-                padded=dx_pad.shape,
+                padded=padded,
             ),
         ]
         if db is not None:

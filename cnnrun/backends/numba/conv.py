@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..contract import Window, crop_window
 from .common import _FAST, CHUNK, Pair, out_hw
 from .wide import corr_wide
 from .wide_grad import corr_grad_weight_wide
@@ -40,12 +41,12 @@ def conv2d_forward(
     (sh, sw), (dh, dw) = stride, dilation
     ho, wo = out_hw(x_pad.shape[2:], w.shape[2:], stride, dilation)
     if (sh, sw) == (1, 1):
-        return corr_wide(x_pad, w, (dh, dw), (0, 0), (ho, wo)), None
+        return corr_wide(x_pad, w, (dh, dw), (0, 0, 0, 0), (ho, wo)), None
     if (dh, dw) != (1, 1):
         return _conv_forward_strided(x_pad, w, sh, sw, dh, dw, ho, wo), None
     y = None
     for x_ab, w_ab, _ in _phases(x_pad, w, stride):  # y = sum over phases of corr(x_ab, w_ab)
-        part = corr_wide(x_ab, w_ab, (1, 1), (0, 0), (ho, wo))
+        part = corr_wide(x_ab, w_ab, (1, 1), (0, 0, 0, 0), (ho, wo))
         y = part if y is None else np.add(y, part, out=y)
     return y, None
 
@@ -74,15 +75,25 @@ def conv2d_grad_weight(
 
 
 def conv2d_grad_input(
-    dy: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair, padded_hw: Pair
+    dy: np.ndarray,
+    w: np.ndarray,
+    stride: Pair,
+    dilation: Pair,
+    padded_hw: Pair,
+    window: Window | None = None,
 ) -> np.ndarray:
-    """dX_pad (N, C, Hp, Wp) = full convolution of dilate(dy, stride) with w, summed over F.
+    """dX_pad (N, C, Hp, Wp) = full convolution of dilate(dy, stride) with w, summed over F;
+    or its ``window`` (top, left, h, w) alone, in C order.
 
     Stride 1: literally the definition, a valid correlation of dY zero-padded by the kernel's
     span ``d(k - 1)`` on every side with the kernel rotated 180 degrees and its in/out axes
-    swapped (C, F, kh, kw), by the same wide-row kernel as the forward pass. Other strides add
-    ``w[f, c, p, q] * dy[n, f, i, j]`` into ``dx_pad[n, c, i*sh + p*dh, j*sw + q*dw]``: the same
-    sum, without the zeros that dilating dY by the stride would insert.
+    swapped (C, F, kh, kw), by the same wide-row kernel as the forward pass; a window is that
+    correlation with dY padded by what the window's rows and columns reach. On 'same' 3x3
+    layers that skips the ring of padding the layer crops off, and the wide rows' junk:
+    useful outputs 64 of 144 computed on 8x8 maps with the ring, 64 of 96 without. Other
+    strides add ``w[f, c, p, q] * dy[n, f, i, j]`` into ``dx_pad[n, c, i*sh + p*dh, j*sw +
+    q*dw]``: the same sum, without the zeros that dilating dY by the stride would insert; the
+    window is cut from that.
     """
     dy = np.ascontiguousarray(dy)
     (sh, sw), (dh, dw) = stride, dilation
@@ -91,7 +102,22 @@ def conv2d_grad_input(
         kh, kw = w.shape[2:]
         # rotated 180 degrees, in/out swapped: (F, C, kh, kw) -> (C, F, kh, kw)
         w_rot = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype=dy.dtype)
-        return corr_wide(dy, w_rot, (dh, dw), (dh * (kh - 1), dw * (kw - 1)), (hp, wp))
+        top, left, h, w_ = (0, 0, hp, wp) if window is None else window
+        span_h, span_w = dh * (kh - 1), dw * (kw - 1)
+        # dY's padding for rows top ... top + h - 1 of the full convolution (Hp = Ho + span)
+        pads = (span_h - top, top + h - hp + span_h, span_w - left, left + w_ - wp + span_w)
+        if min(pads) >= 0:
+            return corr_wide(dy, w_rot, (dh, dw), pads, (h, w_))
+        full = corr_wide(dy, w_rot, (dh, dw), (span_h, span_h, span_w, span_w), (hp, wp))
+        return np.ascontiguousarray(crop_window(full, window))
+    dx_pad = _grad_input_strided(dy, w, stride, dilation, padded_hw)
+    return np.ascontiguousarray(crop_window(dx_pad, window))
+
+
+def _grad_input_strided(dy, w, stride, dilation, padded_hw):
+    """dX_pad of a layer of stride other than 1: by phases, or plain loops where dilated."""
+    (sh, sw), (dh, dw) = stride, dilation
+    hp, wp = padded_hw
     w = np.ascontiguousarray(w, dtype=dy.dtype)
     if (dh, dw) != (1, 1):
         return _conv_grad_input_strided(dy, w, sh, sw, dh, dw, hp, wp)

@@ -84,14 +84,16 @@ def packed(w: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(wp.reshape(-1, GROUP, k).transpose(0, 2, 1))
 
 
-def corr_wide(src: np.ndarray, w: np.ndarray, dilation, pad, out_hw) -> np.ndarray:
-    """Stride-1 valid cross-correlation of ``src`` (N, C, Hs, Ws), zero-padded by ``pad`` =
-    (ph, pw) on every side, with ``w`` (F, C, kh, kw) dilated by ``dilation``: (N, F, Ho, Wo)."""
+def corr_wide(src: np.ndarray, w: np.ndarray, dilation, pads, out_hw) -> np.ndarray:
+    """Stride-1 valid cross-correlation of ``src`` (N, C, Hs, Ws), zero-padded by ``pads`` =
+    (top, bottom, left, right), with ``w`` (F, C, kh, kw) dilated by ``dilation``: the first
+    ``out_hw`` rows and columns of the result, (N, F, Ho, Wo)."""
     src = np.ascontiguousarray(src)
-    (ph, pw), hw = pad, src.shape[2:]
-    offs = tap_offsets(w.shape, (hw[0] + 2 * ph, hw[1] + 2 * pw), dilation)
+    (top, bottom, left, right), (hs, ws) = pads, src.shape[2:]
+    padded = (hs + top + bottom, ws + left + right)
+    offs = tap_offsets(w.shape, padded, dilation)
     y = np.empty((src.shape[0], w.shape[0], *out_hw), src.dtype)
-    parallel(_corr_wide, chunks(src.shape[0]), y, src, packed(w, src.dtype), offs, ph, pw)
+    parallel(_corr_wide, chunks(src.shape[0]), y, src, packed(w, src.dtype), offs, pads, padded)
     return y
 
 
@@ -108,14 +110,13 @@ def _copy(dst, src, length):
 
 
 @njit(cache=True)
-def _load_padded(xf, img, ph, pw):
-    """Copy ``img`` (C, Hs, Ws) into the interior of the flat padded image ``xf``; its borders
-    and its tail keep their zeros."""
+def _load_padded(xf, img, top, left, hp, wp):
+    """Copy ``img`` (C, Hs, Ws) into the flat (C, hp, wp) image ``xf`` at (top, left); the
+    borders and the tail keep their zeros."""
     c, hs, ws = img.shape
-    hp, wp = hs + 2 * ph, ws + 2 * pw
     for ch in range(c):
         for i in range(hs):
-            _copy(xf[ch * hp * wp + (i + ph) * wp + pw :], img[ch, i], ws)
+            _copy(xf[ch * hp * wp + (i + top) * wp + left :], img[ch, i], ws)
 
 
 @njit(cache=True)
@@ -181,17 +182,18 @@ def _store4(rows, at, acc):
 
 
 @njit(nogil=True, cache=True)
-def _corr_wide(y, src, wp, offs, ph, pw, lo, hi):
-    """Images of the chunks [lo, hi): ``y[b]`` from ``src[b]``."""
-    n, c, hs, ws = src.shape
+def _corr_wide(y, src, wp, offs, pads, padded, lo, hi):
+    """Images of the chunks [lo, hi): ``y[b]`` from ``src[b]``, padded by ``pads`` to
+    ``padded`` (Hp, Wp)."""
+    n, c = src.shape[0], src.shape[1]
     f, ho, wo = y.shape[1], y.shape[2], y.shape[3]
-    hp, wp_ = hs + 2 * ph, ws + 2 * pw
+    (top, _, left, _), (hp, wp_) = pads, padded
     width = BLOCK * lanes(src)
     span = span_up(ho, wo, wp_, width)
     xf = np.zeros(c * hp * wp_ + span, src.dtype)  # the padded image; then zeros
     rows = np.empty((GROUP, span), src.dtype)  # y_wide of a group of filters
     for b in range(lo * CHUNK, min(n, hi * CHUNK)):
-        _load_padded(xf, src[b], ph, pw)
+        _load_padded(xf, src[b], top, left, hp, wp_)
         for g0 in range(wp.shape[0]):
             for o0 in range(0, span, width):
                 _block(rows, xf, wp[g0], offs, o0)
