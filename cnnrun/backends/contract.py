@@ -58,7 +58,8 @@ class Kernels(Protocol):
         (F, C, kh, kw), ``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] *
         w[f, c, p, q]``, ``Ho = (Hp - dh*(kh - 1) - 1) // sh + 1`` (Wo alike). ctx: whatever
         :meth:`conv2d_grad_weight` can reuse (NumPy: x_pad laid out (C, Hp, Wp, N), which it
-        makes its column tiles from again; numba and reference: None)."""
+        makes its column tiles from again; numba: the phases of a strided layer, else None;
+        reference: None)."""
         ...
 
     def conv2d_grad_weight(

@@ -35,7 +35,8 @@ def conv2d_forward(
     x_pad: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair
 ) -> tuple[np.ndarray, None]:
     """``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * w[f, c, p, q]``;
-    (N, C, Hp, Wp) -> (N, F, Ho, Wo). No context is kept: dW reads x_pad itself."""
+    (N, C, Hp, Wp) -> (N, F, Ho, Wo). ctx: the phases x_ab of a strided, undilated layer, which
+    dW reads again (None otherwise: dW reads x_pad itself)."""
     x_pad = np.ascontiguousarray(x_pad)
     w = np.ascontiguousarray(w, dtype=x_pad.dtype)
     (sh, sw), (dh, dw) = stride, dilation
@@ -44,23 +45,25 @@ def conv2d_forward(
         return corr_wide(x_pad, w, (dh, dw), (0, 0, 0, 0), (ho, wo)), None
     if (dh, dw) != (1, 1):
         return _conv_forward_strided(x_pad, w, sh, sw, dh, dw, ho, wo), None
-    y = None
+    y, phases = None, []
     for x_ab, w_ab, _ in _phases(x_pad, w, stride):  # y = sum over phases of corr(x_ab, w_ab)
         part = corr_wide(x_ab, w_ab, (1, 1), (0, 0, 0, 0), (ho, wo))
         y = part if y is None else np.add(y, part, out=y)
-    return y, None
+        phases.append(x_ab)
+    return y, tuple(phases)  # dW's x_ab: cut out once, not again in the backward pass
 
 
 def conv2d_grad_weight(
     x_pad: np.ndarray,
-    ctx: None,
+    ctx: tuple[np.ndarray, ...] | None,
     dy: np.ndarray,
     kernel_size: Pair,
     stride: Pair,
     dilation: Pair,
 ) -> np.ndarray:
     """dW = valid correlation of x_pad with dilate(dy, stride), summed over the batch:
-    ``dW[f, c, p, q] = sum_{n,i,j} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * dy[n, f, i, j]``."""
+    ``dW[f, c, p, q] = sum_{n,i,j} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * dy[n, f, i, j]``.
+    ctx: the forward's phases of x_pad at strides other than 1 (cut again if None)."""
     x_pad = np.ascontiguousarray(x_pad)
     dy = np.ascontiguousarray(dy, dtype=x_pad.dtype)
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
@@ -69,7 +72,8 @@ def conv2d_grad_weight(
     if (dh, dw) != (1, 1):
         return _conv_grad_weight_strided(x_pad, dy, kh, kw, sh, sw, dh, dw)
     dW = np.zeros((dy.shape[1], x_pad.shape[1], kh, kw), x_pad.dtype)  # (F, C, kh, kw)
-    for x_ab, w_ab, (a, b) in _phases(x_pad, dW, stride):  # the taps of phase (a, b)
+    for k, (x_ab, w_ab, (a, b)) in enumerate(_phases(x_pad if ctx is None else None, dW, stride)):
+        x_ab = ctx[k] if ctx is not None else x_ab  # the taps of phase (a, b) read x_ab
         dW[:, :, a::sh, b::sw] = corr_grad_weight_wide(x_ab, dy, w_ab.shape[2:], (1, 1))
     return dW
 
