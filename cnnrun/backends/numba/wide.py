@@ -47,7 +47,7 @@ def groups_up(count: int, group: int = GROUP) -> int:
     return -(-count // group) * group
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def span_up(ho, wo, wp, width):
     """The run length ``(ho - 1)*wp + wo`` of a wide-row image, rounded up to whole blocks of
     ``width`` elements."""
@@ -109,7 +109,7 @@ def _copy(dst, src, length):
         dst[k] = src[k]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _load_padded(xf, img, top, left, hp, wp):
     """Copy ``img`` (C, Hs, Ws) into the flat (C, hp, wp) image ``xf`` at (top, left); the
     borders and the tail keep their zeros."""
@@ -119,7 +119,7 @@ def _load_padded(xf, img, top, left, hp, wp):
             _copy(xf[ch * hp * wp + (i + top) * wp + left :], img[ch, i], ws)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _block(rows, xf, wg, offs, o0):
     """``rows[g, o0 : o0 + 3*lanes] = sum_t wg[t, g] * xf[offs[t] + o0 :][: 3*lanes]`` for
     the eight filters g of a group: 24 accumulators in registers over every tap."""

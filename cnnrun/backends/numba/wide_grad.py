@@ -47,8 +47,10 @@ def corr_grad_weight_wide(x_pad: np.ndarray, dy: np.ndarray, kernel_size, dilati
         parallel(_grad_weight_few, part.shape[0], part, x_pad, dy, offs)
     else:  # (K', F') partial sums: taps in whole blocks, filters in whole registers
         offs = tap_offsets((f, c, *kernel_size), x_pad.shape[2:], dilation, TAPS)
-        part = np.zeros((chunks(x_pad.shape[0]), offs.size, groups_up(f, register)), x_pad.dtype)
-        parallel(_grad_weight_taps, part.shape[0], part, x_pad, dy, offs)
+        fp = groups_up(f, register)
+        part = np.zeros((chunks(x_pad.shape[0]), offs.size, fp), x_pad.dtype)
+        kernel = _grad_weight_pairs if fp % (2 * register) == 0 else _grad_weight_taps
+        parallel(kernel, part.shape[0], part, x_pad, dy, offs)
     dW = part[0].copy()  # the chunks' sums added in chunk order: the same at any thread count
     for chunk in range(1, part.shape[0]):
         dW += part[chunk]
@@ -58,38 +60,64 @@ def corr_grad_weight_wide(x_pad: np.ndarray, dy: np.ndarray, kernel_size, dilati
 
 @njit(nogil=True, cache=True)
 def _grad_weight_taps(part, x_pad, dy, offs, lo, hi):
-    """``part[chunk]`` (K', F'): the sum of dW over the images of each chunk in [lo, hi),
-    tap by tap, filters last."""
-    n, c, hp, wp = x_pad.shape
-    f, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
-    size, fp, step = c * hp * wp, part.shape[2], lanes(x_pad)
-    span = span_up(ho, wo, wp, step)  # whole registers, so that whole tiles transpose
-    xf = np.zeros(CHUNK * size + span, x_pad.dtype)  # the chunk's images, then zeros
-    dyw = np.zeros(fp * span, x_pad.dtype)  # one image's dY in wide rows: junk, padding 0
-    dyt = np.empty(CHUNK * span * fp, x_pad.dtype)  # (image, o, F'): dyw transposed
-    x_at, d_at = np.arange(CHUNK) * size, np.arange(CHUNK) * (span * fp)
+    """``part[chunk]`` (K', F'): the sum of dW over the images of each chunk in [lo, hi), tap
+    by tap, filters last; one register of filters by 24 taps a block (:func:`_taps`)."""
+    xf, dyw, dyt, x_at, d_at, span = _chunk_buffers(part, x_pad, dy)
+    fp, step = part.shape[2], lanes(x_pad)
     for chunk in range(lo, hi):
-        first, last = chunk * CHUNK, min(n, (chunk + 1) * CHUNK)
-        for b in range(first, last):
-            _copy(xf[(b - first) * size :], x_pad[b].reshape(size), size)
-            for o_f in range(f):
-                for i in range(ho):
-                    _copy(dyw[o_f * span + i * wp :], dy[b, o_f, i], wo)
-            for o0 in range(0, span, step):
-                for f0 in range(0, fp, step):
-                    vtranspose(dyw, f0 * span + o0, span, dyt, d_at[b - first] + o0 * fp + f0, fp)
-        xs, ds = x_at[: last - first], d_at[: last - first]
-        if fp % (2 * step) == 0:  # two registers of filters by 12 taps
-            for f0 in range(0, fp, 2 * step):
-                for t0 in range(0, offs.shape[0], TAPS // 2):
-                    _taps_pair(part[chunk], xf, dyt, offs, t0, f0, xs, ds, span, fp)
-        else:
+        count = _load_chunk(chunk, x_pad, dy, xf, dyw, dyt, d_at, span, fp)
+        for f0 in range(0, fp, step):
+            for t0 in range(0, offs.shape[0], TAPS):
+                _taps(part[chunk], xf, dyt, offs, t0, f0, x_at[:count], d_at[:count], span, fp)
+
+
+@njit(nogil=True, cache=True)
+def _grad_weight_pairs(part, x_pad, dy, offs, lo, hi):
+    """As :func:`_grad_weight_taps`, two registers of filters by 12 taps a block
+    (:func:`_taps_pair`). A function of its own, so that a network without such layers
+    (LeNet) does not compile it (0.45 s)."""
+    xf, dyw, dyt, x_at, d_at, span = _chunk_buffers(part, x_pad, dy)
+    fp, step = part.shape[2], lanes(x_pad)
+    for chunk in range(lo, hi):
+        count = _load_chunk(chunk, x_pad, dy, xf, dyw, dyt, d_at, span, fp)
+        for f0 in range(0, fp, 2 * step):
+            for t0 in range(0, offs.shape[0], TAPS // 2):
+                xs, ds = x_at[:count], d_at[:count]
+                _taps_pair(part[chunk], xf, dyt, offs, t0, f0, xs, ds, span, fp)
+
+
+@njit(cache=True, inline="always")
+def _chunk_buffers(part, x_pad, dy):
+    """A work item's buffers: the chunk's images one after another then zeros (xf), one
+    image's dY in wide rows (dyw: junk columns and padded filters 0), the chunk's dY
+    transposed (dyt: (image, o, F')), where each image starts in them, and the run length."""
+    c, hp, wp = x_pad.shape[1], x_pad.shape[2], x_pad.shape[3]
+    size, fp = c * hp * wp, part.shape[2]
+    span = span_up(dy.shape[2], dy.shape[3], wp, lanes(x_pad))  # so that whole tiles transpose
+    xf = np.zeros(CHUNK * size + span, x_pad.dtype)
+    dyw = np.zeros(fp * span, x_pad.dtype)
+    dyt = np.empty(CHUNK * span * fp, x_pad.dtype)
+    return xf, dyw, dyt, np.arange(CHUNK) * size, np.arange(CHUNK) * (span * fp), span
+
+
+@njit(cache=True, inline="always")
+def _load_chunk(chunk, x_pad, dy, xf, dyw, dyt, d_at, span, fp):
+    """The images of ``chunk`` into xf, their dY into dyt; returns how many there are."""
+    n, size, step = x_pad.shape[0], x_pad[0].size, lanes(x_pad)
+    f, ho, wo, wp = dy.shape[1], dy.shape[2], dy.shape[3], x_pad.shape[3]
+    first, last = chunk * CHUNK, min(n, (chunk + 1) * CHUNK)
+    for b in range(first, last):
+        _copy(xf[(b - first) * size :], x_pad[b].reshape(size), size)
+        for o_f in range(f):
+            for i in range(ho):
+                _copy(dyw[o_f * span + i * wp :], dy[b, o_f, i], wo)
+        for o0 in range(0, span, step):
             for f0 in range(0, fp, step):
-                for t0 in range(0, offs.shape[0], TAPS):
-                    _taps(part[chunk], xf, dyt, offs, t0, f0, xs, ds, span, fp)
+                vtranspose(dyw, f0 * span + o0, span, dyt, d_at[b - first] + o0 * fp + f0, fp)
+    return last - first
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _taps(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
     """``out[t0 + j, f0 : f0 + lanes] = sum_i sum_o dyt[d_at[i] + o*fp + f0 :][:lanes] *
     xf[x_at[i] + offs[t0 + j] + o]`` for the 24 taps t0 + j, over the images i."""
@@ -110,7 +138,7 @@ def _taps(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
     _store8(out[t0 + 16 :], f0, c)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _taps_pair(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
     """As :func:`_taps`, for two registers of filters (``f0 : f0 + 2*lanes``) by 12 taps: each
     broadcast of x feeds two multiply-adds, and 12 tap addresses, not 24, stay in registers."""
