@@ -37,6 +37,7 @@ def breaches(module: ModuleType | SimpleNamespace) -> list[str]:
 def test_the_contract_lists_every_kernel():
     assert kernel_names() == (
         "native",
+        "pad2d",
         "conv2d_forward",
         "conv2d_grad_weight",
         "conv2d_grad_input",

@@ -4,7 +4,7 @@ A backend is a module (:mod:`~cnnrun.backends.numpy_backend`, :mod:`~cnnrun.back
 :mod:`~cnnrun.backends.reference`) that satisfies :class:`Kernels`; ``tests/test_contract.py``
 holds every backend to these names and signatures. Shapes are PyTorch's::
 
-    x_pad (N, C, Hp, Wp)   padded layer input (the layer pads; the kernels never do)
+    x_pad (N, C, Hp, Wp)   padded layer input (the layer pads, with its backend's pad2d)
     w     (F, C, kh, kw)   conv kernel
     y, dy (N, F, Ho, Wo)   output and its error (pooling: F = C)
 
@@ -30,6 +30,25 @@ Pair = tuple[int, int]
 Window = tuple[int, int, int, int]  # (top, left, height, width)
 
 
+def padded(x: np.ndarray, pads, value: float = 0.0) -> np.ndarray:
+    """Pad the H and W axes of (N, C, H, W) by (top, bottom, left, right); no copy if all 0.
+
+    The padded array keeps x's memory layout (a batch-last x gives a batch-last result; see
+    :mod:`cnnrun.backends.numpy_backend`)."""
+    top, bottom, left, right = pads
+    if not any(pads):
+        return x
+    n, c, h, w = x.shape
+    out = np.empty_like(x, shape=(n, c, top + h + bottom, left + w + right))
+    out[:, :, :top] = value
+    out[:, :, top + h :] = value
+    inner = out[:, :, top : top + h]
+    inner[..., :left] = value
+    inner[..., left + w :] = value
+    inner[..., left : left + w] = x
+    return out
+
+
 def crop_window(a: np.ndarray, window: Window | None) -> np.ndarray:
     """The (H, W) window (top, left, height, width) of a (N, C, H, W) array, a view; ``a``
     itself for None."""
@@ -50,6 +69,14 @@ class Kernels(Protocol):
         ...
 
     # -- convolution ---------------------------------------------------------------------------
+
+    def pad2d(self, x: np.ndarray, pads: tuple[int, int, int, int]) -> Any:
+        """x (N, C, H, W) zero-padded by ``pads`` (top, bottom, left, right), as this
+        backend's conv kernels take their x_pad: anything with the padded ``shape`` and x's
+        ``dtype`` that ``np.asarray`` makes the padded array of. NumPy and reference: that
+        array (:func:`padded`, x's layout kept); numba: x and the pads, which its kernels pad
+        as they load each image, so that the padded copy of the batch is never made."""
+        ...
 
     def conv2d_forward(
         self, x_pad: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair

@@ -52,6 +52,7 @@ from .numpy_conv import (  # noqa: F401
     native,
     tap,
 )
+from .reference import pad2d  # noqa: F401 (the padded array itself, x's layout kept)
 
 NAME = "numpy"
 

@@ -6,30 +6,12 @@ from numbers import Integral
 
 import numpy as np
 
+from ..backends.contract import padded as pad2d  # noqa: F401 (pooling pads with it)
 from ..errors import ConfigError, ShapeError
 from .geometry import check_padding, output_hw, pair, resolve_padding
 from .init import init_weight_and_bias
 from .module import Module, Parameter, Product
 from .registry import register_layer
-
-
-def pad2d(x: np.ndarray, pads, value: float = 0.0) -> np.ndarray:
-    """Pad the H and W axes of (N, C, H, W) by (top, bottom, left, right); no copy if all 0.
-
-    The padded array keeps x's memory layout (a batch-last x gives a batch-last result; see
-    :mod:`cnnrun.backends.numpy_backend`)."""
-    top, bottom, left, right = pads
-    if not any(pads):
-        return x
-    n, c, h, w = x.shape
-    out = np.empty_like(x, shape=(n, c, top + h + bottom, left + w + right))
-    out[:, :, :top] = value
-    out[:, :, top + h :] = value
-    inner = out[:, :, top : top + h]
-    inner[..., :left] = value
-    inner[..., left + w :] = value
-    inner[..., left : left + w] = x
-    return out
 
 
 def crop2d(x_pad: np.ndarray, pads, hw) -> np.ndarray:
@@ -128,9 +110,9 @@ class Conv2d(Module):
         check_input(self, x, self.in_channels)
         self.output_shape(x.shape)  # a clear ShapeError if the kernel does not fit
         pads = self.pads(x.shape[2:])
-        x_pad = pad2d(x, pads)  # (N, C, Hp, Wp)
-        w = self.weight.data.astype(x.dtype, copy=False)  # compute in the input's dtype
         kernels = self.kernels
+        x_pad = kernels.pad2d(x, pads)  # (N, C, Hp, Wp), as this backend's kernels take it
+        w = self.weight.data.astype(x.dtype, copy=False)  # compute in the input's dtype
         y, ctx = kernels.conv2d_forward(x_pad, w, self.stride, self.dilation)
         if self.bias is not None:
             y += self.bias.data.astype(x.dtype, copy=False)[None, :, None, None]

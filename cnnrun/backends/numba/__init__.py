@@ -30,7 +30,7 @@ from .act import (
     tanh_backward,
     tanh_forward,
 )
-from .conv import conv2d_forward, conv2d_grad_input, conv2d_grad_weight
+from .conv import conv2d_forward, conv2d_grad_input, conv2d_grad_weight, pad2d
 from .norm import batchnorm2d_backward, batchnorm2d_forward
 from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
 
@@ -48,6 +48,7 @@ __all__ = [
     "maxpool2d_backward",
     "maxpool2d_forward",
     "native",
+    "pad2d",
     "relu_backward",
     "relu_forward",
     "sigmoid_backward",

@@ -27,30 +27,32 @@ from numba import njit
 
 from .common import _FAST, CHUNK, chunks, parallel
 from .simd import VECTOR_BYTES, lanes, vfma, vload, vsplat_at, vtranspose, vzero
-from .wide import _copy, _store4, _store8, groups_up, span_up, tap_offsets
+from .wide import _copy, _load_padded, _store4, _store8, groups_up, span_up, tap_offsets
 
 TAPS = 24  # taps per block of the dW micro-kernel
 FEW = 4  # filters, and taps, per pass of the few-filters dot products
 
 
-def corr_grad_weight_wide(x_pad: np.ndarray, dy: np.ndarray, kernel_size, dilation) -> np.ndarray:
-    """dW (F, C, kh, kw) of a stride-1 layer: the valid correlation of ``x_pad`` (N, C, Hp, Wp)
-    with ``dy`` (N, F, Ho, Wo), summed over the batch."""
-    x_pad = np.ascontiguousarray(x_pad)
-    dy = np.ascontiguousarray(dy, dtype=x_pad.dtype)
-    f, c = dy.shape[1], x_pad.shape[1]
+def corr_grad_weight_wide(x: np.ndarray, pads, dy: np.ndarray, kernel_size, dilation) -> np.ndarray:
+    """dW (F, C, kh, kw) of a stride-1 layer: the valid correlation of ``x`` (N, C, H, W),
+    zero-padded by ``pads`` (top, bottom, left, right), with ``dy`` (N, F, Ho, Wo), summed over
+    the batch. Each image is padded as it is loaded."""
+    x = np.ascontiguousarray(x)
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    f, c = dy.shape[1], x.shape[1]
+    padded = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
     k = c * kernel_size[0] * kernel_size[1]
-    register = VECTOR_BYTES // x_pad.itemsize
+    register = VECTOR_BYTES // x.itemsize
     if f < register:  # (F', K') partial sums, filters and taps in groups of four
-        offs = tap_offsets((f, c, *kernel_size), x_pad.shape[2:], dilation, FEW)
-        part = np.zeros((chunks(x_pad.shape[0]), groups_up(f, FEW), offs.size), x_pad.dtype)
-        parallel(_grad_weight_few, part.shape[0], part, x_pad, dy, offs)
+        offs = tap_offsets((f, c, *kernel_size), padded, dilation, FEW)
+        part = np.zeros((chunks(x.shape[0]), groups_up(f, FEW), offs.size), x.dtype)
+        parallel(_grad_weight_few, part.shape[0], part, x, pads, padded, dy, offs)
     else:  # (K', F') partial sums: taps in whole blocks, filters in whole registers
-        offs = tap_offsets((f, c, *kernel_size), x_pad.shape[2:], dilation, TAPS)
+        offs = tap_offsets((f, c, *kernel_size), padded, dilation, TAPS)
         fp = groups_up(f, register)
-        part = np.zeros((chunks(x_pad.shape[0]), offs.size, fp), x_pad.dtype)
+        part = np.zeros((chunks(x.shape[0]), offs.size, fp), x.dtype)
         kernel = _grad_weight_pairs if fp % (2 * register) == 0 else _grad_weight_taps
-        parallel(kernel, part.shape[0], part, x_pad, dy, offs)
+        parallel(kernel, part.shape[0], part, x, pads, padded, dy, offs)
     dW = part[0].copy()  # the chunks' sums added in chunk order: the same at any thread count
     for chunk in range(1, part.shape[0]):
         dW += part[chunk]
@@ -59,27 +61,27 @@ def corr_grad_weight_wide(x_pad: np.ndarray, dy: np.ndarray, kernel_size, dilati
 
 
 @njit(nogil=True, cache=True)
-def _grad_weight_taps(part, x_pad, dy, offs, lo, hi):
+def _grad_weight_taps(part, x, pads, padded, dy, offs, lo, hi):
     """``part[chunk]`` (K', F'): the sum of dW over the images of each chunk in [lo, hi), tap
     by tap, filters last; one register of filters by 24 taps a block (:func:`_taps`)."""
-    xf, dyw, dyt, x_at, d_at, span = _chunk_buffers(part, x_pad, dy)
-    fp, step = part.shape[2], lanes(x_pad)
+    xf, dyw, dyt, x_at, d_at, span = _chunk_buffers(part, x, padded, dy)
+    fp, step = part.shape[2], lanes(x)
     for chunk in range(lo, hi):
-        count = _load_chunk(chunk, x_pad, dy, xf, dyw, dyt, d_at, span, fp)
+        count = _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, d_at, span, fp)
         for f0 in range(0, fp, step):
             for t0 in range(0, offs.shape[0], TAPS):
                 _taps(part[chunk], xf, dyt, offs, t0, f0, x_at[:count], d_at[:count], span, fp)
 
 
 @njit(nogil=True, cache=True)
-def _grad_weight_pairs(part, x_pad, dy, offs, lo, hi):
+def _grad_weight_pairs(part, x, pads, padded, dy, offs, lo, hi):
     """As :func:`_grad_weight_taps`, two registers of filters by 12 taps a block
     (:func:`_taps_pair`). A function of its own, so that a network without such layers
     (LeNet) does not compile it (0.45 s)."""
-    xf, dyw, dyt, x_at, d_at, span = _chunk_buffers(part, x_pad, dy)
-    fp, step = part.shape[2], lanes(x_pad)
+    xf, dyw, dyt, x_at, d_at, span = _chunk_buffers(part, x, padded, dy)
+    fp, step = part.shape[2], lanes(x)
     for chunk in range(lo, hi):
-        count = _load_chunk(chunk, x_pad, dy, xf, dyw, dyt, d_at, span, fp)
+        count = _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, d_at, span, fp)
         for f0 in range(0, fp, 2 * step):
             for t0 in range(0, offs.shape[0], TAPS // 2):
                 xs, ds = x_at[:count], d_at[:count]
@@ -87,27 +89,27 @@ def _grad_weight_pairs(part, x_pad, dy, offs, lo, hi):
 
 
 @njit(cache=True, inline="always")
-def _chunk_buffers(part, x_pad, dy):
+def _chunk_buffers(part, x, padded, dy):
     """A work item's buffers: the chunk's images one after another then zeros (xf), one
     image's dY in wide rows (dyw: junk columns and padded filters 0), the chunk's dY
     transposed (dyt: (image, o, F')), where each image starts in them, and the run length."""
-    c, hp, wp = x_pad.shape[1], x_pad.shape[2], x_pad.shape[3]
-    size, fp = c * hp * wp, part.shape[2]
-    span = span_up(dy.shape[2], dy.shape[3], wp, lanes(x_pad))  # so that whole tiles transpose
-    xf = np.zeros(CHUNK * size + span, x_pad.dtype)
-    dyw = np.zeros(fp * span, x_pad.dtype)
-    dyt = np.empty(CHUNK * span * fp, x_pad.dtype)
+    (hp, wp), fp = padded, part.shape[2]
+    size = x.shape[1] * hp * wp
+    span = span_up(dy.shape[2], dy.shape[3], wp, lanes(x))  # so that whole tiles transpose
+    xf = np.zeros(CHUNK * size + span, x.dtype)  # borders stay 0: images fill the interiors
+    dyw = np.zeros(fp * span, x.dtype)
+    dyt = np.empty(CHUNK * span * fp, x.dtype)
     return xf, dyw, dyt, np.arange(CHUNK) * size, np.arange(CHUNK) * (span * fp), span
 
 
 @njit(cache=True, inline="always")
-def _load_chunk(chunk, x_pad, dy, xf, dyw, dyt, d_at, span, fp):
-    """The images of ``chunk`` into xf, their dY into dyt; returns how many there are."""
-    n, size, step = x_pad.shape[0], x_pad[0].size, lanes(x_pad)
-    f, ho, wo, wp = dy.shape[1], dy.shape[2], dy.shape[3], x_pad.shape[3]
+def _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, d_at, span, fp):
+    """The images of ``chunk`` into xf, padded, their dY into dyt; returns how many."""
+    (hp, wp), n, step = padded, x.shape[0], lanes(x)
+    f, ho, wo, size = dy.shape[1], dy.shape[2], dy.shape[3], x.shape[1] * hp * wp
     first, last = chunk * CHUNK, min(n, (chunk + 1) * CHUNK)
     for b in range(first, last):
-        _copy(xf[(b - first) * size :], x_pad[b].reshape(size), size)
+        _load_padded(xf[(b - first) * size :], x[b], pads[0], pads[2], hp, wp)
         for o_f in range(f):
             for i in range(ho):
                 _copy(dyw[o_f * span + i * wp :], dy[b, o_f, i], wo)
@@ -278,18 +280,18 @@ def _four_dots(acc, d0, d1, d2, d3, xf, offs, span):
 
 
 @njit(nogil=True, cache=True)
-def _grad_weight_few(part, x_pad, dy, offs, lo, hi):
+def _grad_weight_few(part, x, pads, padded, dy, offs, lo, hi):
     """``part[chunk]`` (F', K'), filters and taps in whole groups: the sum of dW over the
     images of each chunk in [lo, hi)."""
-    n, c, hp, wp = x_pad.shape
+    (n, c), (hp, wp) = x.shape[:2], padded
     f, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
     fg, size = part.shape[1], c * hp * wp
-    span = span_up(ho, wo, wp, lanes(x_pad))  # in whole registers
-    xf = np.zeros(size + span, x_pad.dtype)  # one image, then zeros the last runs read
-    dyw = np.zeros((fg, span), x_pad.dtype)  # dY in wide rows; junk and padding 0
+    span = span_up(ho, wo, wp, lanes(x))  # in whole registers
+    xf = np.zeros(size + span, x.dtype)  # one padded image (borders 0), then zeros
+    dyw = np.zeros((fg, span), x.dtype)  # dY in wide rows; junk and padding 0
     for chunk in range(lo, hi):
         for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
-            _copy(xf, x_pad[b].reshape(size), size)  # not xf[:size] = ...: no shape check
+            _load_padded(xf, x[b], pads[0], pads[2], hp, wp)
             for o_f in range(f):
                 for i in range(ho):
                     _copy(dyw[o_f, i * wp :], dy[b, o_f, i], wo)
