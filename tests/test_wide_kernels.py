@@ -179,3 +179,27 @@ def test_grad_input_window_is_the_crop_of_the_whole(case):
             assert np.abs(got - want).max(initial=0) <= tol * scale, (name, case)
             if name == "numba":
                 assert got.flags.c_contiguous
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_numba_x_pad_is_padded_as_it_is_loaded(stride):
+    """The numba backend's pad2d hands its kernels x and the pads: the padded shape and dtype,
+    the padded array under np.asarray, and the same y and dW from its conv kernels as the
+    padded array gives (stride 2: the phases are cut from that array)."""
+    nb = get_backend("numba")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((18, 3, 3, 3)).astype(np.float32)
+    pads = (1, 2, 0, 3)
+    x_pad = nb.pad2d(x, pads)
+    whole = get_backend("reference").pad2d(x, pads)
+    assert x_pad.shape == whole.shape == (5, 3, 10, 12) and x_pad.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(x_pad), whole)
+    y, ctx = nb.conv2d_forward(x_pad, w, (stride, stride), (1, 1))
+    y_whole, ctx_whole = nb.conv2d_forward(whole, w, (stride, stride), (1, 1))
+    np.testing.assert_array_equal(y, y_whole)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(
+        nb.conv2d_grad_weight(x_pad, ctx, dy, (3, 3), (stride, stride), (1, 1)),
+        nb.conv2d_grad_weight(whole, ctx_whole, dy, (3, 3), (stride, stride), (1, 1)),
+    )
