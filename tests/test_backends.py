@@ -585,3 +585,21 @@ def test_numba_relu_matches_the_loops_in_any_layout(layout):
         np.testing.assert_array_equal(
             numba_backend.relu_backward(dys, ctx), reference.relu_backward(dys, ctx_ref)
         )
+
+
+def test_numba_batch_norm_hands_on_x_for_xhat():
+    """The numba forward does not write xhat: it hands on (x, mean, inv_std), which np.asarray
+    makes the xhat of the definition, and its backward gives the same numbers from that as
+    from the xhat array itself."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 4, 5, 6)) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    g, b = rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    y, xhat, mean, var, inv_std = numba_backend.batchnorm2d_forward(x, g, b, 1e-5)
+    want = reference.batchnorm2d_forward(x, g, b, 1e-5)
+    assert xhat.shape == x.shape and xhat.dtype == np.float32
+    assert rel_err(np.asarray(xhat), want[1]) < 1e-6 and rel_err(y, want[0]) < 1e-6
+    from_x = numba_backend.batchnorm2d_backward(dy, xhat, g, inv_std, True)
+    from_array = numba_backend.batchnorm2d_backward(dy, np.asarray(xhat), g, inv_std, True)
+    for got, other in zip(from_x, from_array):
+        assert rel_err(got, other) < 1e-6
