@@ -168,7 +168,10 @@ class Kernels(Protocol):
         """(y, xhat, mean, var, inv_std) for x (N, C, H, W) and gamma, beta (C,):
         ``xhat = (x - mean) * inv_std``, ``inv_std = 1 / sqrt(var + eps)``, ``y = gamma * xhat +
         beta`` per channel; mean and the biased var over (N, H, W) when ``mean`` is None
-        (training), the given (C,) ones otherwise. y and xhat (N, C, H, W); the rest (C,)."""
+        (training), the given (C,) ones otherwise. y and xhat (N, C, H, W); the rest (C,).
+        xhat is what :meth:`batchnorm2d_backward` takes: an array, or something with xhat's
+        shape and dtype that ``np.asarray`` makes the array of (numba: x, mean and inv_std,
+        so that the forward need not write it)."""
         ...
 
     def batchnorm2d_backward(
