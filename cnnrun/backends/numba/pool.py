@@ -11,11 +11,14 @@ from .common import Pair, out_hw, parallel
 def maxpool2d_forward(
     x_pad: np.ndarray, kernel_size: Pair, stride: Pair
 ) -> tuple[np.ndarray, np.ndarray]:
-    """y = max over each window; ctx = flat index (p * kw + q) of the window's first maximum."""
+    """y = max over each window; ctx = flat index (p * kw + q) of the window's first maximum,
+    in the smallest integer type that holds it (uint8 for windows of up to 256 pixels: the
+    index array is written and read once more for each output, 1 byte against 8 for intp)."""
     x_pad = np.ascontiguousarray(x_pad)
     n, c = x_pad.shape[:2]
     ho, wo = out_hw(x_pad.shape[2:], kernel_size, stride, (1, 1))
-    y, arg = np.empty((n, c, ho, wo), x_pad.dtype), np.empty((n, c, ho, wo), np.intp)
+    index = np.uint8 if kernel_size[0] * kernel_size[1] <= 256 else np.int32
+    y, arg = np.empty((n, c, ho, wo), x_pad.dtype), np.empty((n, c, ho, wo), index)
     parallel(_maxpool_forward, n * c, y, arg, x_pad, *kernel_size, *stride)
     return y, arg
 
@@ -23,11 +26,16 @@ def maxpool2d_forward(
 def maxpool2d_backward(
     dy: np.ndarray, ctx: np.ndarray, kernel_size: Pair, stride: Pair, padded_hw: Pair
 ) -> np.ndarray:
-    """Each dy goes to the one input pixel that was the (first) maximum of its window."""
+    """Each dy goes to the one input pixel that was the (first) maximum of its window. Windows
+    that tile the image exactly (2x2 every 2) write each pixel once, its dy or 0; others add
+    into zeros."""
     dy = np.ascontiguousarray(dy)
-    dx = np.zeros((*dy.shape[:2], *padded_hw), dy.dtype)
+    (kh, kw), (sh, sw), (ho, wo) = kernel_size, stride, dy.shape[2:]
+    tiled = (sh, sw) == (kh, kw) and (ho * kh, wo * kw) == tuple(padded_hw)
+    make = np.empty if tiled else np.zeros
+    dx = make((*dy.shape[:2], *padded_hw), dy.dtype)
     arg = np.ascontiguousarray(ctx)
-    parallel(_maxpool_backward, dy.shape[0] * dy.shape[1], dx, dy, arg, kernel_size[1], *stride)
+    parallel(_maxpool_backward, dy.shape[0] * dy.shape[1], dx, dy, arg, kh, kw, sh, sw, tiled)
     return dx
 
 
@@ -78,14 +86,20 @@ def _maxpool_forward(y, arg, x_pad, kh, kw, sh, sw, lo, hi):
 
 
 @njit(nogil=True, cache=True)
-def _maxpool_backward(dx, dy, arg, kw, sh, sw, lo, hi):
+def _maxpool_backward(dx, dy, arg, kh, kw, sh, sw, tiled, lo, hi):
     c, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    zero = dy.dtype.type(0)
     for bc in range(lo, hi):
         b, ch = bc // c, bc % c
         for i in range(ho):
             for j in range(wo):
-                at = arg[b, ch, i, j]
-                dx[b, ch, i * sh + at // kw, j * sw + at % kw] += dy[b, ch, i, j]
+                at, g = arg[b, ch, i, j], dy[b, ch, i, j]
+                if tiled:  # every pixel of the window once: g at the maximum, 0 elsewhere
+                    for p in range(kh):
+                        for q in range(kw):
+                            dx[b, ch, i * kh + p, j * kw + q] = g if p * kw + q == at else zero
+                else:
+                    dx[b, ch, i * sh + at // kw, j * sw + at % kw] += g
 
 
 @njit(nogil=True, cache=True)
