@@ -203,3 +203,19 @@ def test_numba_x_pad_is_padded_as_it_is_loaded(stride):
         nb.conv2d_grad_weight(x_pad, ctx, dy, (3, 3), (stride, stride), (1, 1)),
         nb.conv2d_grad_weight(whole, ctx_whole, dy, (3, 3), (stride, stride), (1, 1)),
     )
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy", "reference"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_forward_adds_the_bias_to_the_finished_sum(backend, stride):
+    """Given a bias, conv2d_forward adds it to each finished sum (numba: as it writes y out):
+    the same bits as the sum without a bias, plus the bias afterwards."""
+    kernels = get_backend(backend)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 8, 9)).astype(np.float32)
+    w = rng.standard_normal((11, 2, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(11).astype(np.float32)
+    x_pad = kernels.pad2d(x, (1, 1, 1, 1))
+    y, _ = kernels.conv2d_forward(x_pad, w, (stride, stride), (1, 1), bias)
+    y0, _ = kernels.conv2d_forward(x_pad, w, (stride, stride), (1, 1))
+    np.testing.assert_array_equal(y, y0 + bias[None, :, None, None])

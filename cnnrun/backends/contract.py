@@ -79,11 +79,17 @@ class Kernels(Protocol):
         ...
 
     def conv2d_forward(
-        self, x_pad: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair
+        self,
+        x_pad: np.ndarray,
+        w: np.ndarray,
+        stride: Pair,
+        dilation: Pair,
+        bias: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Any]:
         """y (N, F, Ho, Wo): the valid cross-correlation of x_pad (N, C, Hp, Wp) with w
         (F, C, kh, kw), ``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] *
-        w[f, c, p, q]``, ``Ho = (Hp - dh*(kh - 1) - 1) // sh + 1`` (Wo alike). ctx: whatever
+        w[f, c, p, q]``, ``Ho = (Hp - dh*(kh - 1) - 1) // sh + 1`` (Wo alike), plus ``bias[f]``
+        where a bias (F,) is given (added to the finished sum, one rounding). ctx: whatever
         :meth:`conv2d_grad_weight` can reuse (NumPy: x_pad laid out (C, Hp, Wp, N), which it
         makes its column tiles from again; numba: the phases of a strided layer, else None;
         reference: None)."""

@@ -161,9 +161,14 @@ class ConvContext(NamedTuple):
 
 
 def conv2d_forward(
-    x_pad: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair
+    x_pad: np.ndarray,
+    w: np.ndarray,
+    stride: Pair,
+    dilation: Pair,
+    bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ConvContext]:
-    """y (N, F, Ho, Wo) = W (F, C*kh*kw) @ cols, one tile of output rows at a time."""
+    """y (N, F, Ho, Wo) = W (F, C*kh*kw) @ cols, one tile of output rows at a time; plus the
+    bias (F,) if given."""
     f, c, kh, kw = w.shape
     x_t = batch_last(x_pad)
     n, out_hw = x_t.shape[3], _out_hw(x_pad.shape[2:], (kh, kw), stride, dilation)
@@ -172,6 +177,8 @@ def conv2d_forward(
     if c * kh * kw * out_hw[0] * out_hw[1] * n <= KEEP_COLS:
         kept = np.empty((c, kh, kw, *out_hw, n), dtype=x_t.dtype)
     y_t = _correlate(x_t, w.astype(x_pad.dtype, copy=False), tiles, kept)
+    if bias is not None:
+        y_t += bias.astype(y_t.dtype, copy=False)[:, None, None, None]
     return batch_first(y_t), ConvContext(x_t, kept)
 
 

@@ -39,9 +39,14 @@ def dilate(dy: np.ndarray, stride: Pair) -> np.ndarray:
 
 
 def conv2d_forward(
-    x_pad: np.ndarray, w: np.ndarray, stride: Pair, dilation: Pair
+    x_pad: np.ndarray,
+    w: np.ndarray,
+    stride: Pair,
+    dilation: Pair,
+    bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray, None]:
-    """``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * w[f, c, p, q]``."""
+    """``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * w[f, c, p, q]``,
+    plus ``bias[f]`` if given."""
     n, _, hp, wp = x_pad.shape
     f, _, kh, kw = w.shape
     (sh, sw), (dh, dw) = stride, dilation
@@ -60,6 +65,8 @@ def conv2d_forward(
                         j * sw : j * sw + dw * (kw - 1) + 1 : dw,
                     ]
                     y[b, o, i, j] = np.sum(patch * w[o])
+    if bias is not None:
+        y += bias.astype(y.dtype, copy=False)[None, :, None, None]
     return y, None
 
 

@@ -69,26 +69,35 @@ def _unpadded(x_pad) -> tuple[np.ndarray, tuple[int, int, int, int]]:
 
 
 def conv2d_forward(
-    x_pad: np.ndarray | Padded, w: np.ndarray, stride: Pair, dilation: Pair
+    x_pad: np.ndarray | Padded,
+    w: np.ndarray,
+    stride: Pair,
+    dilation: Pair,
+    bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
     """``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * w[f, c, p, q]``;
     (N, C, Hp, Wp) -> (N, F, Ho, Wo). ctx: the phases x_ab of a strided, undilated layer, which
-    dW reads again (None otherwise: dW reads x_pad itself)."""
+    dW reads again (None otherwise: dW reads x_pad itself). At stride 1 the bias is added as
+    the kernel writes y; otherwise after the sum."""
     x, pads = _unpadded(x_pad)
     w = np.ascontiguousarray(w, dtype=x.dtype)
     (sh, sw), (dh, dw) = stride, dilation
     ho, wo = out_hw(x_pad.shape[2:], w.shape[2:], stride, dilation)
     if (sh, sw) == (1, 1):
-        return corr_wide(x, w, (dh, dw), pads, (ho, wo)), None
+        return corr_wide(x, w, (dh, dw), pads, (ho, wo), bias), None
     x_pad = np.ascontiguousarray(x_pad)  # phases and plain loops read the padded array
     if (dh, dw) != (1, 1):
-        return _conv_forward_strided(x_pad, w, sh, sw, dh, dw, ho, wo), None
-    y, phases = None, []
-    for x_ab, w_ab, _ in _phases(x_pad, w, stride):  # y = sum over phases of corr(x_ab, w_ab)
-        part = corr_wide(x_ab, w_ab, (1, 1), (0, 0, 0, 0), (ho, wo))
-        y = part if y is None else np.add(y, part, out=y)
-        phases.append(x_ab)
-    return y, tuple(phases)  # dW's x_ab: cut out once, not again in the backward pass
+        y, phases = _conv_forward_strided(x_pad, w, sh, sw, dh, dw, ho, wo), None
+    else:
+        y, phases = None, []
+        for x_ab, w_ab, _ in _phases(x_pad, w, stride):  # y = sum of corr(x_ab, w_ab)
+            part = corr_wide(x_ab, w_ab, (1, 1), (0, 0, 0, 0), (ho, wo))
+            y = part if y is None else np.add(y, part, out=y)
+            phases.append(x_ab)
+        phases = tuple(phases)  # dW's x_ab: cut out once, not again in the backward pass
+    if bias is not None:
+        y += bias.astype(y.dtype, copy=False)[None, :, None, None]
+    return y, phases
 
 
 def conv2d_grad_weight(

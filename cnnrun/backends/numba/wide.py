@@ -84,16 +84,19 @@ def packed(w: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(wp.reshape(-1, GROUP, k).transpose(0, 2, 1))
 
 
-def corr_wide(src: np.ndarray, w: np.ndarray, dilation, pads, out_hw) -> np.ndarray:
+def corr_wide(src: np.ndarray, w: np.ndarray, dilation, pads, out_hw, bias=None) -> np.ndarray:
     """Stride-1 valid cross-correlation of ``src`` (N, C, Hs, Ws), zero-padded by ``pads`` =
     (top, bottom, left, right), with ``w`` (F, C, kh, kw) dilated by ``dilation``: the first
-    ``out_hw`` rows and columns of the result, (N, F, Ho, Wo)."""
+    ``out_hw`` rows and columns of the result, (N, F, Ho, Wo); plus ``bias`` (F,) if given,
+    added as the rows are written out (not in a pass of its own)."""
     src = np.ascontiguousarray(src)
     (top, bottom, left, right), (hs, ws) = pads, src.shape[2:]
     padded = (hs + top + bottom, ws + left + right)
     offs = tap_offsets(w.shape, padded, dilation)
     y = np.empty((src.shape[0], w.shape[0], *out_hw), src.dtype)
-    parallel(_corr_wide, chunks(src.shape[0]), y, src, packed(w, src.dtype), offs, pads, padded)
+    b = np.zeros(w.shape[0], src.dtype) if bias is None else np.asarray(bias, dtype=src.dtype)
+    args = (y, src, packed(w, src.dtype), offs, pads, padded, b, bias is not None)
+    parallel(_corr_wide, chunks(src.shape[0]), *args)
     return y
 
 
@@ -107,6 +110,13 @@ def _copy(dst, src, length):
     indices inside the loop was not, and cost LeNet's conv1 as much as its multiply-adds)."""
     for k in range(length):
         dst[k] = src[k]
+
+
+@njit(cache=True, inline="always")
+def _copy_plus(dst, src, length, b):
+    """``dst[:length] = src[:length] + b`` (see :func:`_copy`)."""
+    for k in range(length):
+        dst[k] = src[k] + b
 
 
 @njit(cache=True, inline="always")
@@ -182,9 +192,9 @@ def _store4(rows, at, acc):
 
 
 @njit(nogil=True, cache=True)
-def _corr_wide(y, src, wp, offs, pads, padded, lo, hi):
+def _corr_wide(y, src, wp, offs, pads, padded, bias, with_bias, lo, hi):
     """Images of the chunks [lo, hi): ``y[b]`` from ``src[b]``, padded by ``pads`` to
-    ``padded`` (Hp, Wp)."""
+    ``padded`` (Hp, Wp), plus the bias if ``with_bias`` (no zero added otherwise: -0.0 stays)."""
     n, c = src.shape[0], src.shape[1]
     f, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     (top, _, left, _), (hp, wp_) = pads, padded
@@ -198,5 +208,9 @@ def _corr_wide(y, src, wp, offs, pads, padded, lo, hi):
             for o0 in range(0, span, width):
                 _block(rows, xf, wp[g0], offs, o0)
             for g in range(min(GROUP, f - g0 * GROUP)):  # drop padded filters, junk columns
+                o_f = g0 * GROUP + g
                 for i in range(ho):
-                    _copy(y[b, g0 * GROUP + g, i], rows[g, i * wp_ :], wo)
+                    if with_bias:
+                        _copy_plus(y[b, o_f, i], rows[g, i * wp_ :], wo, bias[o_f])
+                    else:
+                        _copy(y[b, o_f, i], rows[g, i * wp_ :], wo)
