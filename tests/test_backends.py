@@ -603,3 +603,14 @@ def test_numba_batch_norm_hands_on_x_for_xhat():
     from_array = numba_backend.batchnorm2d_backward(dy, np.asarray(xhat), g, inv_std, True)
     for got, other in zip(from_x, from_array):
         assert rel_err(got, other) < 1e-6
+
+
+def test_numba_relu_of_float16_goes_through_numpy():
+    """The compiled ReLU passes know float32 and float64 only; float16 takes NumPy's kernels
+    (it raised NotImplementedError in a compiled loop)."""
+    x = np.array([[[[-1.0, 2.0, np.nan, -0.0]]]], np.float16)
+    y, ctx = numba_backend.relu_forward(x)
+    np.testing.assert_array_equal(y, reference.relu_forward(x)[0])
+    assert y.dtype == np.float16
+    dx = numba_backend.relu_backward(np.full_like(x, 3), ctx)
+    np.testing.assert_array_equal(dx, np.array([[[[0, 3, 0, 0]]]], np.float16))

@@ -96,24 +96,52 @@ def test_transpose_of_a_tile_in_registers(dtype):
 
 @pytest.mark.parametrize(
     "name, features, want",
-    [(None, "+avx2,+fma,+avx512f", 64), (None, "+avx2,+fma,-avx512f", 32), ("haswell", None, 32)],
+    [
+        (None, "+avx2,+fma,+avx512f", 64),
+        (None, "+avx2,+fma,-avx512f", 32),
+        ("haswell", "+avx2,+fma,+avx512f", 64),  # the features decide, as they do for Numba
+    ],
 )
-def test_register_width_follows_the_compile_target(monkeypatch, name, features, want):
+def test_register_width_follows_the_features_numba_compiles_for(monkeypatch, name, features, want):
     monkeypatch.setattr(simd.config, "CPU_NAME", name)
     monkeypatch.setattr(simd.config, "CPU_FEATURES", features)
     assert simd._vector_bytes() == want
 
 
+def test_register_width_without_features_is_the_host_s_as_numba_reads_it(monkeypatch):
+    """A CPU name alone does not change what Numba compiles for (it still takes the host's
+    features) nor its cache key, so it must not change the width; NUMBA_ENABLE_AVX=0 does."""
+    from numba.core import codegen
+
+    monkeypatch.setattr(simd.config, "CPU_FEATURES", None)
+    host = 64 if "+avx512f" in codegen.get_host_cpu_features() else 32
+    for name in (None, "haswell"):
+        monkeypatch.setattr(simd.config, "CPU_NAME", name)
+        assert simd._vector_bytes() == host
+    monkeypatch.setattr(simd.config, "ENABLE_AVX", False)
+    assert simd._vector_bytes() == 32
+
+
+def _no_avx512_features() -> str:
+    """The host's features as Numba reads them, every AVX-512 one switched off."""
+    from numba.core import codegen
+
+    flags = codegen.get_host_cpu_features().split(",")
+    return ",".join("-" + f[1:] if f[1:].startswith("avx512") else f for f in flags if f)
+
+
 @pytest.mark.slow
 def test_wide_kernels_on_a_target_without_avx512(tmp_path):
-    """Compiled for Haswell (AVX2: 32-byte registers, 8 float32 and 4 float64 lanes), the
-    kernels still match the loops: every block, tile and padding follows the register width."""
+    """Compiled for AVX2 (Haswell's name and the host's features less AVX-512: 32-byte
+    registers, 8 float32 and 4 float64 lanes), the kernels use no 512-bit register and still
+    match the loops: every block, tile and padding follows the register width."""
     script = textwrap.dedent(
         """
         import sys
         sys.path.insert(0, "tests")
-        from helpers import ConvCase, check_numba_conv, conv_cases
-        from cnnrun.backends.numba import simd
+        import numpy as np
+        from helpers import ConvCase, check_numba_conv
+        from cnnrun.backends.numba import simd, wide
         assert simd.VECTOR_BYTES == 32, simd.VECTOR_BYTES
         for case in (
             ConvCase(5, 3, 17, 9, 13, 3, padding="same"),
@@ -121,14 +149,61 @@ def test_wide_kernels_on_a_target_without_avx512(tmp_path):
             ConvCase(2, 9, 5, 8, 8, 3, padding="full"),
         ):
             check_numba_conv(case)
+        asm = "".join(wide._corr_wide.inspect_asm(s) for s in wide._corr_wide.signatures)
+        assert "ymm" in asm and "zmm" not in asm
         print("ok")
         """
     )
-    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CACHE_DIR=str(tmp_path))
+    env = dict(
+        os.environ,
+        NUMBA_CPU_NAME="haswell",
+        NUMBA_CPU_FEATURES=_no_avx512_features(),
+        NUMBA_CACHE_DIR=str(tmp_path),
+    )
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_cpu_name_does_not_mix_register_widths_in_a_shared_cache(tmp_path):
+    """Two processes share Numba's cache; the second names the host's own CPU. Numba compiles
+    and keys its cache by features, not by that name, so the second loads the first's kernels:
+    it must size their buffers for the same width (it once took 32 bytes, wrote past dW's
+    buffers and aborted, or returned NaN)."""
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        from cnnrun.backends import get_backend
+        from cnnrun.backends.numba import simd
+        rng = np.random.default_rng(0)
+        for f in (16, 24, 32):
+            x = rng.standard_normal((5, 3, 9, 9)).astype(np.float32)
+            dy = rng.standard_normal((5, f, 7, 7)).astype(np.float32)
+            got = get_backend("numba").conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1))
+            want = get_backend("numpy").conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1))
+            assert np.abs(got - want).max() < 1e-3, (f, simd.VECTOR_BYTES)
+        print(simd.VECTOR_BYTES)
+        """
+    )
+    import llvmlite.binding as llvm
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_CPU_NAME", None)
+    env.pop("NUMBA_CPU_FEATURES", None)
+    widths = []
+    for extra in ({}, {"NUMBA_CPU_NAME": llvm.get_host_cpu_name()}):
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        widths.append(done.stdout.strip())
+    assert widths[0] == widths[1]
 
 
 def test_dw_reads_no_memory_it_did_not_write():

@@ -14,6 +14,11 @@ returns (N, C, H, W)-shaped arrays laid out as its backend likes best: NumPy: ba
 NumPy gives. ``native(a)`` puts an array in that layout once. Every result keeps the dtype of
 the data input (x_pad, dy or x); weights are cast to it.
 
+**What a forward keeps.** A layer keeps references, not copies, to what its backward needs: its
+input (a conv's x_pad may be x itself, or hold it; batch norm's xhat may hold x) or its output
+(ReLU, tanh and sigmoid contexts may be y). Change one of those arrays in place between the
+forward and the backward pass and the gradients change; give the layer a copy instead.
+
 **ctx.** A forward kernel returns ``(y, ctx)``; ``ctx`` is private to the backend that made it
 (NumPy's conv: the column matrix; max pooling: the index of each window's first maximum; None
 where nothing is needed) and only that backend's backward may read it: a layer runs backward on
@@ -74,8 +79,9 @@ class Kernels(Protocol):
         """x (N, C, H, W) zero-padded by ``pads`` (top, bottom, left, right), as this
         backend's conv kernels take their x_pad: anything with the padded ``shape`` and x's
         ``dtype`` that ``np.asarray`` makes the padded array of. NumPy and reference: that
-        array (:func:`padded`, x's layout kept); numba: x and the pads, which its kernels pad
-        as they load each image, so that the padded copy of the batch is never made."""
+        array (:func:`padded`, x's layout kept); numba: x and the pads, which its stride-1
+        kernels pad as they load each image, so that no padded copy of the batch is made
+        (strided layers make it from these when they cut the phases)."""
         ...
 
     def conv2d_forward(
@@ -196,7 +202,8 @@ class Kernels(Protocol):
     # -- activations: element-wise, any shape; ctx is what the backward needs --------------------
 
     def relu_forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
-        """``y = max(x, 0)``, NaN stays NaN (as in PyTorch). ctx: the mask (NumPy: ``x > 0``)."""
+        """``y = max(x, 0)``, NaN stays NaN (as in PyTorch). ctx: what tells where ``x > 0``
+        (NumPy: that mask; numba: y itself, positive exactly there)."""
         ...
 
     def relu_backward(self, dy: np.ndarray, ctx: Any) -> np.ndarray:

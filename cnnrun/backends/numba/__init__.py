@@ -3,11 +3,14 @@ among the threads by :func:`.common.parallel`.
 
 Same contract as :mod:`cnnrun.backends.contract` and :mod:`cnnrun.backends.reference`, whose
 loops define every product here; the tests hold these kernels to those loops and to the NumPy
-backend. Every array keeps its input's dtype (float32 stays float32), results come back in C
-order, and a second run loads the compiled code from Numba's cache. By concern:
+backend. Every array keeps its input's dtype (float32 stays float32), arrays come back in C
+order (two results are not arrays but what ``np.asarray`` makes them of: :func:`pad2d`'s x_pad,
+x and its pads, and batch norm's xhat, x with its statistics), and a second run loads the
+compiled code from Numba's cache. By concern:
 
-* :mod:`.conv`: convolution (wide rows at stride 1, in :mod:`.wide` and :mod:`.wide_grad`;
-  plain loops otherwise);
+* :mod:`.conv`: convolution (register-blocked micro-kernels over wide rows at stride 1, in
+  :mod:`.wide` and :mod:`.wide_grad`, written in :mod:`.simd`'s vector registers; other
+  strides as sums of stride-1 problems by phase; plain loops where strided and dilated);
 * :mod:`.pool`: max and average pooling;
 * :mod:`.norm`: batch normalisation;
 * :mod:`.act`: the activations (ReLU compiled, the others NumPy's element-wise kernels).

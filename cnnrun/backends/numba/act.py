@@ -35,12 +35,13 @@ BLOCK = 1 << 15  # elements per work item
 
 
 def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
-    """The arrays as 1-D views in memory order, if they are float arrays of one shape, dtype
-    and layout that lie densely in memory; None otherwise."""
+    """The arrays as 1-D views in memory order, if they are float32 or float64 arrays of one
+    shape, dtype and layout that lie densely in memory; None otherwise (NumPy's kernels then:
+    the compiled loops know no float16, say)."""
     first = arrays[0]
     same = all(
         isinstance(a, np.ndarray)
-        and a.dtype.kind == "f"
+        and a.dtype in (np.float32, np.float64)
         and (a.shape, a.dtype, a.strides) == (first.shape, first.dtype, first.strides)
         for a in arrays
     )

@@ -36,9 +36,10 @@ from .wide_grad import corr_grad_weight_wide
 @dataclass(frozen=True)
 class Padded:
     """x (N, C, H, W) zero-padded by ``pads`` (top, bottom, left, right), as this backend's
-    conv kernels take their x_pad: they pad each image as they load it into their own buffer,
-    so a padded copy of the batch is never made (it took a pass over memory per layer, 0.6 ms
-    for (64, 16, 32, 32) float32). ``np.asarray`` gives the padded array."""
+    conv kernels take their x_pad: at stride 1 they pad each image as they load it into their
+    own buffer, so no padded copy of the batch is made (it took a pass over memory per layer,
+    0.6 ms for (64, 16, 32, 32) float32). ``np.asarray`` gives the padded array, which strided
+    layers make to cut their phases from."""
 
     x: np.ndarray
     pads: tuple[int, int, int, int]

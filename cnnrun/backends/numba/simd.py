@@ -8,9 +8,12 @@ loads and stores them on every tap (the wide-row kernels before this module ran 
 the machine's multiply-add rate for that reason). A :class:`Vec` is an LLVM ``<lanes x float>``
 value: Numba keeps it in a local variable like any number, LLVM in a register.
 
-One register holds :data:`VECTOR_BYTES` bytes: 64 (16 float32, 8 float64) where the compile
-target has AVX-512, 32 otherwise (AVX2: 8 float32). ``NUMBA_CPU_NAME`` and
-``NUMBA_CPU_FEATURES`` choose the target, as for every Numba kernel.
+One register holds :data:`VECTOR_BYTES` bytes: 64 (16 float32, 8 float64) where the features
+Numba compiles for include AVX-512, 32 otherwise (AVX2: 8 float32). Those are the features
+Numba itself uses and keys its cache on: ``NUMBA_CPU_FEATURES`` if set, else the host's (less
+AVX with ``NUMBA_ENABLE_AVX=0``); ``NUMBA_CPU_NAME`` alone changes neither. The buffers the
+kernels' callers size from this width must match the width compiled into the kernels, so it is
+worked out exactly as Numba does.
 
 The loads and stores do no bounds check: the callers size their buffers for whole vectors
 (see :mod:`.wide`).
@@ -18,20 +21,19 @@ The loads and stores do no bounds check: the callers size their buffers for whol
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
-from numba.core import config
+from numba.core import codegen, config
 from numba.extending import intrinsic, models, register_model
 
 
 def _vector_bytes() -> int:
-    """64 where Numba's compile target has AVX-512 (the host's, unless ``NUMBA_CPU_NAME`` or
-    ``NUMBA_CPU_FEATURES`` says otherwise), else 32."""
+    """64 where the features Numba compiles for (and keys its cache on) have AVX-512, else
+    32: ``NUMBA_CPU_FEATURES`` if set, else the host's as Numba reads them."""
     features = config.CPU_FEATURES
-    if features is None and config.CPU_NAME is None:
-        features = llvm.get_host_cpu_features().flatten()
-    return 64 if "+avx512f" in (features or "") else 32
+    if features is None:
+        features = codegen.get_host_cpu_features()
+    return 64 if "+avx512f" in features else 32
 
 
 VECTOR_BYTES = _vector_bytes()
