@@ -11,16 +11,21 @@ tap (c, p, q), the element ``c*Hp*Wp + (i + p*dh)*Wp + (j + q*dw)`` = ``o + off(
 * dW (:mod:`.wide_grad`): ``dW[f, t] = dot(x[off_t : off_t + L], dy_wide[f])``;
 * dX: the full convolution, as the design defines it: dY zero-padded by the kernel's span on
   every side, correlated with the kernel rotated 180 degrees (in and out channels swapped), by
-  the forward kernel.
+  the forward kernel; of it only the window of dX_pad the layer keeps (dY padded by what that
+  window reaches).
+
+The padding is done as each image is copied into the kernel's buffer (:func:`_load_padded`):
+the layer's x and its pads come in, never a padded copy of the batch.
 
 **The micro-kernel.** One call of :func:`_block` computes a block of :data:`GROUP` (8) filters
 by :data:`BLOCK` (3) vector registers of outputs: 24 accumulators (:mod:`.simd`) that stay in
 registers over every tap of the sum and are stored once. Per tap it loads three registers of x
 and broadcasts eight weights: each x loaded feeds eight multiply-adds, each weight three. With
-the 32 registers of AVX-512 that ran at 165-171 GFLOP/s on one core of a machine whose float32
-GEMM peaks at about 183 a core (64->64 channels on 32x32 maps), where the loops that kept their
-sums in rows of memory, four filters by four taps a pass, ran at 90-96. The weights of a group
-are packed tap by tap, (K, 8), so the eight broadcasts of a tap read one cache line.
+the 32 registers of AVX-512 it ran at 131-147 GFLOP/s on one core of a machine whose float32
+GEMM peaks at about 183 a core (3x3 layers of 16 to 64 channels on 32x32 and 16x16 maps;
+103-113 on 8x8, where a quarter of each block is rounding), where the loops that kept their
+sums in rows of memory, four filters by four taps a pass, ran at 77-96 (50 on 8x8). The weights
+of a group are packed tap by tap, (K, 8), so the eight broadcasts of a tap read one cache line.
 
 **Whole blocks.** The run length L is rounded up to whole blocks of ``3 * lanes`` outputs,
 read from a copy of the image with zeros after it, so no block ends in a scalar remainder;
