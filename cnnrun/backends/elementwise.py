@@ -91,10 +91,9 @@ def _sigmoid_dx(dy: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
     out *= 1 - y
 
 
-def _flat_blocks(*arrays: np.ndarray) -> list[tuple[np.ndarray, ...]] | None:
-    """The arrays cut into matching blocks of about ``BLOCK`` elements, in memory order, if they
-    share one shape and dtype and lie densely in memory the same way (C order, batch-last, ...);
-    None otherwise."""
+def flat_views(*arrays: np.ndarray) -> list[np.ndarray] | None:
+    """The arrays as 1-D views in memory order, if they share one shape and dtype and lie
+    densely in memory the same way (C order, batch-last, ...); None otherwise."""
     first = arrays[0]
     if not all(
         isinstance(a, np.ndarray)
@@ -107,7 +106,16 @@ def _flat_blocks(*arrays: np.ndarray) -> list[tuple[np.ndarray, ...]] | None:
     flat = [a.ravel(order="K") for a in arrays]  # any shape -> (size,), a view where dense
     if not all(np.may_share_memory(f, a) for f, a in zip(flat, arrays)) and first.size > 1:
         return None
-    return [tuple(f[i : i + BLOCK] for f in flat) for i in range(0, first.size, BLOCK)]
+    return flat
+
+
+def _flat_blocks(*arrays: np.ndarray) -> list[tuple[np.ndarray, ...]] | None:
+    """The arrays cut into matching blocks of about ``BLOCK`` elements, in memory order, if
+    :func:`flat_views` has them; None otherwise."""
+    flat = flat_views(*arrays)
+    if flat is None:
+        return None
+    return [tuple(f[i : i + BLOCK] for f in flat) for i in range(0, flat[0].size, BLOCK)]
 
 
 def _backward_in_blocks(

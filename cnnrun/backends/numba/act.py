@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from ..elementwise import (  # noqa: F401 (re-exported by the package)
+    flat_views,
     leaky_relu_backward,
     leaky_relu_forward,
     select,
@@ -35,22 +36,11 @@ BLOCK = 1 << 15  # elements per work item
 
 
 def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
-    """The arrays as 1-D views in memory order, if they are float32 or float64 arrays of one
-    shape, dtype and layout that lie densely in memory; None otherwise (NumPy's kernels then:
-    the compiled loops know no float16, say)."""
-    first = arrays[0]
-    same = all(
-        isinstance(a, np.ndarray)
-        and a.dtype in (np.float32, np.float64)
-        and (a.shape, a.dtype, a.strides) == (first.shape, first.dtype, first.strides)
-        for a in arrays
-    )
-    if not same:
+    """:func:`~cnnrun.backends.elementwise.flat_views` of float32 or float64 arrays; None for
+    other dtypes too (NumPy's kernels then: the compiled loops know no float16, say)."""
+    if not all(getattr(a, "dtype", None) in (np.float32, np.float64) for a in arrays):
         return None
-    flat = [a.ravel(order="K") for a in arrays]
-    if first.size > 1 and not all(np.shares_memory(f, a) for f, a in zip(flat, arrays)):
-        return None  # ravel copied: not dense
-    return flat
+    return flat_views(*arrays)
 
 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
