@@ -86,7 +86,7 @@ def conv2d_forward(
     ho, wo = out_hw(x_pad.shape[2:], w.shape[2:], stride, dilation)
     if (sh, sw) == (1, 1):
         return corr_wide(x, w, (dh, dw), pads, (ho, wo), bias), None
-    x_pad = np.ascontiguousarray(x_pad)  # phases and plain loops read the padded array
+    x_pad = padded(x, pads)  # phases and plain loops read the padded array (x, if unpadded)
     if (dh, dw) != (1, 1):
         y, phases = _conv_forward_strided(x_pad, w, sh, sw, dh, dw, ho, wo), None
     else:

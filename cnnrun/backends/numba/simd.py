@@ -62,6 +62,16 @@ def _address(context, builder, array_type, array, index):
     return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
 
 
+def _splat(context, builder, vec: Vec, value):
+    """``value`` in every lane of a register of type ``vec``."""
+    vector = context.get_value_type(vec)
+    one = builder.insert_element(
+        ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)
+    )
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
+    return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), mask)
+
+
 @intrinsic
 def lanes(typingctx, a):
     """Elements of ``a``'s dtype in one register (a compile-time constant)."""
@@ -102,12 +112,7 @@ def vsplat(typingctx, x):
     vec = Vec(x)
 
     def codegen(context, builder, signature, args):
-        vector = context.get_value_type(vec)
-        one = builder.insert_element(
-            ir.Constant(vector, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0)
-        )
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
-        return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), mask)
+        return _splat(context, builder, vec, args[0])
 
     return vec(x), codegen
 
@@ -147,13 +152,7 @@ def vsplat_at(typingctx, a, i):
 
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        x = builder.load(builder.gep(data, [args[1]]))
-        vector = context.get_value_type(vec)
-        one = builder.insert_element(
-            ir.Constant(vector, ir.Undefined), x, ir.Constant(ir.IntType(32), 0)
-        )
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes)
-        return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), mask)
+        return _splat(context, builder, vec, builder.load(builder.gep(data, [args[1]])))
 
     return vec(a, i), codegen
 

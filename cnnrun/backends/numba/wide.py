@@ -99,9 +99,8 @@ def corr_wide(src: np.ndarray, w: np.ndarray, dilation, pads, out_hw, bias=None)
     padded = (hs + top + bottom, ws + left + right)
     offs = tap_offsets(w.shape, padded, dilation)
     y = np.empty((src.shape[0], w.shape[0], *out_hw), src.dtype)
-    b = np.zeros(w.shape[0], src.dtype) if bias is None else np.asarray(bias, dtype=src.dtype)
-    args = (y, src, packed(w, src.dtype), offs, pads, padded, b, bias is not None)
-    parallel(_corr_wide, chunks(src.shape[0]), *args)
+    b = np.zeros(0, src.dtype) if bias is None else np.asarray(bias, dtype=src.dtype)
+    parallel(_corr_wide, chunks(src.shape[0]), y, src, packed(w, src.dtype), offs, pads, padded, b)
     return y
 
 
@@ -197,9 +196,9 @@ def _store4(rows, at, acc):
 
 
 @njit(nogil=True, cache=True)
-def _corr_wide(y, src, wp, offs, pads, padded, bias, with_bias, lo, hi):
+def _corr_wide(y, src, wp, offs, pads, padded, bias, lo, hi):
     """Images of the chunks [lo, hi): ``y[b]`` from ``src[b]``, padded by ``pads`` to
-    ``padded`` (Hp, Wp), plus the bias if ``with_bias`` (no zero added otherwise: -0.0 stays)."""
+    ``padded`` (Hp, Wp), plus the bias unless it is empty (no zero added then: -0.0 stays)."""
     n, c = src.shape[0], src.shape[1]
     f, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     (top, _, left, _), (hp, wp_) = pads, padded
@@ -215,7 +214,7 @@ def _corr_wide(y, src, wp, offs, pads, padded, bias, with_bias, lo, hi):
             for g in range(min(GROUP, f - g0 * GROUP)):  # drop padded filters, junk columns
                 o_f = g0 * GROUP + g
                 for i in range(ho):
-                    if with_bias:
+                    if bias.size:
                         _copy_plus(y[b, o_f, i], rows[g, i * wp_ :], wo, bias[o_f])
                     else:
                         _copy(y[b, o_f, i], rows[g, i * wp_ :], wo)

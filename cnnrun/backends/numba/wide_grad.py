@@ -199,16 +199,7 @@ def _zeros8(xf):
 @njit(cache=True, inline="always")
 def _at8(base, offs, t):
     """Where the eight taps ``t ...`` read x for output 0 of the image at ``base``."""
-    return (
-        base + offs[t],
-        base + offs[t + 1],
-        base + offs[t + 2],
-        base + offs[t + 3],
-        base + offs[t + 4],
-        base + offs[t + 5],
-        base + offs[t + 6],
-        base + offs[t + 7],
-    )
+    return _at4(base, offs, t) + _at4(base, offs, t + 4)
 
 
 @njit(cache=True, inline="always")
