@@ -346,3 +346,21 @@ def spaced_values(shape, rng: np.random.Generator) -> np.ndarray:
     that a finite-difference step could flip."""
     size = int(np.prod(shape))
     return (rng.permutation(size) * 0.01 - size * 0.005 + 0.003).reshape(shape)
+
+
+def assert_same_bits_at_any_thread_count(kernels) -> None:
+    """``kernels()`` (a list of arrays computed by numba kernels) run on 1, 2 and 3 threads
+    gives the same bits each time; the thread count is put back after."""
+    from cnnrun.backends.numba import common
+
+    before = common.threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            common.set_threads(threads)
+            results.append(kernels())
+    finally:
+        common.set_threads(before)
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            np.testing.assert_array_equal(got, want)  # bit for bit

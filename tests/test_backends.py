@@ -7,6 +7,7 @@ from helpers import (
     CONV_CASES,
     F64_TOL,
     ConvCase,
+    assert_same_bits_at_any_thread_count,
     check_numba_conv,
     conv_cases,
     lenet,
@@ -413,8 +414,6 @@ def test_numba_kernels_do_not_depend_on_the_thread_count():
     """Every numba kernel cuts its work items among the threads (``common.parallel``); dW sums
     per chunk of images and adds the chunks in order. 1, 2 and 3 threads: the same bits, with
     a batch of 11 (chunks that do not divide evenly) and 5 filters (a padded group)."""
-    from cnnrun.backends.numba import common
-
     rng = np.random.default_rng(0)
     x = rng.standard_normal((11, 3, 9, 9)).astype(np.float32)
     dy = rng.standard_normal((11, 5, 7, 7)).astype(np.float32)
@@ -437,17 +436,7 @@ def test_numba_kernels_do_not_depend_on_the_thread_count():
             nb.batchnorm2d_backward(x, bn[1], g, bn[4], True)[0],
         ]
 
-    before = common.threads()
-    try:
-        results = []
-        for threads in (1, 2, 3):
-            common.set_threads(threads)
-            results.append(kernels())
-    finally:
-        common.set_threads(before)
-    for other in results[1:]:
-        for got, want in zip(other, results[0]):
-            np.testing.assert_array_equal(got, want)  # bit for bit
+    assert_same_bits_at_any_thread_count(kernels)
 
 
 def test_numba_threads_hand_back_errors_and_serve_two_callers():

@@ -13,12 +13,12 @@ import textwrap
 
 import numpy as np
 import pytest
-from helpers import ConvCase, check_numba_conv, conv_cases
+from helpers import ConvCase, assert_same_bits_at_any_thread_count, check_numba_conv, conv_cases
 from hypothesis import example, given, settings
 from numba import njit
 
 from cnnrun.backends import get_backend
-from cnnrun.backends.numba import common, simd
+from cnnrun.backends.numba import simd
 
 WIDE_CASES = {
     # 17 filters: a register and one filter (float32), three groups of eight; 5 images
@@ -52,23 +52,13 @@ def test_wide_kernels_do_not_depend_on_the_thread_count():
     x = rng.standard_normal((11, 4, 10, 9)).astype(np.float32)
     dy = rng.standard_normal((11, 19, 8, 7)).astype(np.float32)
     w = rng.standard_normal((19, 4, 3, 3)).astype(np.float32)
-    before = common.threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            common.set_threads(threads)
-            results.append(
-                [
-                    nb.conv2d_forward(x, w, (1, 1), (1, 1))[0],
-                    nb.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1)),
-                    nb.conv2d_grad_input(dy, w, (1, 1), (1, 1), (10, 9)),
-                ]
-            )
-    finally:
-        common.set_threads(before)
-    for other in results[1:]:
-        for got, want in zip(other, results[0]):
-            np.testing.assert_array_equal(got, want)
+    assert_same_bits_at_any_thread_count(
+        lambda: [
+            nb.conv2d_forward(x, w, (1, 1), (1, 1))[0],
+            nb.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1)),
+            nb.conv2d_grad_input(dy, w, (1, 1), (1, 1), (10, 9)),
+        ]
+    )
 
 
 @njit
