@@ -1,0 +1,96 @@
+"""The numba backend's loops of their own for common cases (2x2 pools every 2), held bit for
+bit to the general loops they stand in for, and to the reference loops, on data with ties,
+signed zeros, NaN and infinities, in float32 and float64, on planes that the windows tile and
+planes with a row or column left over."""
+
+import numpy as np
+import pytest
+from helpers import assert_same_bits_at_any_thread_count
+
+from cnnrun.backends import reference
+from cnnrun.backends.numba import pool
+from cnnrun.backends.numba.common import out_hw, parallel
+
+SHAPES = [(3, 5, 8, 6), (2, 3, 7, 9), (5, 1, 2, 2), (1, 2, 5, 1)]  # the last: no window
+
+
+def awkward(shape, dtype, seed=0):
+    """Small integers (ties in most windows), with -0.0, NaN and +-inf sprinkled in."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    flat = x.reshape(-1)
+    for value in (-0.0, np.nan, np.inf, -np.inf, np.nan) if flat.size else ():
+        flat[rng.integers(0, flat.size, max(1, flat.size // 20))] = value
+    return x
+
+
+def general_max(x):
+    """The general loops' maximum and its index, run over the same planes."""
+    n, c = x.shape[:2]
+    ho, wo = out_hw(x.shape[2:], (2, 2), (2, 2), (1, 1))
+    y, arg = np.empty((n, c, ho, wo), x.dtype), np.empty((n, c, ho, wo), np.uint8)
+    parallel(pool._maxpool_forward, n * c, y, arg, np.ascontiguousarray(x), 2, 2, 2, 2)
+    return y, arg
+
+
+def general_backward(kernel, dy, *extra, padded_hw):
+    dx = np.zeros((*dy.shape[:2], *padded_hw), dy.dtype)
+    tiled = tuple(padded_hw) == (2 * dy.shape[2], 2 * dy.shape[3])
+    flags = (tiled,) if kernel is pool._maxpool_backward else ()
+    parallel(kernel, dy.shape[0] * dy.shape[1], dx, dy, *extra, 2, 2, 2, 2, *flags)
+    return dx
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_2x2_max_pool_is_the_general_loops_bit_for_bit(shape, dtype):
+    x = awkward(shape, dtype)
+    y, arg = pool.maxpool2d_forward(x, (2, 2), (2, 2))
+    y_gen, arg_gen = general_max(x)
+    np.testing.assert_array_equal(y, y_gen)
+    np.testing.assert_array_equal(arg, arg_gen)
+    np.testing.assert_array_equal(y, reference.maxpool2d_forward(x, (2, 2), (2, 2))[0])
+    dy = awkward(y.shape, dtype, seed=1) + 0.5  # inf and NaN among the gradients too
+    dx = pool.maxpool2d_backward(dy, arg, (2, 2), (2, 2), shape[2:])
+    want = general_backward(pool._maxpool_backward, dy, arg, padded_hw=shape[2:])
+    np.testing.assert_array_equal(dx, want)
+    _, ctx = reference.maxpool2d_forward(x, (2, 2), (2, 2))
+    np.testing.assert_array_equal(
+        dx, reference.maxpool2d_backward(dy, ctx, (2, 2), (2, 2), shape[2:])
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_2x2_average_pool_is_the_general_loops_bit_for_bit(shape, dtype):
+    x = np.random.default_rng(2).standard_normal(shape).astype(dtype)
+    x.reshape(-1)[::7] = np.inf
+    y, _ = pool.avgpool2d_forward(x, (2, 2), (2, 2))
+    ho, wo = y.shape[2:]
+    y_gen = np.empty_like(y)
+    parallel(pool._avgpool_forward, shape[0] * shape[1], y_gen, x, 2, 2, 2, 2)
+    np.testing.assert_array_equal(y, y_gen)
+    dy = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
+    dx = pool.avgpool2d_backward(dy, None, (2, 2), (2, 2), shape[2:])
+    want = general_backward(pool._avgpool_backward, dy, padded_hw=shape[2:])
+    np.testing.assert_array_equal(dx, want)
+    ref_dx = reference.avgpool2d_backward(dy, None, (2, 2), (2, 2), shape[2:])
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+def test_2x2_pools_give_the_same_bits_at_any_thread_count():
+    x = awkward((9, 3, 10, 12), np.float32)
+    dy = np.random.default_rng(4).standard_normal((9, 3, 5, 6)).astype(np.float32)
+
+    def kernels():
+        y, arg = pool.maxpool2d_forward(x, (2, 2), (2, 2))
+        avg, _ = pool.avgpool2d_forward(x, (2, 2), (2, 2))
+        return [
+            y,
+            arg,
+            pool.maxpool2d_backward(dy, arg, (2, 2), (2, 2), (10, 12)),
+            avg,
+            pool.avgpool2d_backward(dy, None, (2, 2), (2, 2), (10, 12)),
+        ]
+
+    assert_same_bits_at_any_thread_count(kernels)
