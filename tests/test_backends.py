@@ -494,6 +494,30 @@ def test_polling_sees_another_thread_s_write_and_gives_up_after_its_polls():
     writer.join()
 
 
+def test_a_handover_marks_first_then_polls_then_settles():
+    """spin.handover writes its mark before it polls (the caller that sees it finds the worker
+    past Python), sees the other thread's write, and gives up after its polls, marked all the
+    same."""
+    import threading
+    import time
+
+    from cnnrun.backends.numba.spin import handover
+
+    flags = np.zeros(16, np.int64)
+    assert not handover(flags, 8, 5, 0, 1, 1000, 100)
+    assert flags[8] == 5
+
+    def write() -> None:
+        while flags[8] != 6:  # the mark comes before the ticket is posted
+            time.sleep(0.001)
+        flags[0] = 2
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert handover(flags, 8, 6, 0, 2, 50_000_000, 100)
+    writer.join()
+
+
 # name: (model from a dtype, input shape, classes); the residual net has blocks with and
 # without a projection, a stride 2 and global pooling (tests/residual_nets.py)
 STEP_NETS = {

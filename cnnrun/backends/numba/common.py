@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from .. import process
-from .spin import wait_for
+from .spin import handover, wait_for
 
 # fused multiply-add and vectorised reductions; NaN and infinity keep their meaning
 _FAST = {"contract", "reassoc", "nsz", "arcp"}
@@ -35,15 +35,17 @@ Pair = tuple[int, int]
 CHUNK = 4  # images per work item: scratch rows are allocated once per item
 
 POLLS = 7000  # about 200 us of polling (28 ns a poll) before a thread sleeps on its lock
+SETTLE = 100  # polls after a ticket is seen, while the caller enters native code (.spin)
 _workers: list[_Worker] = []  # started on first use, threads - 1 of them
 _busy = threading.Lock()  # held while the workers run a kernel's ranges
 
 
 class _Worker:
     """A thread that runs one range at a time. The caller posts a ticket, and the thread polls
-    for it (:func:`.spin.wait_for`, for about :data:`POLLS` polls after its last range) before
-    it sleeps on a lock; the caller polls for the ticket done the same way. The locks are
-    released for every range too, so a thread that stopped polling is woken all the same."""
+    for it (:func:`.spin.handover`, for about :data:`POLLS` polls after its last range) before
+    it sleeps on a lock; the caller polls for the ticket done the same way, which the thread
+    marks from native code as it starts polling again. The locks are released for every range
+    too, so a thread that stopped polling is woken all the same."""
 
     def __init__(self, index: int):
         self.go, self.done = threading.Lock(), threading.Lock()
@@ -58,15 +60,15 @@ class _Worker:
     def _loop(self) -> None:
         ticket = 0
         while True:
+            # ticket done, then poll for the next, with the GIL released (see .spin)
+            handover(self.flags, 8, ticket, 0, ticket + 1, POLLS, SETTLE)
             ticket += 1
-            wait_for(self.flags, 0, ticket, POLLS)  # the GIL is released while polling
             self.go.acquire()  # at once if the ticket is posted
             kernel, args = self.task
             try:
                 kernel(*args)
             except BaseException as error:  # handed to the caller, which waits for it
                 self.error = error
-            self.flags[8] = ticket
             self.done.release()
 
     def start(self, kernel: Callable, args: tuple) -> None:
