@@ -1,14 +1,15 @@
-"""The numba backend's loops of their own for common cases (2x2 pools every 2), held bit for
-bit to the general loops they stand in for, and to the reference loops, on data with ties,
-signed zeros, NaN and infinities, in float32 and float64, on planes that the windows tile and
-planes with a row or column left over."""
+"""The numba backend's loops of their own for common cases, held bit for bit to what they
+stand in for: the 2x2 pools every 2 to the general loops and the reference loops, on data with
+ties, signed zeros, NaN and infinities, in float32 and float64, on planes that the windows tile
+and planes with a row or column left over; the compiled tanh and sigmoid backward passes to
+NumPy's, in every layout and dtype they are handed."""
 
 import numpy as np
 import pytest
 from helpers import assert_same_bits_at_any_thread_count
 
-from cnnrun.backends import reference
-from cnnrun.backends.numba import pool
+from cnnrun.backends import elementwise, reference
+from cnnrun.backends.numba import act, pool
 from cnnrun.backends.numba.common import out_hw, parallel
 
 SHAPES = [(3, 5, 8, 6), (2, 3, 7, 9), (5, 1, 2, 2), (1, 2, 5, 1)]  # the last: no window
@@ -94,3 +95,44 @@ def test_2x2_pools_give_the_same_bits_at_any_thread_count():
         ]
 
     assert_same_bits_at_any_thread_count(kernels)
+
+
+BACKWARD = {"tanh": (act.tanh_backward, elementwise.tanh_backward, np.tanh)}
+BACKWARD["sigmoid"] = (
+    act.sigmoid_backward,
+    elementwise.sigmoid_backward,
+    lambda x: 1 / (1 + np.exp(-x)),
+)
+
+
+@pytest.mark.parametrize("name", list(BACKWARD))
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_compiled_activation_backward_is_numpy_s_bit_for_bit(name, dtype):
+    compiled, numpy_kernel, forward = BACKWARD[name]
+    rng = np.random.default_rng(5)
+    # 70,001 elements: three blocks of the compiled pass, the last one short
+    y = forward(rng.standard_normal((7, 10_001)) * 3).astype(dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy[0, :4] = [np.inf, -np.inf, np.nan, 0.0]
+    y[1, :2] = [1.0, 0.0]  # tanh' is 0 at y = 1: inf * 0 is NaN in both
+    dy[1, :2] = np.inf
+    cases = {
+        "C order": (dy, y),
+        "transposed alike": (dy.T, y.T),  # dense, not C order: the pass runs as it lies
+        "dy of another layout": (np.asfortranarray(dy), y),  # copied to C order first
+        "dy that broadcasts": (dy[:1], y),  # NumPy's kernel
+    }
+    for case, (d, v) in cases.items():
+        with np.errstate(invalid="ignore"):  # inf * 0 on purpose
+            got, want = compiled(d, v), numpy_kernel(d, v)
+        assert got.dtype == want.dtype and got.shape == want.shape, case
+        np.testing.assert_array_equal(got, want, err_msg=case)
+        assert got.strides == v.strides or case == "dy that broadcasts", case
+
+
+def test_compiled_activation_backward_gives_the_same_bits_at_any_thread_count():
+    rng = np.random.default_rng(6)
+    y, dy = np.tanh(rng.standard_normal((3, 40_000))), rng.standard_normal((3, 40_000))
+    assert_same_bits_at_any_thread_count(
+        lambda: [act.tanh_backward(dy, y), act.sigmoid_backward(dy, y)]
+    )
