@@ -8,6 +8,11 @@ passes are bound by memory traffic: each pass saved is a read of the whole activ
 place, and the backward computes ``(x - mean) * inv_std`` as it reads x: the forward writes
 only y (4 bytes an element fewer; on ResNet-20's first stage, a 4 MB array a layer), and the
 backward reads x where it read xhat. ``np.asarray`` gives the xhat array, as the contract asks.
+
+**Planes as rows.** The loops take (N, C, H*W) views (free for C order), so that each image's
+plane of a channel is a row ``x[b, ch]``: a reshape of a (H, W) plane inside the loop cost more
+than the plane's arithmetic on small maps (batch norm of (64, 64, 8, 8) float32, backward 0.39
+-> 0.10 ms; ResNet-20's last stage).
 """
 
 from __future__ import annotations
@@ -58,12 +63,12 @@ def batchnorm2d_forward(
     c = x.shape[1]
     if mean is None:
         mean, var = np.empty(c, dt), np.empty(c, dt)
-        parallel(_bn_stats, c, x, mean, var)
+        parallel(_bn_stats, c, _rows(x), mean, var)
     mean, var = np.ascontiguousarray(mean, dtype=dt), np.ascontiguousarray(var, dtype=dt)
     inv_std = 1 / np.sqrt(var + dt.type(eps))
     y = np.empty_like(x)
     g, b = np.ascontiguousarray(gamma, dtype=dt), np.ascontiguousarray(beta, dtype=dt)
-    parallel(_bn_normalise, c, x, mean, inv_std, g, b, y)
+    parallel(_bn_normalise, c, _rows(x), mean, inv_std, g, b, _rows(y))
     return y, Normalised(x, mean, inv_std), mean, var, inv_std
 
 
@@ -83,8 +88,14 @@ def batchnorm2d_backward(
     dx = np.empty_like(x)
     dgamma, dbeta = np.empty(c, dt), np.empty(c, dt)
     g, s = np.ascontiguousarray(gamma, dtype=dt), np.ascontiguousarray(inv_std, dtype=dt)
-    parallel(_bn_backward, c, dy, x, mean, scale, g, s, bool(training), dx, dgamma, dbeta)
+    rows = _rows(dy), _rows(x), mean, scale, g, s, bool(training), _rows(dx)
+    parallel(_bn_backward, c, *rows, dgamma, dbeta)
     return dx, dgamma, dbeta
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """A C-order (N, C, H, W) array as its (N, C, H*W) view."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
 
 
 # -- the jitted loops -------------------------------------------------------------------------
@@ -95,13 +106,13 @@ def _bn_stats(x, mean, var, lo, hi):
     """Mean and biased variance per channel in one pass: the sums of ``d = x - k`` and ``d**2``
     in float64, shifted by the channel's first element k, so that a mean far from 0 cancels
     in the shift, not in ``sum(d**2)/m - (sum(d)/m)**2``."""
-    n, c, h, w = x.shape
-    m, hw = n * h * w, h * w
+    n, c, hw = x.shape
+    m = n * hw
     for ch in range(lo, hi):
-        k = np.float64(x[0, ch, 0, 0])
+        k = np.float64(x[0, ch, 0])
         s1 = s2 = 0.0
         for b in range(n):
-            plane = x[b, ch].reshape(hw)
+            plane = x[b, ch]
             for i in range(hw):
                 d = plane[i] - k
                 s1 += d
@@ -113,12 +124,11 @@ def _bn_stats(x, mean, var, lo, hi):
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
 def _bn_normalise(x, mean, inv_std, gamma, beta, y, lo, hi):
-    n, c, h, w = x.shape
-    hw = h * w
+    n, c, hw = x.shape
     for ch in range(lo, hi):
         mu, s, g, bt = mean[ch], inv_std[ch], gamma[ch], beta[ch]
         for b in range(n):
-            src, out_y = x[b, ch].reshape(hw), y[b, ch].reshape(hw)
+            src, out_y = x[b, ch], y[b, ch]
             for k in range(hw):
                 out_y[k] = (src[k] - mu) * s * g + bt
 
@@ -127,14 +137,14 @@ def _bn_normalise(x, mean, inv_std, gamma, beta, y, lo, hi):
 def _bn_backward(dy, x, mean, scale, gamma, inv_std, training, dx, dgamma, dbeta, lo, hi):
     """dX, dgamma and dbeta per channel, xhat computed as ``(x - mean) * scale`` where it is
     read."""
-    n, c, h, w = dy.shape
-    m, hw = n * h * w, h * w
+    n, c, hw = dy.shape
+    m = n * hw
     for ch in range(lo, hi):
         mu, sc = mean[ch], scale[ch]
         s_dy = 0.0
         s_dy_xhat = 0.0
         for b in range(n):
-            d, v = dy[b, ch].reshape(hw), x[b, ch].reshape(hw)
+            d, v = dy[b, ch], x[b, ch]
             for k in range(hw):
                 s_dy += d[k]
                 s_dy_xhat += d[k] * ((v[k] - mu) * sc)
@@ -144,6 +154,6 @@ def _bn_backward(dy, x, mean, scale, gamma, inv_std, training, dx, dgamma, dbeta
         k_xhat = -a * s_dy_xhat / m if training else 0.0
         k_one = -a * s_dy / m if training else 0.0
         for b in range(n):
-            d, v, out = dy[b, ch].reshape(hw), x[b, ch].reshape(hw), dx[b, ch].reshape(hw)
+            d, v, out = dy[b, ch], x[b, ch], dx[b, ch]
             for k in range(hw):
                 out[k] = a * d[k] + k_xhat * ((v[k] - mu) * sc) + k_one
