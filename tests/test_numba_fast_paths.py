@@ -136,3 +136,28 @@ def test_compiled_activation_backward_gives_the_same_bits_at_any_thread_count():
     assert_same_bits_at_any_thread_count(
         lambda: [act.tanh_backward(dy, y), act.sigmoid_backward(dy, y)]
     )
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_threaded_activation_forward_is_numpy_s_bit_for_bit(name, dtype):
+    compiled = getattr(act, f"{name}_forward")
+    numpy_kernel = getattr(elementwise, f"{name}_forward")
+    rng = np.random.default_rng(7)
+    # 150,011 elements: above the threads' threshold, five blocks, the last one short
+    x = (rng.standard_normal((11, 13_637)) * 4).astype(dtype)
+    x[0, :5] = [np.nan, np.inf, -np.inf, -0.0, 30.0]
+    assert x.size >= act.THREADED_NUMPY
+    cases = {"C order": x, "transposed": x.T, "strided": x[:, ::2], "small": x[:1]}
+    for case, v in cases.items():
+        with np.errstate(over="ignore"):
+            (got, ctx), (want, _) = compiled(v), numpy_kernel(v)
+        assert ctx is got and got.dtype == want.dtype and got.shape == v.shape, case
+        np.testing.assert_array_equal(got, want, err_msg=case)
+
+
+def test_threaded_activation_forward_gives_the_same_bits_at_any_thread_count():
+    x = np.random.default_rng(8).standard_normal((5, 40_000)).astype(np.float32)
+    assert_same_bits_at_any_thread_count(
+        lambda: [act.tanh_forward(x)[0], act.sigmoid_forward(x)[0]]
+    )
