@@ -19,7 +19,7 @@ the same. Their forward passes stay NumPy's ``tanh``, which is vectorised (Numba
 scalar libm function per element: several times slower than NumPy's on one thread), run on
 the threads over ranges of blocks (NumPy releases the GIL inside a ufunc's loop): the same
 element-wise operations, so the same bits (LeNet's four tanh layers at batch 256: 0.62 ->
-0.35 ms).
+0.44 ms).
 
 **Leaky ReLU** is one or two passes that NumPy's ufuncs already run vectorised.
 """
