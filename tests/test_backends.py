@@ -429,6 +429,7 @@ def test_numba_kernels_do_not_depend_on_the_thread_count():
             nb.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1)),
             nb.conv2d_grad_input(dy, w, (1, 1), (1, 1), (9, 9)),
             nb.conv2d_grad_input(dy, w[:, :1], (1, 1), (1, 1), (9, 9)),  # one channel
+            nb.conv2d_grad_bias(dy),
             pooled,
             nb.maxpool2d_backward(pooled, arg, (2, 2), (2, 2), (9, 9)),
             nb.avgpool2d_forward(x, (3, 3), (2, 2))[0],
@@ -627,3 +628,29 @@ def test_numba_relu_of_float16_goes_through_numpy():
     assert y.dtype == np.float16
     dx = numba_backend.relu_backward(np.full_like(x, 3), ctx)
     np.testing.assert_array_equal(dx, np.array([[[[0, 3, 0, 0]]]], np.float16))
+
+
+def test_bias_gradients_are_the_float32_nearest_the_exact_sum_on_every_backend():
+    """float32 dY with large terms that cancel: a float32 sum loses digits; each backend sums in
+    float64 and gives the float32 nearest the exact (math.fsum) sum, in any layout."""
+    import math
+
+    rng = np.random.default_rng(11)
+    dy = (rng.standard_normal((7, 5, 9, 11)) * 1e4).astype(np.float32)
+    for f in range(5):  # each filter's sum cancels to about 0.5
+        dy[0, f, 0, 0] -= np.float32(dy[:, f].sum(dtype=np.float64) - 0.5)
+    exact = np.array([math.fsum(dy[:, f].astype(np.float64).ravel()) for f in range(5)])
+    assert np.all(np.abs(exact) < 100)  # from terms of about 1e4: cancelled
+    naive = dy.sum(axis=(0, 2, 3), dtype=np.float32)
+    assert not np.array_equal(naive, exact.astype(np.float32))  # float32 sums do lose digits
+    for backend in BACKENDS:
+        kernels = get_backend(backend)
+        for layout, d in (("C", dy), ("batch-last", batch_last_copy(dy)), ("reversed", dy[::-1])):
+            db = kernels.conv2d_grad_bias(d)
+            assert db.dtype == np.float32 and db.shape == (5,), (backend, layout)
+            np.testing.assert_array_equal(
+                db, exact.astype(np.float32), err_msg=f"{backend} {layout}"
+            )
+        dy64 = dy.astype(np.float64)
+        assert kernels.conv2d_grad_bias(dy64).dtype == np.float64
+        np.testing.assert_allclose(kernels.conv2d_grad_bias(dy64), exact, rtol=0, atol=1e-9)

@@ -41,6 +41,7 @@ def test_the_contract_lists_every_kernel():
         "conv2d_forward",
         "conv2d_grad_weight",
         "conv2d_grad_input",
+        "conv2d_grad_bias",
         "maxpool2d_forward",
         "maxpool2d_backward",
         "avgpool2d_forward",

@@ -135,6 +135,13 @@ class Kernels(Protocol):
         input's window, dX, and so crops its padding off."""
         ...
 
+    def conv2d_grad_bias(self, dy: np.ndarray) -> np.ndarray:
+        """db (F,): dY (N, F, Ho, Wo) summed over (N, Ho, Wo) in float64, in dY's dtype. A
+        float32 sum of values that largely cancel loses digits, and in an order that depends on
+        dY's layout (a backend's choice); summed in float64, every backend gives the float32
+        nearest the exact sum but where the sum lies within about 1e-16 of a tie."""
+        ...
+
     # -- pooling -------------------------------------------------------------------------------
 
     def maxpool2d_forward(

@@ -52,7 +52,10 @@ from .numpy_conv import (  # noqa: F401
     native,
     tap,
 )
-from .reference import pad2d  # noqa: F401 (the padded array itself, x's layout kept)
+from .reference import (
+    conv2d_grad_bias,  # noqa: F401 (one einsum in float64: any layout)
+    pad2d,  # noqa: F401 (the padded array itself, x's layout kept)
+)
 
 NAME = "numpy"
 

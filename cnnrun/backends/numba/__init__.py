@@ -33,7 +33,13 @@ from .act import (
     tanh_backward,
     tanh_forward,
 )
-from .conv import conv2d_forward, conv2d_grad_input, conv2d_grad_weight, pad2d
+from .conv import (
+    conv2d_forward,
+    conv2d_grad_bias,
+    conv2d_grad_input,
+    conv2d_grad_weight,
+    pad2d,
+)
 from .norm import batchnorm2d_backward, batchnorm2d_forward
 from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
 
@@ -44,6 +50,7 @@ __all__ = [
     "batchnorm2d_backward",
     "batchnorm2d_forward",
     "conv2d_forward",
+    "conv2d_grad_bias",
     "conv2d_grad_input",
     "conv2d_grad_weight",
     "leaky_relu_backward",

