@@ -48,6 +48,7 @@ def test_the_contract_lists_every_kernel():
         "avgpool2d_backward",
         "batchnorm2d_forward",
         "batchnorm2d_backward",
+        "add",
         "relu_forward",
         "relu_backward",
         "leaky_relu_forward",

@@ -161,3 +161,25 @@ def test_threaded_activation_forward_gives_the_same_bits_at_any_thread_count():
     assert_same_bits_at_any_thread_count(
         lambda: [act.tanh_forward(x)[0], act.sigmoid_forward(x)[0]]
     )
+
+
+def test_the_compiled_sum_is_numpy_s_in_every_layout():
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((3, 5, 100, 97)).astype(np.float32)  # 145,500: threaded
+    b = rng.standard_normal(a.shape).astype(np.float32)
+    a[0, 0, 0, :3], b[0, 0, 0, :3] = [np.inf, np.nan, -0.0], [-np.inf, 1.0, -0.0]
+    assert a.size >= act.THREADED_NUMPY
+    cases = {
+        "C order": (a, b),
+        "transposed alike": (a.transpose(1, 2, 3, 0), b.transpose(1, 2, 3, 0)),
+        "layouts that differ": (a, np.asfortranarray(b)),
+        "dtypes that differ": (a, b.astype(np.float64)),
+        "small": (a[:1, :1], b[:1, :1]),
+    }
+    for case, (x, y) in cases.items():
+        with np.errstate(invalid="ignore"):  # inf - inf
+            got, want = act.add(x, y), np.add(x, y)
+        assert got.dtype == want.dtype and got.shape == want.shape, case
+        np.testing.assert_array_equal(got, want, err_msg=case)
+    assert act.add(*cases["transposed alike"]).strides == cases["transposed alike"][0].strides
+    assert_same_bits_at_any_thread_count(lambda: [act.add(a, b)])

@@ -206,6 +206,13 @@ class Kernels(Protocol):
         mean(dxhat) - xhat * mean(dxhat * xhat)) * inv_std``; in eval ``dx = dxhat * inv_std``."""
         ...
 
+    # -- element-wise, any shape ---------------------------------------------------------------
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``a + b`` of one shape (a residual block's sum, forward and backward), in NumPy's
+        result dtype."""
+        ...
+
     # -- activations: element-wise, any shape; ctx is what the backward needs --------------------
 
     def relu_forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:

@@ -29,6 +29,11 @@ def select(mask: np.ndarray, a: np.ndarray) -> np.ndarray:
     return out
 
 
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b``, laid out as NumPy lays out the sum (as its operands, where they agree)."""
+    return np.add(a, b)
+
+
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``y = max(x, 0)`` (NaN stays NaN, as in PyTorch); ctx is the mask ``x > 0``."""
     return np.maximum(x, 0), x > 0

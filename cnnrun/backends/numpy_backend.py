@@ -30,6 +30,7 @@ import numpy as np
 
 # the activations: the element-wise kernels, shared with the numba backend
 from .elementwise import (  # noqa: F401
+    add,
     leaky_relu_backward,
     leaky_relu_forward,
     relu_backward,

@@ -80,14 +80,15 @@ class Residual(Module):
                 "shortcut that maps its input to the branch's shape (a 1x1 conv with the "
                 "branch's stride and channels)"
             )
-        self._cache = x.shape
-        return y_branch + y_short  # the layout of the two (batch-last on the NumPy backend)
+        kernels = self.kernels
+        self._cache = (x.shape, kernels)
+        return kernels.add(y_branch, y_short)  # the layout of the two (batch-last on NumPy)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        self._forward_cache()
+        _, kernels = self._forward_cache()
         dx_branch = self.branch.backward(dy)
         dx_short = dy if self.shortcut is None else self.shortcut.backward(dy)
-        dx = dx_branch + dx_short  # (N, C, H, W), the input's shape
+        dx = kernels.add(dx_branch, dx_short)  # (N, C, H, W), the input's shape
         if self.tracing:
             operands = [("dX_branch", dx_branch.shape), ("dX_shortcut", dx_short.shape)]
             self.products = [Merge("dX", "+", operands, dx.shape)]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .act import (
+    add,
     leaky_relu_backward,
     leaky_relu_forward,
     relu_backward,
@@ -45,6 +46,7 @@ from .pool import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, max
 
 __all__ = [
     "NAME",
+    "add",
     "avgpool2d_backward",
     "avgpool2d_forward",
     "batchnorm2d_backward",
