@@ -35,7 +35,10 @@ Pair = tuple[int, int]
 CHUNK = 4  # images per work item: scratch rows are allocated once per item
 
 POLLS = 7000  # about 200 us of polling (28 ns a poll) before a thread sleeps on its lock
-SETTLE = 100  # polls after a ticket is seen, while the caller enters native code (.spin)
+# polls after a ticket is seen, while the caller enters native code (.spin): 100 (about 2 us)
+# was too few for the caller's dispatch of the conv kernels, whose workers then slept on the
+# GIL (seen 25 us after the ticket, against 6 with 300; LeNet at batch 64 2.35 -> 2.20 ms)
+SETTLE = 300
 _workers: list[_Worker] = []  # started on first use, threads - 1 of them
 _busy = threading.Lock()  # held while the workers run a kernel's ranges
 

@@ -10,10 +10,10 @@ microseconds), so an idle run sleeps as before.
 **The GIL is a sleeping lock too.** A thread that returns from native code to Python while the
 other thread holds the GIL sleeps on it, and is woken (50 us here) when the GIL is dropped. A
 hand-over has two such moments, and :func:`handover` takes both out of the way (the round trip
-of a kernel that takes 10 us on each of two threads, 60 -> 16 us; LeNet at batch 64 runs about
+of a kernel that takes 10 us on each of two threads, 60 -> 21 us; LeNet at batch 64 runs about
 19 kernels a step). It says the worker's last range is done from native code, after the GIL
 is released, so that the caller, which sees it, finds the GIL free; and once the next ticket is
-seen it polls ``settle`` times more (about 3 us) before it returns to Python, while the caller
+seen it polls ``settle`` times more (about 6 us) before it returns to Python, while the caller
 dispatches its own range and releases the GIL in native code. A settle too short for a slow
 caller sleeps on the GIL as before: slower, never wrong.
 """
