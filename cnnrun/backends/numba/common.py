@@ -34,7 +34,12 @@ _FAST = {"contract", "reassoc", "nsz", "arcp"}
 Pair = tuple[int, int]
 CHUNK = 4  # images per work item: scratch rows are allocated once per item
 
-POLLS = 7000  # about 200 us of polling (28 ns a poll) before a thread sleeps on its lock
+# about 500 us of polling (25 ns a poll) before a thread sleeps on its lock: 200 us was shorter
+# than the gap a LeNet step leaves between its last conv kernel and its first pooling one
+# backward (the linear layers', on one thread), and the woken worker started 25-50 us late
+# (LeNet at batch 64 2.22 -> 2.14 ms). A parallel sweep gives each job its share of the cores,
+# so one job's polls do not take another's core.
+POLLS = 20000
 # polls after a ticket is seen, while the caller enters native code (.spin): 100 (about 2 us)
 # was too few for the caller's dispatch of the conv kernels, whose workers then slept on the
 # GIL (seen 25 us after the ticket, against 6 with 300; LeNet at batch 64 2.35 -> 2.20 ms)
@@ -45,7 +50,7 @@ _busy = threading.Lock()  # held while the workers run a kernel's ranges
 
 class _Worker:
     """A thread that runs one range at a time. The caller posts a ticket, and the thread polls
-    for it (:func:`.spin.handover`, for about :data:`POLLS` polls after its last range) before
+    for it (:func:`.spin.handover`, :data:`POLLS` polls after its last range: 500 us) before
     it sleeps on a lock; the caller polls for the ticket done the same way, which the thread
     marks from native code as it starts polling again. The locks are released for every range
     too, so a thread that stopped polling is woken all the same."""
