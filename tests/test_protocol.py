@@ -328,3 +328,48 @@ def test_a_sweep_over_seeds_writes_the_table_by_setting(tmp_path):
     assert float(table[0]["val/loss mean"]) <= float(table[1]["val/loss mean"])
     with open(sweep / "summary.csv") as f:
         assert {"test/loss", "test/acc"} <= set(next(csv.DictReader(f)))
+
+
+def test_evaluation_in_larger_batches_gives_the_training_batches_figures():
+    """Evaluation runs in batches of eval_batch_size (forward alone, eval mode: each image's
+    outputs do not depend on its batch): the same accuracy and confusion counts as batches of
+    the training size, the same loss to float rounding, and ``limit`` still counts training
+    batches of images."""
+    from cnnrun import nn
+    from cnnrun.run.step import EVAL_ELEMENTS, EVAL_IMAGES, eval_batch_size, evaluate
+
+    assert eval_batch_size(32, (1, 32, 32)) == EVAL_IMAGES  # small inputs: up to 256
+    assert eval_batch_size(64, (3, 32, 32)) == max(64, EVAL_ELEMENTS // 3072)
+    assert eval_batch_size(16, (3, 224, 224)) == 16  # never fewer than a training batch
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(
+        [
+            ("conv", nn.Conv2d(1, 4, 3, rng=rng)),
+            ("bn", nn.BatchNorm2d(4)),
+            ("relu", nn.ReLU()),
+            ("flat", nn.Flatten()),
+            ("fc", nn.Linear(144, 3, rng=rng)),
+        ]
+    )
+    model["bn"].running_mean[:] = rng.standard_normal(4)  # eval mode reads these
+    data = np.random.default_rng(1)
+    x, y = data.standard_normal((300, 1, 8, 8)).astype(np.float32), data.integers(0, 3, 300)
+    loss_fn = nn.CrossEntropyLoss()
+    assert eval_batch_size(7, x.shape[1:]) == EVAL_IMAGES  # 256 of 300: two batches
+
+    def by_hand(n):  # batches of the training size
+        counts, total = np.zeros((3, 3), np.int64), 0.0
+        for start in range(0, n, 7):
+            xb, yb = x[start : min(start + 7, n)], y[start : min(start + 7, n)]
+            logits = model.eval().forward(xb)
+            total += loss_fn.forward(logits, yb) * len(yb)
+            np.add.at(counts, (yb, logits.argmax(axis=1)), 1)
+        return total / n, counts
+
+    for limit, n in ((None, 300), (3, 21)):
+        counts = np.zeros((3, 3), np.int64)
+        loss, acc = evaluate(model, loss_fn, x, y, 7, limit, counts)
+        want_loss, want_counts = by_hand(n)
+        np.testing.assert_array_equal(counts, want_counts)
+        assert acc == np.trace(want_counts) / n
+        assert loss == pytest.approx(want_loss, rel=1e-6)

@@ -110,18 +110,35 @@ def _first_bad_grad(model) -> str:
     return f"the gradient of {name}"
 
 
+# evaluation runs in batches of up to this many input elements (1 MiB of float32: 256 digits
+# of 32x32, 85 CIFAR images), never fewer images than a training batch, at most EVAL_IMAGES
+EVAL_ELEMENTS = 1 << 18
+EVAL_IMAGES = 256
+
+
+def eval_batch_size(batch_size: int, sample_shape: tuple[int, ...]) -> int:
+    """The batch size evaluation runs in. A forward pass alone in eval mode gives each image
+    the same outputs whatever batch it is in, and larger batches cost fewer kernel calls: the
+    default run's 288 validation digits took 4.1 ms in batches of 32 on the numba backend, 2.5
+    ms in batches of 256, twelve times a run. Bounded by the input's size, so that layers that
+    keep their input for a backward pass hold little more than in training."""
+    per_image = max(1, math.prod(sample_shape))
+    return max(batch_size, min(EVAL_IMAGES, EVAL_ELEMENTS // per_image))
+
+
 def evaluate(
     model, loss_fn, x, y, batch_size: int, limit: int | None, confusion: np.ndarray | None = None
 ) -> tuple[float, float]:
-    """Mean loss and accuracy over (at most ``limit`` batches of) a split, in eval mode.
+    """Mean loss and accuracy over a split (its first ``limit`` training batches' worth of
+    images, if ``limit`` is given), in eval mode, in batches of :func:`eval_batch_size`.
     ``confusion``, a (classes, classes) integer array, receives the counts of (true class,
     predicted class)."""
+    if limit is not None:
+        x, y = x[: limit * batch_size], y[: limit * batch_size]
     model.eval()
     total = correct = 0
     loss_sum = 0.0
-    for i, (xb, yb) in enumerate(iterate_batches(x, y, batch_size, shuffle=False)):
-        if limit is not None and i >= limit:
-            break
+    for xb, yb in iterate_batches(x, y, eval_batch_size(batch_size, x.shape[1:]), shuffle=False):
         logits = model.forward(xb)
         loss_sum += loss_fn.forward(logits, yb) * len(yb)
         predicted = logits.argmax(axis=1)
