@@ -30,10 +30,10 @@ from cnnrun.backends import configure_process
 
 def net(rng):
     return nn.Sequential(
-        nn.Conv2d(2, 6, 4, rng=rng),  # a kernel axis of 32: dW reduces in fixed blocks
+        nn.Conv2d(2, 12, 4, rng=rng),  # a kernel axis of 32: dW reduces in fixed blocks
         nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 3, rng=rng),
+        nn.Conv2d(12, 16, 3, rng=rng),
         nn.Tanh(),
         nn.AvgPool2d(2),
         nn.Flatten(),
@@ -86,7 +86,7 @@ def trained() -> dict[int, dict]:
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_training_steps_give_the_same_bits_at_any_thread_count(trained, backend):
     # the products are cut into blocks, those of fc1 on both backends: the test is not vacuous
-    assert len(gemm.plan((6, 32), (32, 37 * 33 * 77))[1]) > 2  # conv1's forward
+    assert len(gemm.plan((12, 32), (32, 37 * 33 * 77))[1]) > 2  # conv1's forward
     assert len(gemm.plan((77, 512), (512, 16 * 8 * 7))[1]) > 2  # fc1's dX
     one = trained[THREADS[0]][backend]
     assert len(one["weights"]) == 8
@@ -105,9 +105,9 @@ def pool_size():
 def _operands(case: str, rng: np.random.Generator, dtype=np.float32):
     """(a, b) for a product that the plan cuts into blocks."""
     shapes = {
-        "columns": ((16, 150), (150, 25600)),  # LeNet conv2's forward at batch 256
-        "rows": ((4000, 100), (100, 120)),
-        "stack": ((240, 25, 512), (240, 512, 6)),  # dW's fixed reduction blocks
+        "columns": ((16, 150), (150, 51200)),  # LeNet conv2's forward at batch 512
+        "rows": ((8000, 100), (100, 120)),
+        "stack": ((480, 25, 512), (480, 512, 6)),  # dW's fixed reduction blocks
     }
     a_shape, b_shape = shapes[case]
     return rng.standard_normal(a_shape).astype(dtype), rng.standard_normal(b_shape).astype(dtype)
