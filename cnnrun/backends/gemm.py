@@ -41,7 +41,7 @@ import numpy as np
 # MAX_BLOCKS of them and none thinner than MIN_WIDTH rows or columns (stacks: one matrix). A
 # block must be worth waking a pool thread for: on a 2-core VM that took 50-150 us, and each
 # GIL hand-over between the threads as long, so smaller blocks made products slower, not faster.
-# 2**24 (16.8M, about 0.1 ms of one core), not 2**23: LeNet's NumPy step at batch 64 went 4.87 ->
+# 2**24 (16.8M, about 0.2 ms of one core), not 2**23: LeNet's NumPy step at batch 64 went 4.87 ->
 # 4.50 ms, at 256 and on vgg_small and ResNet-20 it stayed as it was (2**25 slowed those).
 BLOCK_WORK = 1 << 24
 CALL_WORK = 1 << 17
