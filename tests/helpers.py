@@ -363,4 +363,6 @@ def assert_same_bits_at_any_thread_count(kernels) -> None:
         common.set_threads(before)
     for other in results[1:]:
         for got, want in zip(other, results[0]):
-            np.testing.assert_array_equal(got, want)  # bit for bit
+            np.testing.assert_array_equal(got, want)
+            # bit for bit: -0.0 against 0.0 and NaN payloads too, which the above lets pass
+            assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()

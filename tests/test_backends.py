@@ -651,6 +651,8 @@ def test_bias_gradients_are_the_float32_nearest_the_exact_sum_on_every_backend()
             np.testing.assert_array_equal(
                 db, exact.astype(np.float32), err_msg=f"{backend} {layout}"
             )
+        empty = kernels.conv2d_grad_bias(np.zeros((0, 5, 3, 3), np.float32))
+        np.testing.assert_array_equal(empty, np.zeros(5, np.float32))  # no images: zeros
         dy64 = dy.astype(np.float64)
         assert kernels.conv2d_grad_bias(dy64).dtype == np.float64
         np.testing.assert_allclose(kernels.conv2d_grad_bias(dy64), exact, rtol=0, atol=1e-9)

@@ -121,13 +121,16 @@ def test_compiled_activation_backward_is_numpy_s_bit_for_bit(name, dtype):
         "transposed alike": (dy.T, y.T),  # dense, not C order: the pass runs as it lies
         "dy of another layout": (np.asfortranarray(dy), y),  # copied to C order first
         "dy that broadcasts": (dy[:1], y),  # NumPy's kernel
+        # NumPy's kernel and its result dtype (float64 with a float32 y, say)
+        "dy of another dtype": (dy.astype(np.float64 if dtype != np.float64 else np.float32), y),
     }
     for case, (d, v) in cases.items():
         with np.errstate(invalid="ignore"):  # inf * 0 on purpose
             got, want = compiled(d, v), numpy_kernel(d, v)
         assert got.dtype == want.dtype and got.shape == want.shape, case
         np.testing.assert_array_equal(got, want, err_msg=case)
-        assert got.strides == v.strides or case == "dy that broadcasts", case
+        assert got.strides == v.strides or case in ("dy that broadcasts", "dy of another dtype")
+        assert case != "dy of another dtype" or got.dtype == np.result_type(d, v), case
 
 
 def test_compiled_activation_backward_gives_the_same_bits_at_any_thread_count():
@@ -183,3 +186,37 @@ def test_the_compiled_sum_is_numpy_s_in_every_layout():
         np.testing.assert_array_equal(got, want, err_msg=case)
     assert act.add(*cases["transposed alike"]).strides == cases["transposed alike"][0].strides
     assert_same_bits_at_any_thread_count(lambda: [act.add(a, b)])
+
+
+def test_the_fast_paths_are_the_ones_that_run(monkeypatch):
+    """The checks above compare results; these see which loops ran: a fast path that fell back
+    to the general loops or to NumPy every time would pass them too."""
+    ran = []
+
+    def recording(kernel, items, *args):
+        ran.append(getattr(kernel, "__name__", ""))
+        return parallel(kernel, items, *args)
+
+    monkeypatch.setattr(pool, "parallel", recording)
+    monkeypatch.setattr(act, "parallel", recording)
+    x = np.random.default_rng(10).standard_normal((4, 3, 128, 128)).astype(np.float32)
+    assert x.size >= act.THREADED_NUMPY
+    y, arg = pool.maxpool2d_forward(x, (2, 2), (2, 2))
+    pool.maxpool2d_backward(y, arg, (2, 2), (2, 2), (128, 128))
+    avg, _ = pool.avgpool2d_forward(x, (2, 2), (2, 2))
+    pool.avgpool2d_backward(avg, None, (2, 2), (2, 2), (128, 128))
+    t, _ = act.tanh_forward(x)
+    act.tanh_backward(x, t)
+    act.sigmoid_backward(x, act.sigmoid_forward(x)[0])
+    act.add(x, t)
+    assert ran == [
+        "_maxpool_forward_2x2",
+        "_maxpool_backward_2x2",
+        "_avgpool_forward_2x2",
+        "_avgpool_backward_2x2",
+        "_tanh_range",
+        "_tanh_backward",
+        "_sigmoid_range",
+        "_sigmoid_backward",
+        "_add",
+    ]

@@ -332,9 +332,9 @@ def test_a_sweep_over_seeds_writes_the_table_by_setting(tmp_path):
 
 def test_evaluation_in_larger_batches_gives_the_training_batches_figures():
     """Evaluation runs in batches of eval_batch_size (forward alone, eval mode: each image's
-    outputs do not depend on its batch): the same accuracy and confusion counts as batches of
-    the training size, the same loss to float rounding, and ``limit`` still counts training
-    batches of images."""
+    outputs depend on its batch only by float rounding): the same accuracy and confusion counts
+    as batches of the training size here, the same loss to float rounding, and ``limit`` still
+    counts training batches of images."""
     from cnnrun import nn
     from cnnrun.run.step import EVAL_ELEMENTS, EVAL_IMAGES, eval_batch_size, evaluate
 
@@ -366,10 +366,15 @@ def test_evaluation_in_larger_batches_gives_the_training_batches_figures():
             np.add.at(counts, (yb, logits.argmax(axis=1)), 1)
         return total / n, counts
 
+    sizes = []
+    forward = model.forward
     for limit, n in ((None, 300), (3, 21)):
         counts = np.zeros((3, 3), np.int64)
+        model.forward = lambda xb: sizes.append(len(xb)) or forward(xb)
         loss, acc = evaluate(model, loss_fn, x, y, 7, limit, counts)
+        del model.forward
         want_loss, want_counts = by_hand(n)
         np.testing.assert_array_equal(counts, want_counts)
         assert acc == np.trace(want_counts) / n
         assert loss == pytest.approx(want_loss, rel=1e-6)
+    assert sizes == [256, 44, 21]  # the eval batches, and a limit of 3 batches of 7

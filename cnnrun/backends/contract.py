@@ -138,8 +138,9 @@ class Kernels(Protocol):
     def conv2d_grad_bias(self, dy: np.ndarray) -> np.ndarray:
         """db (F,): dY (N, F, Ho, Wo) summed over (N, Ho, Wo) in float64, in dY's dtype. A
         float32 sum of values that largely cancel loses digits, and in an order that depends on
-        dY's layout (a backend's choice); summed in float64, every backend gives the float32
-        nearest the exact sum but where the sum lies within about 1e-16 of a tie."""
+        dY's layout (a backend's choice); summed in float64, every backend gives float32 dY's
+        float32 nearest the exact sum but where the sum lies within about 1e-16 of a tie. For
+        float64 dY the backends' sums agree to float64 rounding (their orders differ)."""
         ...
 
     # -- pooling -------------------------------------------------------------------------------
