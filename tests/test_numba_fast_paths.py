@@ -209,6 +209,15 @@ def test_the_fast_paths_are_the_ones_that_run(monkeypatch):
     act.tanh_backward(x, t)
     act.sigmoid_backward(x, act.sigmoid_forward(x)[0])
     act.add(x, t)
+    from cnnrun.backends import get_backend
+    from cnnrun.backends.numba import phases
+
+    monkeypatch.setattr(phases, "parallel", recording)
+    nb, w = get_backend("numba"), np.ones((5, 3, 3, 3), np.float32)
+    y, ctx = nb.conv2d_forward(nb.pad2d(x, (1, 1, 1, 1)), w, (2, 2), (1, 1))
+    nb.conv2d_grad_input(y, w, (2, 2), (1, 1), (130, 130), (1, 1, 128, 128))
+    assert ran[-2:] == ["_phase_stack_by_two", "_unstack_by_two"]  # (wide.py's calls aside)
+    del ran[-2:]
     assert ran == [
         "_maxpool_forward_2x2",
         "_maxpool_backward_2x2",
@@ -220,3 +229,27 @@ def test_the_fast_paths_are_the_ones_that_run(monkeypatch):
         "_sigmoid_backward",
         "_add",
     ]
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 1, 1, 2), (1, 0, 0, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_phase_stacking_by_two_is_the_general_loops_bit_for_bit(pads, dtype):
+    """The loops of their own for stride 2 and four phases (even widths) against the general
+    ones: the stacked phases forward, and dX's unstacking into a window."""
+    from cnnrun.backends.numba import phases
+
+    x = awkward((3, 4, 7, 10), dtype)  # an odd height: rows phases of unequal lengths
+    top, bottom, left, right = pads
+    hq, wq = -(-(7 + top + bottom) // 2), -(-(10 + left + right) // 2)
+    general = np.full((3, 16, hq, wq), np.nan, dtype)  # every element is written
+    parallel(phases._phase_stack, 3, general, x, 2, 2, 2, 2, top, left)
+    fast = phases.phase_stack(x, pads, (2, 2), (3, 3))
+    np.testing.assert_array_equal(fast, general)
+    assert fast.tobytes() == general.tobytes()  # signed zeros and NaN payloads too
+    window = (top, left, 7, 10)
+    dx = np.full((3, 4, 7, 10), np.nan, dtype)
+    parallel(phases._unstack, 3, dx, fast, 2, 2, 2, 2, top, left)
+    fast_dx = np.empty_like(dx)
+    parallel(phases._unstack_by_two, 3, fast_dx, fast, *window[:2])
+    assert fast_dx.tobytes() == dx.tobytes()
+    assert dx.tobytes() == x.tobytes()  # unstacking the stacked x gives x back

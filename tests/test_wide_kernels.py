@@ -30,6 +30,14 @@ WIDE_CASES = {
     # channels by the forward kernel
     "c16_f8_same": ConvCase(4, 16, 8, 8, 8, 3, padding="same"),
     "f20_full_k5": ConvCase(2, 2, 20, 6, 9, 5, padding="full"),
+    # strided layers on their stacked phases (phases.py): ResNet's 3x3 stride 2 on even maps
+    # (the loops of their own), odd maps and another stride in each axis (the general ones),
+    # a 1x1 stride-2 shortcut (one phase), a kernel smaller than its stride in one axis
+    "s2_resnet_even": ConvCase(5, 3, 17, 10, 8, 3, stride=2, padding="same"),
+    "s2_odd_maps": ConvCase(3, 2, 9, 9, 11, 3, stride=2, padding="same"),
+    "s23_padded": ConvCase(2, 3, 5, 11, 13, (3, 4), stride=(2, 3), padding=(2, 1)),
+    "s2_1x1": ConvCase(4, 6, 16, 8, 8, 1, stride=2),
+    "s3_k2x4": ConvCase(2, 2, 7, 9, 12, (2, 4), stride=3, padding=(1, 2)),
 }
 
 

@@ -59,21 +59,33 @@ def span_up(ho, wo, wp, width):
     return -(-((ho - 1) * wp + wo) // width) * width
 
 
-def tap_offsets(w_shape, padded_hw, dilation, group: int = 1) -> np.ndarray:
+def tap_offsets(w_shape, padded_hw, dilation, group: int = 1, stride=(1, 1)) -> np.ndarray:
     """(K,) offsets of the taps (c, p, q), in weight order, into a flat (C, Hp, Wp) image; K is
     ``C*kh*kw`` rounded up to whole ``group``\\ s, the extra taps at offset 0. Read-only, and
-    made once per geometry (building it took 60 us, a ResNet-20 step asks 80 times)."""
-    return _tap_offsets(tuple(w_shape[1:]), tuple(padded_hw), tuple(dilation), group)
+    made once per geometry (building it took 60 us, a ResNet-20 step asks 80 times).
+
+    With a ``stride`` other than 1 the image is phase-stacked (:func:`phase_count`; see
+    :mod:`.conv`): tap (c, p, q) reads channel ``phase * C + c`` of (phases * C, Hq, Wq), its
+    phase ``(p mod sh) * min(sw, kw) + (q mod sw)``, at row ``p // sh`` and column ``q // sw``."""
+    key = (tuple(w_shape[1:]), tuple(padded_hw), tuple(dilation), group, tuple(stride))
+    return _tap_offsets(*key)
+
+
+def phase_count(stride, kernel_size) -> int:
+    """The phases of a stride that hold a tap of the kernel: ``min(sh, kh) * min(sw, kw)``."""
+    return min(stride[0], kernel_size[0]) * min(stride[1], kernel_size[1])
 
 
 @functools.lru_cache(maxsize=256)
-def _tap_offsets(kernel_shape, padded_hw, dilation, group) -> np.ndarray:
+def _tap_offsets(kernel_shape, padded_hw, dilation, group, stride) -> np.ndarray:
     c, kh, kw = kernel_shape
-    (hp, wp), (dh, dw) = padded_hw, dilation
+    (hp, wp), (dh, dw), (sh, sw) = padded_hw, dilation, stride
+    p, q = np.arange(kh), np.arange(kw)
+    phase = (p % sh)[:, None] * min(sw, kw) + (q % sw)[None, :]  # (kh, kw); 0 at stride 1
     offs = (
-        np.arange(c)[:, None, None] * (hp * wp)
-        + np.arange(kh)[None, :, None] * (dh * wp)
-        + np.arange(kw)[None, None, :] * dw
+        (phase[None] * c + np.arange(c)[:, None, None]) * (hp * wp)
+        + ((p // sh) * (dh * wp))[None, :, None]
+        + ((q // sw) * dw)[None, None, :]
     ).ravel()
     offs = np.concatenate([offs, np.zeros(groups_up(offs.size, group) - offs.size, offs.dtype)])
     offs.flags.writeable = False
@@ -89,15 +101,19 @@ def packed(w: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(wp.reshape(-1, GROUP, k).transpose(0, 2, 1))
 
 
-def corr_wide(src: np.ndarray, w: np.ndarray, dilation, pads, out_hw, bias=None) -> np.ndarray:
+def corr_wide(
+    src: np.ndarray, w: np.ndarray, dilation, pads, out_hw, bias=None, stride=(1, 1)
+) -> np.ndarray:
     """Stride-1 valid cross-correlation of ``src`` (N, C, Hs, Ws), zero-padded by ``pads`` =
     (top, bottom, left, right), with ``w`` (F, C, kh, kw) dilated by ``dilation``: the first
     ``out_hw`` rows and columns of the result, (N, F, Ho, Wo); plus ``bias`` (F,) if given,
-    added as the rows are written out (not in a pass of its own)."""
+    added as the rows are written out (not in a pass of its own). With a ``stride``, ``src``
+    is the phase-stacked image of that stride (:func:`tap_offsets`) and the result the strided
+    correlation."""
     src = np.ascontiguousarray(src)
     (top, bottom, left, right), (hs, ws) = pads, src.shape[2:]
     padded = (hs + top + bottom, ws + left + right)
-    offs = tap_offsets(w.shape, padded, dilation)
+    offs = tap_offsets(w.shape, padded, dilation, stride=stride)
     y = np.empty((src.shape[0], w.shape[0], *out_hw), src.dtype)
     b = np.zeros(0, src.dtype) if bias is None else np.asarray(bias, dtype=src.dtype)
     parallel(_corr_wide, chunks(src.shape[0]), y, src, packed(w, src.dtype), offs, pads, padded, b)

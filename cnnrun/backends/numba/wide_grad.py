@@ -27,28 +27,41 @@ from numba import njit
 
 from .common import _FAST, CHUNK, chunks, parallel
 from .simd import VECTOR_BYTES, lanes, vfma, vload, vsplat_at, vtranspose, vzero
-from .wide import _copy, _load_padded, _store4, _store8, groups_up, span_up, tap_offsets
+from .wide import (
+    _copy,
+    _load_padded,
+    _store4,
+    _store8,
+    groups_up,
+    phase_count,
+    span_up,
+    tap_offsets,
+)
 
 TAPS = 24  # taps per block of the dW micro-kernel
 FEW = 4  # filters, and taps, per pass of the few-filters dot products
 
 
-def corr_grad_weight_wide(x: np.ndarray, pads, dy: np.ndarray, kernel_size, dilation) -> np.ndarray:
+def corr_grad_weight_wide(
+    x: np.ndarray, pads, dy: np.ndarray, kernel_size, dilation, stride=(1, 1)
+) -> np.ndarray:
     """dW (F, C, kh, kw) of a stride-1 layer: the valid correlation of ``x`` (N, C, H, W),
     zero-padded by ``pads`` (top, bottom, left, right), with ``dy`` (N, F, Ho, Wo), summed over
-    the batch. Each image is padded as it is loaded."""
+    the batch. Each image is padded as it is loaded. With a ``stride``, ``x`` is the
+    phase-stacked image of that stride (:func:`.wide.tap_offsets`), of ``phases * C``
+    channels."""
     x = np.ascontiguousarray(x)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
-    f, c = dy.shape[1], x.shape[1]
+    f, c = dy.shape[1], x.shape[1] // phase_count(stride, kernel_size)
     padded = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
     k = c * kernel_size[0] * kernel_size[1]
     register = VECTOR_BYTES // x.itemsize
     if f < register:  # (F', K') partial sums, filters and taps in groups of four
-        offs = tap_offsets((f, c, *kernel_size), padded, dilation, FEW)
+        offs = tap_offsets((f, c, *kernel_size), padded, dilation, FEW, stride)
         part = np.zeros((chunks(x.shape[0]), groups_up(f, FEW), offs.size), x.dtype)
         parallel(_grad_weight_few, part.shape[0], part, x, pads, padded, dy, offs)
     else:  # (K', F') partial sums: taps in whole blocks, filters in whole registers
-        offs = tap_offsets((f, c, *kernel_size), padded, dilation, TAPS)
+        offs = tap_offsets((f, c, *kernel_size), padded, dilation, TAPS, stride)
         fp = groups_up(f, register)
         part = np.zeros((chunks(x.shape[0]), offs.size, fp), x.dtype)
         kernel = _grad_weight_pairs if fp % (2 * register) == 0 else _grad_weight_taps
