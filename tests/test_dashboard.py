@@ -378,11 +378,16 @@ def test_a_run_does_not_import_a_deep_learning_framework(tmp_path):
 def test_crc32c_matches_tensorboards_own(size):
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
 
-    from cnnrun.run.crc import crc32c, masked_crc32c
+    from cnnrun.run import crc_jit
+    from cnnrun.run.crc import _crc32c_numpy, _update, crc32c, masked_crc32c
 
     assert crc32c(b"123456789") == 0xE3069283  # the check value of CRC-32C
+    assert crc_jit.crc32c(b"123456789") == 0xE3069283
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     assert masked_crc32c(data) == reference(data)
+    # the compiled loop (numba runs), the NumPy blocks and the plain loop: one CRC
+    plain = _update(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    assert crc_jit.crc32c(data) == crc32c(data) == _crc32c_numpy(data) == plain
 
 
 def test_plain_and_residual_networks_share_their_branch_tags():
