@@ -1,5 +1,5 @@
 """CRC-32C compiled by Numba, for the runs whose process has Numba loaded already (the numba
-backend's): about 1 ns a byte against the plain loop's 65 ns (:mod:`.crc`), which took about
+backend's): about 2 ns a byte against the plain loop's 65 ns (:mod:`.crc`), which took about
 20 ms of the default run's 0.9 s of training on the numba backend, in its event records. A
 run on the NumPy backend never imports this module, nor Numba for it."""
 
