@@ -302,3 +302,28 @@ def test_resume_hint_continues_in_the_same_folder(tmp_path):
     _, err = proc.communicate(timeout=60)
     line = last_line(err)
     assert f"hydra.run.dir={folder}" in line and "trainer.resume=last" in line
+
+
+def test_a_finishing_guard_ignores_a_further_ctrl_c_until_the_process_exits():
+    """A sweep that a signal stopped has only its message and its exit left: a Ctrl-C then
+    (50 ms after the first, once the sweep stopped that fast) died by SIGINT (status -2) in
+    place of the sweep's 130. After finish(), neither the guard nor the handler left behind
+    raises; before it, a second Ctrl-C raises KeyboardInterrupt, as it did."""
+    from cnnrun.run.signals import SignalGuard
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with SignalGuard() as guard:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert guard.received == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):  # the second Ctrl-C, still running
+                os.kill(os.getpid(), signal.SIGINT)
+            guard.finish()
+            os.kill(os.getpid(), signal.SIGINT)  # ignored
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # ignored too, until the exit
+        with SignalGuard():  # a guard that did not finish puts the handler back as it was
+            pass
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -145,11 +145,15 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         sweep = _Jobs(launcher, jobs, guard)
         try:
             results = sweep.run(at_once)
+            stopped = sweep.stopped or any(r is None for r in results)
+            if guard.received is not None and stopped:
+                guard.finish()  # the message and the exit are left: no Ctrl-C cuts them short
         except KeyboardInterrupt:  # a second Ctrl-C: the jobs stop at once too
+            guard.finish()
             sweep.pass_on(signal.SIGINT)
             sweep.wait(timeout=10.0)
             results = sweep.results
-    stopped = sweep.stopped or any(r is None for r in results)
+            stopped = sweep.stopped or any(r is None for r in results)
     if guard.received is not None and stopped:
         name = signal.Signals(guard.received).name
         done = sum(r is not None for r in results)

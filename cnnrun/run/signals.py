@@ -58,6 +58,7 @@ class SignalGuard:
     def __init__(self) -> None:
         self.received: int | None = None
         self.previous: dict[int, object] = {}
+        self.finishing = False  # see finish()
 
     def __enter__(self) -> SignalGuard:
         if threading.current_thread() is threading.main_thread():
@@ -66,13 +67,24 @@ class SignalGuard:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.finishing and signum == signal.SIGINT:
+            return
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signum
 
+    def finish(self) -> None:
+        """What is left is a message and the process's exit (a sweep that a signal stopped): a
+        further Ctrl-C has nothing to stop, and is ignored from now on, here and after
+        :meth:`__exit__`, so that it cannot cut the message short or turn the exit status
+        into a death by SIGINT (a second Ctrl-C 50 ms after the first landed there once the
+        sweep stopped that fast)."""
+        self.finishing = True
+
     def __exit__(self, *exc) -> None:
         for s, handler in self.previous.items():
-            signal.signal(s, handler)
+            finished = self.finishing and s == signal.SIGINT
+            signal.signal(s, signal.SIG_IGN if finished else handler)
         self.previous = {}
 
     def forward(self) -> None:
