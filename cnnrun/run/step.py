@@ -120,10 +120,10 @@ def eval_batch_size(batch_size: int, sample_shape: tuple[int, ...]) -> int:
     """The batch size evaluation runs in. A forward pass alone in eval mode gives each image
     the same outputs, to float rounding, whatever batch it is in (a matrix product's bits may
     depend on its row count: logits about 4e-8 apart on LeNet), and larger batches cost fewer
-    kernel calls: the
-    default run's 288 validation digits took 4.1 ms in batches of 32 on the numba backend, 2.5
-    ms in batches of 256, twelve times a run. Bounded by the input's size, so that layers that
-    keep their input for a backward pass hold little more than in training."""
+    kernel calls: the default run's 288 validation digits took 4.1 ms in batches of 32 on the
+    numba backend, 2.5 ms in batches of 256, twelve times a run. Bounded by the input's size,
+    so that layers that keep their input for a backward pass hold little more than in
+    training."""
     per_image = max(1, math.prod(sample_shape))
     return max(batch_size, min(EVAL_IMAGES, EVAL_ELEMENTS // per_image))
 
