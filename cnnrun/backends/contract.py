@@ -81,7 +81,7 @@ class Kernels(Protocol):
         ``dtype`` that ``np.asarray`` makes the padded array of. NumPy and reference: that
         array (:func:`padded`, x's layout kept); numba: x and the pads, which its stride-1
         kernels pad as they load each image, so that no padded copy of the batch is made
-        (strided layers make it from these when they cut the phases)."""
+        (strided layers pad as they stack its phases)."""
         ...
 
     def conv2d_forward(
@@ -97,7 +97,7 @@ class Kernels(Protocol):
         w[f, c, p, q]``, ``Ho = (Hp - dh*(kh - 1) - 1) // sh + 1`` (Wo alike), plus ``bias[f]``
         where a bias (F,) is given (added to the finished sum, one rounding). ctx: whatever
         :meth:`conv2d_grad_weight` can reuse (NumPy: x_pad laid out (C, Hp, Wp, N), which it
-        makes its column tiles from again; numba: the phases of a strided layer, else None;
+        makes its column tiles from again; numba: the stacked phases of a strided layer, else None;
         reference: None)."""
         ...
 

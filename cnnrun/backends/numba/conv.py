@@ -40,8 +40,9 @@ class Padded:
     """x (N, C, H, W) zero-padded by ``pads`` (top, bottom, left, right), as this backend's
     conv kernels take their x_pad: at stride 1 they pad each image as they load it into their
     own buffer, so no padded copy of the batch is made (it took a pass over memory per layer,
-    0.6 ms for (64, 16, 32, 32) float32). ``np.asarray`` gives the padded array, which strided
-    layers make to cut their phases from."""
+    0.6 ms for (64, 16, 32, 32) float32). ``np.asarray`` gives the padded array; strided layers
+    pad as they stack their phases (:func:`.phases.phase_stack`), dilated strided ones make
+    the padded array."""
 
     x: np.ndarray
     pads: tuple[int, int, int, int]
@@ -77,11 +78,11 @@ def conv2d_forward(
     stride: Pair,
     dilation: Pair,
     bias: np.ndarray | None = None,
-) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``y[n, f, i, j] = sum_{c,p,q} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * w[f, c, p, q]``;
-    (N, C, Hp, Wp) -> (N, F, Ho, Wo). ctx: the phases x_ab of a strided, undilated layer, which
-    dW reads again (None otherwise: dW reads x_pad itself). At stride 1 the bias is added as
-    the kernel writes y; otherwise after the sum."""
+    (N, C, Hp, Wp) -> (N, F, Ho, Wo). ctx: the stacked phases of a strided, undilated layer
+    (:func:`.phases.phase_stack`), which dW reads again (None otherwise: dW reads x_pad
+    itself). The bias is added as the kernel writes y, except in a dilated strided layer."""
     x, pads = _unpadded(x_pad)
     w = np.ascontiguousarray(w, dtype=x.dtype)
     (sh, sw), (dh, dw) = stride, dilation
@@ -99,7 +100,7 @@ def conv2d_forward(
 
 def conv2d_grad_weight(
     x_pad: np.ndarray | Padded,
-    ctx: tuple[np.ndarray, ...] | None,
+    ctx: np.ndarray | None,
     dy: np.ndarray,
     kernel_size: Pair,
     stride: Pair,
@@ -107,7 +108,7 @@ def conv2d_grad_weight(
 ) -> np.ndarray:
     """dW = valid correlation of x_pad with dilate(dy, stride), summed over the batch:
     ``dW[f, c, p, q] = sum_{n,i,j} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * dy[n, f, i, j]``.
-    ctx: the forward's phases of x_pad at strides other than 1 (cut again if None)."""
+    ctx: the forward's stacked phases at strides other than 1 (stacked again if None)."""
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
     if (sh, sw) == (1, 1):
         x, pads = _unpadded(x_pad)
