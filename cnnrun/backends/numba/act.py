@@ -61,26 +61,38 @@ def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
     return flat_views(*arrays)
 
 
+def _blocks(kernel, *inputs: np.ndarray) -> np.ndarray | None:
+    """``kernel(*inputs, out, lo, hi)`` over the blocks of :data:`BLOCK` elements, on the
+    threads, into an ``out`` laid out as the first input; None where the inputs do not lie
+    densely alike in one float dtype (see :func:`_flat`)."""
+    out = np.empty_like(inputs[0])
+    flat = _flat(*inputs, out)
+    if flat is None:
+        return None
+    parallel(kernel, -(-out.size // BLOCK), *flat)
+    return out
+
+
+def _threaded(kernel, *inputs: np.ndarray) -> np.ndarray | None:
+    """:func:`_blocks` for passes that NumPy runs as well on one thread below
+    :data:`THREADED_NUMPY` elements: None there too."""
+    first = inputs[0]
+    if not isinstance(first, np.ndarray) or first.size < THREADED_NUMPY:
+        return None
+    return _blocks(kernel, *inputs)
+
+
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a + b``, laid out as a where a and b lie densely alike; NumPy's sum otherwise."""
-    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.size < THREADED_NUMPY:
-        return np.add(a, b)
-    out = np.empty_like(a)
-    flat = _flat(a, b, out)
-    if flat is None:
-        return np.add(a, b)
-    parallel(_add, -(-a.size // BLOCK), *flat)
-    return out
+    out = _threaded(_add, a, b)
+    return np.add(a, b) if out is None else out
 
 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``y = x`` where ``x > 0``, else 0 (NaN stays NaN); ctx is y, laid out as x."""
-    y = np.empty_like(x)
-    flat = _flat(x, y)
-    if flat is None:
+    y = _blocks(_relu_forward, x)
+    if y is None:
         y = _numpy_relu_forward(x)[0]
-    else:
-        parallel(_relu_forward, -(-x.size // BLOCK), *flat)
     return y, y
 
 
@@ -96,28 +108,17 @@ def relu_backward(dy: np.ndarray, ctx: np.ndarray) -> np.ndarray:
 
 def tanh_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``y = tanh(x)``, NumPy's, on the threads; ctx is y, laid out as x."""
-    y = _numpy_on_threads(_tanh_range, x)
+    y = _threaded(_tanh_range, x)
     return _numpy_tanh_forward(x) if y is None else (y, y)
 
 
 def sigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``y = (1 + tanh(x / 2)) / 2``, NumPy's, on the threads; ctx is y, laid out as x."""
-    y = _numpy_on_threads(_sigmoid_range, x)
+    y = _threaded(_sigmoid_range, x)
     return _numpy_sigmoid_forward(x) if y is None else (y, y)
 
 
-def _numpy_on_threads(kernel, x: np.ndarray) -> np.ndarray | None:
-    """y from ``kernel(x, y, lo, hi)``, a NumPy element-wise formula over blocks ``[lo, hi)``,
-    on the threads; None where x is not dense, of another dtype or small (see
-    :data:`THREADED_NUMPY`)."""
-    if x.size < THREADED_NUMPY:
-        return None
-    y = np.empty_like(x)
-    flat = _flat(x, y)
-    if flat is None:
-        return None
-    parallel(kernel, -(-x.size // BLOCK), *flat)
-    return y
+# NumPy's ufuncs over ranges of blocks, on the threads (NumPy releases the GIL in their loops)
 
 
 def _tanh_range(x: np.ndarray, y: np.ndarray, lo: int, hi: int) -> None:
@@ -147,14 +148,9 @@ def _backward(kernel, dy: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     y's (a conv layer's dX, cropped out of its padded dX, say) is copied to C order first."""
     if getattr(dy, "dtype", None) != y.dtype:
         return None
-    dx = np.empty_like(y)
     if isinstance(dy, np.ndarray) and dy.shape == y.shape and y.flags.c_contiguous:
         dy = np.ascontiguousarray(dy)
-    flat = _flat(dy, y, dx)
-    if flat is None:
-        return None
-    parallel(kernel, -(-dx.size // BLOCK), *flat)
-    return dx
+    return _blocks(kernel, dy, y)  # dense alike: dx laid out as dy is laid out as y
 
 
 # The loops run over views from 0, so that no index can be negative: with indices offset by lo,

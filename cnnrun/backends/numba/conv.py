@@ -110,10 +110,9 @@ def conv2d_grad_weight(
     ``dW[f, c, p, q] = sum_{n,i,j} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * dy[n, f, i, j]``.
     ctx: the forward's stacked phases at strides other than 1 (stacked again if None)."""
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    if (sh, sw) == (1, 1):
-        x, pads = _unpadded(x_pad)
-        return corr_grad_weight_wide(x, pads, dy, (kh, kw), (dh, dw))
     x, pads = _unpadded(x_pad)
+    if (sh, sw) == (1, 1):
+        return corr_grad_weight_wide(x, pads, dy, (kh, kw), (dh, dw))
     if (dh, dw) != (1, 1):
         dy = np.ascontiguousarray(dy, dtype=x.dtype)
         return _conv_grad_weight_strided(padded(x, pads), dy, kh, kw, sh, sw, dh, dw)

@@ -43,8 +43,8 @@ def maxpool2d_backward(
     that tile the image exactly (2x2 every 2) write each pixel once, its dy or 0; others add
     into zeros."""
     dy = np.ascontiguousarray(dy)
-    (kh, kw), (sh, sw), (ho, wo) = kernel_size, stride, dy.shape[2:]
-    tiled = (sh, sw) == (kh, kw) and (ho * kh, wo * kw) == tuple(padded_hw)
+    (kh, kw), (sh, sw) = kernel_size, stride
+    tiled = _tiled(kernel_size, stride, dy.shape[2:], padded_hw)
     make = np.empty if tiled else np.zeros
     dx = make((*dy.shape[:2], *padded_hw), dy.dtype)
     arg = np.ascontiguousarray(ctx)
@@ -77,11 +77,17 @@ def avgpool2d_backward(
     dy = np.ascontiguousarray(dy)
     dx = np.empty((*dy.shape[:2], *padded_hw), dy.dtype)
     planes = dy.shape[0] * dy.shape[1]
-    if _two_by_two(kernel_size, stride) and tuple(padded_hw) == (2 * dy.shape[2], 2 * dy.shape[3]):
+    if _two_by_two(kernel_size, stride) and _tiled(kernel_size, stride, dy.shape[2:], padded_hw):
         parallel(_avgpool_backward_2x2, planes, dx, dy)
     else:
         parallel(_avgpool_backward, planes, dx, dy, *kernel_size, *stride)
     return dx
+
+
+def _tiled(kernel_size: Pair, stride: Pair, out_hw: Pair, padded_hw: Pair) -> bool:
+    """Whether the windows tile the padded image exactly: every pixel in one window."""
+    (kh, kw), (ho, wo) = kernel_size, out_hw
+    return tuple(stride) == (kh, kw) and (ho * kh, wo * kw) == tuple(padded_hw)
 
 
 def _two_by_two(kernel_size: Pair, stride: Pair) -> bool:

@@ -57,10 +57,8 @@ def handover(flags, mark, mark_value, index, value, polls, settle):
     ``settle`` polls more once it holds (see the module's notes)."""
     flags[mark] = mark_value
     _pause()  # the fence: the mark is seen before any poll
-    for _ in range(polls):
-        if flags[index] == value:
-            for _ in range(settle):
-                _pause()
-            return True
+    if not wait_for(flags, index, value, polls):
+        return False
+    for _ in range(settle):
         _pause()
-    return flags[index] == value
+    return True
