@@ -130,17 +130,19 @@ def _no_avx512_features() -> str:
 
 @pytest.mark.slow
 def test_wide_kernels_on_a_target_without_avx512(tmp_path):
-    """Compiled for AVX2 (Haswell's name and the host's features less AVX-512: 32-byte
-    registers, 8 float32 and 4 float64 lanes), the kernels use no 512-bit register and still
-    match the loops: every block, tile and padding follows the register width."""
+    """Compiled for AVX2 (Haswell's name and the host's features less AVX-512: 16 registers of
+    32 bytes, 8 float32 and 4 float64 lanes), the kernels use no 512-bit register, take the
+    micro-kernels sized for 16 registers (four filters, twelve taps), and still match the
+    loops: every block, tile and padding follows the register width."""
     script = textwrap.dedent(
         """
         import sys
         sys.path.insert(0, "tests")
         import numpy as np
         from helpers import ConvCase, check_numba_conv
-        from cnnrun.backends.numba import simd, wide
-        assert simd.VECTOR_BYTES == 32, simd.VECTOR_BYTES
+        from cnnrun.backends.numba import simd, wide, wide_grad
+        assert simd.VECTOR_BYTES == 32 and simd.REGISTERS == 16, simd.VECTOR_BYTES
+        assert (wide.GROUP, wide_grad.TAPS) == (4, 12), (wide.GROUP, wide_grad.TAPS)
         for case in (
             ConvCase(5, 3, 17, 9, 13, 3, padding="same"),
             ConvCase(3, 2, 12, 6, 7, 3, stride=2, padding="same"),

@@ -37,6 +37,9 @@ def _vector_bytes() -> int:
 
 
 VECTOR_BYTES = _vector_bytes()
+# vector registers of the ISA of that width: 32 with AVX-512, 16 with AVX2; the micro-kernels
+# keep their accumulators, the registers they load and a broadcast within this many
+REGISTERS = 32 if VECTOR_BYTES == 64 else 16
 
 
 class Vec(types.Type):

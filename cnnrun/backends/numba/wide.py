@@ -17,19 +17,23 @@ tap (c, p, q), the element ``c*Hp*Wp + (i + p*dh)*Wp + (j + q*dw)`` = ``o + off(
 The padding is done as each image is copied into the kernel's buffer (:func:`_load_padded`):
 the layer's x and its pads come in, never a padded copy of the batch.
 
-**The micro-kernel.** One call of :func:`_block` computes a block of :data:`GROUP` (8) filters
-by :data:`BLOCK` (3) vector registers of outputs: 24 accumulators (:mod:`.simd`) that stay in
-registers over every tap of the sum and are stored once. Per tap it loads three registers of x
-and broadcasts eight weights: each x loaded feeds eight multiply-adds, each weight three. With
-the 32 registers of AVX-512 it ran at 131-147 GFLOP/s on one core of a machine whose float32
-GEMM peaks at about 183 a core (3x3 layers of 16 to 64 channels on 32x32 and 16x16 maps;
-103-113 on 8x8, where a quarter of each block is rounding), where the loops that kept their
-sums in rows of memory, four filters by four taps a pass, ran at 77-96 (50 on 8x8). The weights
-of a group are packed tap by tap, (K, 8), so the eight broadcasts of a tap read one cache line.
+**The micro-kernel.** One call of :func:`_block` computes a block of :data:`GROUP` filters by
+:data:`BLOCK` (3) vector registers of outputs, whose accumulators (:mod:`.simd`) stay in
+registers over every tap of the sum and are stored once: eight filters (24 accumulators) where
+the machine has 32 vector registers (AVX-512), four (12) where it has 16 (AVX2), so that the
+accumulators, three registers of x and a broadcast weight never spill. Per tap it loads three
+registers of x and broadcasts a weight per filter: each x loaded feeds a multiply-add per
+filter, each weight three. With AVX-512 it ran at 131-147 GFLOP/s on one core of a machine
+whose float32 GEMM peaks at about 183 a core (3x3 layers of 16 to 64 channels on 32x32 and
+16x16 maps; 103-113 on 8x8, where a quarter of each block is rounding), where the loops that
+kept their sums in rows of memory, four filters by four taps a pass, ran at 77-96 (50 on 8x8).
+On an AVX2 machine (2 cores, GEMM peak 139-142 GFLOP/s) eight filters spilled and ran at
+37-43 GFLOP/s; four run at 99-140. The weights of a group are packed tap by tap, (K, GROUP),
+so the broadcasts of a tap read one cache line.
 
 **Whole blocks.** The run length L is rounded up to whole blocks of ``3 * lanes`` outputs,
 read from a copy of the image with zeros after it, so no block ends in a scalar remainder;
-filters are padded with zero weights to whole groups of eight (:func:`packed`). Junk columns,
+filters are padded with zero weights to whole groups (:func:`packed`). Junk columns,
 the rounding and the padded filters are computed and dropped.
 """
 
@@ -41,9 +45,9 @@ import numpy as np
 from numba import njit
 
 from .common import CHUNK, chunks, parallel
-from .simd import lanes, vfma, vload, vsplat, vstore, vzero
+from .simd import REGISTERS, lanes, vfma, vload, vsplat, vstore, vzero
 
-GROUP = 8  # filters per block of the forward kernel
+GROUP = 8 if REGISTERS >= 32 else 4  # filters per block of the forward kernel (see the notes)
 BLOCK = 3  # vector registers of outputs per block
 
 
@@ -93,8 +97,8 @@ def _tap_offsets(kernel_shape, padded_hw, dilation, group, stride) -> np.ndarray
 
 
 def packed(w: np.ndarray, dtype) -> np.ndarray:
-    """(F, C, kh, kw) -> (F'/8, K, 8) C-contiguous in ``dtype``: the weights of each group of
-    eight filters tap by tap, F rounded up to whole groups with zero weights."""
+    """(F, C, kh, kw) -> (F'/GROUP, K, GROUP) C-contiguous in ``dtype``: the weights of each
+    group of filters tap by tap, F rounded up to whole groups with zero weights."""
     f, k = w.shape[0], w[0].size
     wp = np.zeros((groups_up(f), k), dtype)
     wp[:f] = w.reshape(f, k)
@@ -150,7 +154,29 @@ def _load_padded(xf, img, top, left, hp, wp):
 
 
 @njit(cache=True, inline="always")
-def _block(rows, xf, wg, offs, o0):
+def _block4(rows, xf, wg, offs, o0):
+    """As :func:`_block8`, for four filters: 12 accumulators, for 16 registers."""
+    step = lanes(xf)
+    z = vzero(xf)
+    z3 = (z, z, z)
+    acc = (z3, z3, z3, z3)
+    for t in range(offs.shape[0]):
+        at, w = offs[t] + o0, wg[t]
+        x = (vload(xf, at), vload(xf, at + step), vload(xf, at + 2 * step))
+        acc = (
+            _fma3(acc[0], w[0], x),
+            _fma3(acc[1], w[1], x),
+            _fma3(acc[2], w[2], x),
+            _fma3(acc[3], w[3], x),
+        )
+    _store3(rows[0], o0, step, acc[0])
+    _store3(rows[1], o0, step, acc[1])
+    _store3(rows[2], o0, step, acc[2])
+    _store3(rows[3], o0, step, acc[3])
+
+
+@njit(cache=True, inline="always")
+def _block8(rows, xf, wg, offs, o0):
     """``rows[g, o0 : o0 + 3*lanes] = sum_t wg[t, g] * xf[offs[t] + o0 :][: 3*lanes]`` for
     the eight filters g of a group: 24 accumulators in registers over every tap."""
     step = lanes(xf)
@@ -193,6 +219,9 @@ def _store3(row, at, step, acc):
     vstore(row, at, acc[0])
     vstore(row, at + step, acc[1])
     vstore(row, at + 2 * step, acc[2])
+
+
+_block = _block8 if GROUP == 8 else _block4
 
 
 @njit(cache=True, inline="always")

@@ -4,19 +4,24 @@ kernel computes): dot products of each tap's run of x with dY in wide rows.
 **The micro-kernels** sum, over the outputs o of the images of a chunk, ``dW[f, t] += dY[f, o]
 * x[off_t + o]``, with dY laid out output by output, filters last (``dyt[o, f]``, transposed
 in registers): each step loads dY for one or two registers of filters (16 float32 each with
-AVX-512) and broadcasts elements of x into them, each broadcast folded into its multiply-add.
-The 24 accumulators hold whole sums (no sum across the lanes), stay in registers over every
-output of the chunk's images, and are stored once.
+AVX-512, 8 with AVX2) and broadcasts elements of x into them. The accumulators hold whole sums
+(no sum across the lanes), stay in registers over every output of the chunk's images, and are
+stored once: 24 of them where the machine has 32 vector registers (AVX-512, where each
+broadcast folds into its multiply-add), 12 where it has 16 (AVX2, where a broadcast takes a
+register of its own), so that they never spill (:data:`TAPS`).
 
-* :func:`_taps_pair`, where the filters fill pairs of registers: two registers by 12 taps, so
-  each broadcast feeds two multiply-adds and the 12 tap addresses fit in the general registers;
-* :func:`_taps` otherwise: one register by :data:`TAPS` (24) taps, whose addresses do not fit
-  (half are reloaded from the stack every step).
+* :func:`_taps_pair`, where the filters fill pairs of registers: two registers by 12 taps
+  (AVX2: 6), so each broadcast feeds two multiply-adds and the tap addresses fit in the
+  general registers;
+* :func:`_taps` otherwise: one register by :data:`TAPS` taps (24; AVX2: 12).
 
 On one core, float32, 3x3 layers of 16 to 64 channels at 32x32, batch 4: 117-148 GFLOP/s for
 32 and 64 filters, 118-133 for 16 (:func:`_taps`), 102-105 on 8x8 maps; the four-by-four dot
 products they replaced (:func:`_four_dots`) ran at 90-100, and 50 on 8x8 maps, where each
-tap's run is 78 outputs long. :func:`_four_dots` stays for layers of fewer filters than a
+tap's run is 78 outputs long. On an AVX2 machine (AMD EPYC, 2 cores, GEMM peak 139-142
+GFLOP/s) the 24-accumulator kernels spilled to the stack and the 3x3 layers' forward+backward
+ran at 39-47 GFLOP/s; with 12 accumulators (and the forward's four filters, :mod:`.wide`) at
+104-112. :func:`_four_dots` stays for layers of fewer filters than a
 register holds (LeNet's first: 6), which the micro-kernels would pad with zero filters.
 """
 
@@ -26,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from .common import _FAST, CHUNK, chunks, parallel
-from .simd import VECTOR_BYTES, lanes, vfma, vload, vsplat_at, vtranspose, vzero
+from .simd import REGISTERS, VECTOR_BYTES, lanes, vfma, vload, vsplat_at, vstore, vtranspose, vzero
 from .wide import (
     _copy,
     _load_padded,
@@ -38,7 +43,7 @@ from .wide import (
     tap_offsets,
 )
 
-TAPS = 24  # taps per block of the dW micro-kernel
+TAPS = 24 if REGISTERS >= 32 else 12  # taps per block of the dW micro-kernel (see the notes)
 FEW = 4  # filters, and taps, per pass of the few-filters dot products
 
 
@@ -133,7 +138,7 @@ def _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, d_at, span, fp):
 
 
 @njit(cache=True, inline="always")
-def _taps(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
+def _taps24(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
     """``out[t0 + j, f0 : f0 + lanes] = sum_i sum_o dyt[d_at[i] + o*fp + f0 :][:lanes] *
     xf[x_at[i] + offs[t0 + j] + o]`` for the 24 taps t0 + j, over the images i."""
     a = b = c = _zeros8(xf)  # taps t0 + [0, 8), [8, 16), [16, 24)
@@ -154,7 +159,7 @@ def _taps(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
 
 
 @njit(cache=True, inline="always")
-def _taps_pair(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
+def _taps_pair12(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
     """As :func:`_taps`, for two registers of filters (``f0 : f0 + 2*lanes``) by 12 taps: each
     broadcast of x feeds two multiply-adds, and 12 tap addresses, not 24, stay in registers."""
     step = lanes(xf)
@@ -218,16 +223,84 @@ def _at8(base, offs, t):
 @njit(cache=True, inline="always")
 def _fma8_at(acc, d, xf, p, o):
     """``acc[j] + xf[p[j] + o] * d`` for eight taps j."""
+    return _fma4_at(acc[:4], d, xf, p[:4], o) + _fma4_at(acc[4:], d, xf, p[4:], o)
+
+
+@njit(cache=True, inline="always")
+def _taps12(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
+    """As :func:`_taps24`, for 12 taps: 12 accumulators, for 16 registers."""
+    zero = vzero(xf)
+    a = b = c = (zero, zero, zero, zero)  # taps t0 + [0, 4), [4, 8), [8, 12)
+    for i in range(x_at.shape[0]):
+        pa, pb = _at4(x_at[i], offs, t0), _at4(x_at[i], offs, t0 + 4)
+        pc = _at4(x_at[i], offs, t0 + 8)
+        d_i = d_at[i] + f0
+        for o in range(span):
+            d = vload(dyt, d_i + o * fp)
+            a, b, c = (
+                _fma4_at(a, d, xf, pa, o),
+                _fma4_at(b, d, xf, pb, o),
+                _fma4_at(c, d, xf, pc, o),
+            )
+    _store4(out[t0:], f0, a)
+    _store4(out[t0 + 4 :], f0, b)
+    _store4(out[t0 + 8 :], f0, c)
+
+
+@njit(cache=True, inline="always")
+def _taps_pair6(out, xf, dyt, offs, t0, f0, x_at, d_at, span, fp):
+    """As :func:`_taps_pair12`, for 6 taps: 12 accumulators, for 16 registers."""
+    step = lanes(xf)
+    zero = vzero(xf)
+    z = (zero, zero)
+    a, b, c, d, e, g = z, z, z, z, z, z  # a, b, c: taps of the first register; d, e, g: second
+    for i in range(x_at.shape[0]):
+        base = x_at[i]
+        pa = base + offs[t0], base + offs[t0 + 1]
+        pb = base + offs[t0 + 2], base + offs[t0 + 3]
+        pc = base + offs[t0 + 4], base + offs[t0 + 5]
+        d_i = d_at[i] + f0
+        for o in range(span):
+            lo, hi = vload(dyt, d_i + o * fp), vload(dyt, d_i + o * fp + step)
+            a, d = _fma2_pair(a, d, lo, hi, xf, pa, o)
+            b, e = _fma2_pair(b, e, lo, hi, xf, pb, o)
+            c, g = _fma2_pair(c, g, lo, hi, xf, pc, o)
+    _store2_pair(out[t0:], f0, step, a, d)
+    _store2_pair(out[t0 + 2 :], f0, step, b, e)
+    _store2_pair(out[t0 + 4 :], f0, step, c, g)
+
+
+@njit(cache=True, inline="always")
+def _store2_pair(rows, f0, step, acc, acc2):
+    """Two taps' registers: ``rows[j, f0 : f0 + lanes] = acc[j]``, the next ``lanes`` filters
+    ``acc2[j]``."""
+    vstore(rows[0], f0, acc[0])
+    vstore(rows[1], f0, acc[1])
+    vstore(rows[0], f0 + step, acc2[0])
+    vstore(rows[1], f0 + step, acc2[1])
+
+
+@njit(cache=True, inline="always")
+def _fma2_pair(acc, acc2, d, d2, xf, p, o):
+    """``acc[j] + xf[p[j] + o] * d`` and ``acc2[j] + xf[p[j] + o] * d2`` for two taps j."""
+    s0, s1 = vsplat_at(xf, p[0] + o), vsplat_at(xf, p[1] + o)
+    first = vfma(s0, d, acc[0]), vfma(s1, d, acc[1])
+    return first, (vfma(s0, d2, acc2[0]), vfma(s1, d2, acc2[1]))
+
+
+@njit(cache=True, inline="always")
+def _fma4_at(acc, d, xf, p, o):
+    """``acc[j] + xf[p[j] + o] * d`` for four taps j."""
     return (
         vfma(vsplat_at(xf, p[0] + o), d, acc[0]),
         vfma(vsplat_at(xf, p[1] + o), d, acc[1]),
         vfma(vsplat_at(xf, p[2] + o), d, acc[2]),
         vfma(vsplat_at(xf, p[3] + o), d, acc[3]),
-        vfma(vsplat_at(xf, p[4] + o), d, acc[4]),
-        vfma(vsplat_at(xf, p[5] + o), d, acc[5]),
-        vfma(vsplat_at(xf, p[6] + o), d, acc[6]),
-        vfma(vsplat_at(xf, p[7] + o), d, acc[7]),
     )
+
+
+_taps = _taps24 if TAPS == 24 else _taps12
+_taps_pair = _taps_pair12 if TAPS == 24 else _taps_pair6
 
 
 # -- few filters: dot products, four filters by four taps -----------------------------------------
