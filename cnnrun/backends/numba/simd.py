@@ -1,6 +1,7 @@
 """Vector registers in Numba: a type for one register of floats and the five operations a
-register-blocked micro-kernel needs (load, store, broadcast, zero, fused multiply-add), and a
-transpose of a square tile in registers.
+register-blocked micro-kernel needs (load, store, broadcast, zero, fused multiply-add), a
+transpose of a square tile in registers, and whole blocks of registers (zeros, one step of
+multiply-adds, their stores), from which the conv kernels' micro-kernels are made.
 
 Why: a micro-kernel keeps its accumulators in registers for the whole sum over the kernel taps
 and stores them once. Written as loops over arrays, the accumulators live in memory, and LLVM
@@ -136,13 +137,7 @@ def vfma(typingctx, a, b, c):
     """``a * b + c`` lane by lane, rounded once (``llvm.fma``)."""
 
     def codegen(context, builder, signature, args):
-        vector = args[0].type
-        suffix = "f32" if isinstance(vector.element, ir.FloatType) else "f64"
-        fma = builder.module.declare_intrinsic(
-            f"llvm.fma.v{vector.count}{suffix}",
-            fnty=ir.FunctionType(vector, [vector, vector, vector]),
-        )
-        return builder.call(fma, args)
+        return builder.call(_fma(builder, args[0].type), args)
 
     return a(a, b, c), codegen
 
@@ -195,3 +190,135 @@ def vtranspose(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
         return context.get_dummy_value()
 
     return types.void(src, src_at, src_stride, dst, dst_at, dst_stride), codegen
+
+
+# -- blocks of registers: what a register-blocked micro-kernel is made of -----------------------
+#
+# A block is a G-tuple of B-tuples of registers, G rows (filters, or taps) by B registers of
+# lanes (outputs, or filters). The three intrinsics below make the whole of a micro-kernel's
+# step in LLVM IR: written as loops over small inlined helpers, its G*B multiply-adds cost Numba
+# an inlining (a copy of the helper's IR, typed again) per call, which took a quarter of the
+# compile time of the conv kernels.
+
+
+def _intp(context, builder, value, of_type):
+    return context.cast(builder, value, of_type, types.intp)
+
+
+def _const(context, value):
+    return context.get_constant(types.intp, value)
+
+
+@intrinsic(prefer_literal=True)
+def vzeros(typingctx, like, rows, cols):
+    """A block of ``rows`` by ``cols`` zero registers of ``like``'s dtype (compile-time
+    constants)."""
+    if not isinstance(rows, types.IntegerLiteral) or not isinstance(cols, types.IntegerLiteral):
+        return None
+    row = types.UniTuple(Vec(like.dtype), cols.literal_value)
+    block = types.UniTuple(row, rows.literal_value)
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(context.get_value_type(block), None)
+
+    return block(like, rows, cols), codegen
+
+
+@intrinsic
+def row_indices(typingctx, a, at, plus, block):
+    """``(a[at] + plus, a[at + 1] + plus, ...)``, one for each row of ``block``: indices
+    read from a 1-D contiguous integer array."""
+    count = block.count
+
+    def codegen(context, builder, signature, args):
+        array, start, shift = args[0], args[1], args[2]
+        start = _intp(context, builder, start, signature.args[1])
+        shift = _intp(context, builder, shift, signature.args[2])
+        data = context.make_array(signature.args[0])(context, builder, array).data
+        out = ir.Constant(context.get_value_type(signature.return_type), ir.Undefined)
+        for j in range(count):
+            value = builder.load(builder.gep(data, [builder.add(start, _const(context, j))]))
+            value = _intp(context, builder, value, signature.args[0].dtype)
+            out = builder.insert_value(out, builder.add(value, shift), j)
+        return out
+
+    return types.UniTuple(types.intp, count)(a, at, plus, block), codegen
+
+
+def _fma(builder, vector):
+    """``llvm.fma`` for registers of type ``vector``: ``a * b + c``, rounded once."""
+    suffix = "f32" if isinstance(vector.element, ir.FloatType) else "f64"
+    return builder.module.declare_intrinsic(
+        f"llvm.fma.v{vector.count}{suffix}", fnty=ir.FunctionType(vector, [vector, vector, vector])
+    )
+
+
+def _registers(context, builder, array_type, array, start, count):
+    """``count`` registers of a 1-D contiguous array, one after another from ``start``."""
+    lanes_, align = Vec(array_type.dtype).lanes, array_type.dtype.bitwidth // 8
+    return [
+        builder.load(
+            _address(
+                context, builder, array_type, array, builder.add(start, _const(context, r * lanes_))
+            ),
+            align=align,
+        )
+        for r in range(count)
+    ]
+
+
+@intrinsic
+def outer_fma(typingctx, acc, a, a_at, a_off, b, b_at):
+    """``acc[g][r] + a[i_g] * b[b_at + r*lanes :][:lanes]`` for every row g and register r of
+    the block ``acc``, each rounded once (``llvm.fma``): element ``a[i_g]`` broadcast to
+    every lane, ``i_g = a_at[g] + a_off`` where ``a_at`` is a tuple of indices, ``a_at + g +
+    a_off`` where it is one. The B registers of b are loaded once and each feeds G
+    multiply-adds; each broadcast feeds B. 1-D contiguous arrays of the block's dtype."""
+
+    def codegen(context, builder, signature, args):
+        block_t, a_t, at_t, off_t, b_t, b_at_t = signature.args
+        block, a_arr, at, off, b_arr, start = args
+        off = _intp(context, builder, off, off_t)
+        start = _intp(context, builder, start, b_at_t)
+        regs = _registers(context, builder, b_t, b_arr, start, block_t.dtype.count)
+        fma = _fma(builder, regs[0].type)
+        data = context.make_array(a_t)(context, builder, a_arr).data
+        for g in range(block_t.count):
+            if isinstance(at_t, types.BaseTuple):
+                index = _intp(context, builder, builder.extract_value(at, g), at_t[g])
+            else:
+                index = builder.add(_intp(context, builder, at, at_t), _const(context, g))
+            element = builder.load(builder.gep(data, [builder.add(index, off)]))
+            s = _splat(context, builder, block_t.dtype.dtype, element)
+            row = builder.extract_value(block, g)
+            for r, reg in enumerate(regs):
+                product = builder.call(fma, [s, reg, builder.extract_value(row, r)])
+                row = builder.insert_value(row, product, r)
+            block = builder.insert_value(block, row, g)
+        return block
+
+    return acc(acc, a, a_at, a_off, b, b_at), codegen
+
+
+@intrinsic
+def store_block(typingctx, out, at, stride, block):
+    """``out[at + g*stride + r*lanes :][:lanes] = block[g][r]`` for every row g and register
+    r, a 1-D contiguous array."""
+
+    def codegen(context, builder, signature, args):
+        out_t, at_t, stride_t, block_t = signature.args
+        array, start, step, block = args
+        start = _intp(context, builder, start, at_t)
+        step = _intp(context, builder, step, stride_t)
+        lanes_ = block_t.dtype.dtype.lanes
+        align = out_t.dtype.bitwidth // 8
+        for g in range(block_t.count):
+            row_at = builder.add(start, builder.mul(step, _const(context, g)))
+            row = builder.extract_value(block, g)
+            for r in range(block_t.dtype.count):
+                where = builder.add(row_at, _const(context, r * lanes_))
+                address = _address(context, builder, out_t, array, where)
+                builder.store(builder.extract_value(row, r), address, align=align)
+        return context.get_dummy_value()
+
+    return types.void(out, at, stride, block), codegen

@@ -19,7 +19,8 @@ the layer's x and its pads come in, never a padded copy of the batch.
 
 **The micro-kernel.** One call of :func:`_block` computes a block of :data:`GROUP` filters by
 :data:`BLOCK` (3) vector registers of outputs, whose accumulators (:mod:`.simd`) stay in
-registers over every tap of the sum and are stored once: eight filters (24 accumulators) where
+registers over every tap of the sum and are stored once (:func:`.simd.outer_fma` makes a
+tap's multiply-adds, :func:`.simd.store_block` the stores): eight filters (24 accumulators) where
 the machine has 32 vector registers (AVX-512), four (12) where it has 16 (AVX2), so that the
 accumulators, three registers of x and a broadcast weight never spill. Per tap it loads three
 registers of x and broadcasts a weight per filter: each x loaded feeds a multiply-add per
@@ -28,7 +29,7 @@ whose float32 GEMM peaks at about 183 a core (3x3 layers of 16 to 64 channels on
 16x16 maps; 103-113 on 8x8, where a quarter of each block is rounding), where the loops that
 kept their sums in rows of memory, four filters by four taps a pass, ran at 77-96 (50 on 8x8).
 On an AVX2 machine (2 cores, GEMM peak 139-142 GFLOP/s) eight filters spilled and ran at
-37-43 GFLOP/s; four run at 99-140. The weights of a group are packed tap by tap, (K, GROUP),
+37-43 GFLOP/s; four run at 99-140. The weights of a group are packed tap by tap, (K*GROUP,),
 so the broadcasts of a tap read one cache line.
 
 **Whole blocks.** The run length L is rounded up to whole blocks of ``3 * lanes`` outputs,
@@ -45,7 +46,7 @@ import numpy as np
 from numba import njit
 
 from .common import CHUNK, chunks, parallel
-from .simd import REGISTERS, lanes, vfma, vload, vsplat, vstore, vzero
+from .simd import REGISTERS, lanes, outer_fma, store_block, vzeros
 
 GROUP = 8 if REGISTERS >= 32 else 4  # filters per block of the forward kernel (see the notes)
 BLOCK = 3  # vector registers of outputs per block
@@ -97,12 +98,12 @@ def _tap_offsets(kernel_shape, padded_hw, dilation, group, stride) -> np.ndarray
 
 
 def packed(w: np.ndarray, dtype) -> np.ndarray:
-    """(F, C, kh, kw) -> (F'/GROUP, K, GROUP) C-contiguous in ``dtype``: the weights of each
+    """(F, C, kh, kw) -> (F'/GROUP, K*GROUP) C-contiguous in ``dtype``: the weights of each
     group of filters tap by tap, F rounded up to whole groups with zero weights."""
     f, k = w.shape[0], w[0].size
     wp = np.zeros((groups_up(f), k), dtype)
     wp[:f] = w.reshape(f, k)
-    return np.ascontiguousarray(wp.reshape(-1, GROUP, k).transpose(0, 2, 1))
+    return np.ascontiguousarray(wp.reshape(-1, GROUP, k).transpose(0, 2, 1)).reshape(-1, k * GROUP)
 
 
 def corr_wide(
@@ -154,90 +155,14 @@ def _load_padded(xf, img, top, left, hp, wp):
 
 
 @njit(cache=True, inline="always")
-def _block4(rows, xf, wg, offs, o0):
-    """As :func:`_block8`, for four filters: 12 accumulators, for 16 registers."""
-    step = lanes(xf)
-    z = vzero(xf)
-    z3 = (z, z, z)
-    acc = (z3, z3, z3, z3)
+def _block(rows, span, xf, wg, offs, o0):
+    """``rows[g*span + o0 :][: 3*lanes] = sum_t wg[t*GROUP + g] * xf[offs[t] + o0 :][: 3*lanes]``
+    for the filters g of a group (rows: their wide rows, one after another; wg: their weights,
+    tap by tap): GROUP by BLOCK accumulators in registers over every tap."""
+    acc = vzeros(xf, GROUP, BLOCK)
     for t in range(offs.shape[0]):
-        at, w = offs[t] + o0, wg[t]
-        x = (vload(xf, at), vload(xf, at + step), vload(xf, at + 2 * step))
-        acc = (
-            _fma3(acc[0], w[0], x),
-            _fma3(acc[1], w[1], x),
-            _fma3(acc[2], w[2], x),
-            _fma3(acc[3], w[3], x),
-        )
-    _store3(rows[0], o0, step, acc[0])
-    _store3(rows[1], o0, step, acc[1])
-    _store3(rows[2], o0, step, acc[2])
-    _store3(rows[3], o0, step, acc[3])
-
-
-@njit(cache=True, inline="always")
-def _block8(rows, xf, wg, offs, o0):
-    """``rows[g, o0 : o0 + 3*lanes] = sum_t wg[t, g] * xf[offs[t] + o0 :][: 3*lanes]`` for
-    the eight filters g of a group: 24 accumulators in registers over every tap."""
-    step = lanes(xf)
-    z = vzero(xf)
-    z3 = (z, z, z)  # a filter's outputs o0 + [0, step), [step, 2*step), [2*step, 3*step)
-    acc = (z3, z3, z3, z3, z3, z3, z3, z3)
-    for t in range(offs.shape[0]):
-        at, w = offs[t] + o0, wg[t]
-        x = (vload(xf, at), vload(xf, at + step), vload(xf, at + 2 * step))
-        acc = (
-            _fma3(acc[0], w[0], x),
-            _fma3(acc[1], w[1], x),
-            _fma3(acc[2], w[2], x),
-            _fma3(acc[3], w[3], x),
-            _fma3(acc[4], w[4], x),
-            _fma3(acc[5], w[5], x),
-            _fma3(acc[6], w[6], x),
-            _fma3(acc[7], w[7], x),
-        )
-    _store3(rows[0], o0, step, acc[0])
-    _store3(rows[1], o0, step, acc[1])
-    _store3(rows[2], o0, step, acc[2])
-    _store3(rows[3], o0, step, acc[3])
-    _store3(rows[4], o0, step, acc[4])
-    _store3(rows[5], o0, step, acc[5])
-    _store3(rows[6], o0, step, acc[6])
-    _store3(rows[7], o0, step, acc[7])
-
-
-@njit(cache=True, inline="always")
-def _fma3(acc, w, x):
-    """``acc[j] + w * x[j]`` for three registers j, one broadcast of w."""
-    s = vsplat(w)
-    return vfma(s, x[0], acc[0]), vfma(s, x[1], acc[1]), vfma(s, x[2], acc[2])
-
-
-@njit(cache=True, inline="always")
-def _store3(row, at, step, acc):
-    """Three registers into ``row[at : at + 3*step]``."""
-    vstore(row, at, acc[0])
-    vstore(row, at + step, acc[1])
-    vstore(row, at + 2 * step, acc[2])
-
-
-_block = _block8 if GROUP == 8 else _block4
-
-
-@njit(cache=True, inline="always")
-def _store8(rows, at, acc):
-    """Eight registers into ``rows[g, at : at + lanes]``, g = 0 ... 7."""
-    _store4(rows, at, acc[:4])
-    _store4(rows[4:], at, acc[4:])
-
-
-@njit(cache=True, inline="always")
-def _store4(rows, at, acc):
-    """Four registers into ``rows[g, at : at + lanes]``, g = 0 ... 3."""
-    vstore(rows[0], at, acc[0])
-    vstore(rows[1], at, acc[1])
-    vstore(rows[2], at, acc[2])
-    vstore(rows[3], at, acc[3])
+        acc = outer_fma(acc, wg, t * GROUP, 0, xf, offs[t] + o0)
+    store_block(rows, o0, span, acc)
 
 
 @njit(nogil=True, cache=True)
@@ -250,16 +175,16 @@ def _corr_wide(y, src, wp, offs, pads, padded, bias, lo, hi):
     width = BLOCK * lanes(src)
     span = span_up(ho, wo, wp_, width)
     xf = np.zeros(c * hp * wp_ + span, src.dtype)  # the padded image; then zeros
-    rows = np.empty((GROUP, span), src.dtype)  # y_wide of a group of filters
+    rows = np.empty(GROUP * span, src.dtype)  # y_wide of a group of filters, one after another
     for b in range(lo * CHUNK, min(n, hi * CHUNK)):
         _load_padded(xf, src[b], top, left, hp, wp_)
         for g0 in range(wp.shape[0]):
             for o0 in range(0, span, width):
-                _block(rows, xf, wp[g0], offs, o0)
+                _block(rows, span, xf, wp[g0], offs, o0)
             for g in range(min(GROUP, f - g0 * GROUP)):  # drop padded filters, junk columns
                 o_f = g0 * GROUP + g
                 for i in range(ho):
                     if bias.size:
-                        _copy_plus(y[b, o_f, i], rows[g, i * wp_ :], wo, bias[o_f])
+                        _copy_plus(y[b, o_f, i], rows[g * span + i * wp_ :], wo, bias[o_f])
                     else:
-                        _copy(y[b, o_f, i], rows[g, i * wp_ :], wo)
+                        _copy(y[b, o_f, i], rows[g * span + i * wp_ :], wo)
