@@ -357,9 +357,16 @@ def test_bench_quick_writes_json(tmp_path):
         assert run["ratio"] == pytest.approx(run["images_per_s"] / run["step_images_per_s"])
     compile_ = result["numba_compile"]
     assert compile_["cold_compile_s"] > 0 and compile_["warm_cache_misses"] == 0
+    # Numba's start-up timed apart, then the step from the cache: both parts of the warm time
+    split = compile_["warm_setup_apart"]
+    assert split["numba_setup_s"] > 0 and split["cache_misses"] == 0 and split["cache_hits"] > 0
+    assert compile_["warm_numba_setup_s"] == split["numba_setup_s"]
+    assert compile_["warm_kernels_s"] == split["compile_s"]
+    assert compile_["warm"]["numba_setup_s"] is None  # the headline step paid the start-up
     assert len(result["load"]["start"]) == 3 and len(result["load"]["end"]) == 3
     assert "OPENBLAS_CORETYPE" in result["libraries"]["environment"]
-    for text in ("images/s", "ratio to PyTorch", "GEMM peak", "run / steps", "Machine load"):
+    texts = ("images/s", "ratio to PyTorch", "GEMM peak", "run / steps", "Machine load")
+    for text in (*texts, "Numba's own start-up"):
         assert text in done.stdout
     assert not (tmp_path / "runs").exists()  # the runs were in a temporary folder
 

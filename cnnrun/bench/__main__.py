@@ -59,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--block", type=float, default=0.2, help=argparse.SUPPRESS)
     p.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--numba-setup-first", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker, threads, args.block)
         return 0
     if args.compile_probe:
-        compile_probe(threads)
+        compile_probe(threads, args.numba_setup_first)
         return 0
     if args.logging is not None:
         import logging

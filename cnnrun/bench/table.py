@@ -82,11 +82,18 @@ def _compile_lines(result: dict) -> list[str]:
     compile_ = result.get("numba_compile")
     if not compile_:
         return []
-    return [
+    lines = [
         f"Numba first LeNet step, compile time: {compile_['cold_compile_s']:.1f} s "
         f"with an empty cache, {compile_['warm_compile_s']:.2f} s with the cache "
         f"({compile_['warm_cache_misses']} cache misses)"
     ]
+    if compile_.get("warm_numba_setup_s") is not None:
+        lines.append(
+            f"  with the cache, apart: Numba's own start-up {compile_['warm_numba_setup_s']:.2f} s "
+            "(its registries, and SciPy's BLAS for np.dot: once per process, for any Numba "
+            f"program), then cnnrun's kernels {compile_['warm_kernels_s']:.2f} s"
+        )
+    return lines
 
 
 def _run_lines(result: dict) -> list[str]:

@@ -95,15 +95,17 @@ def _cache_counts() -> tuple[int, int]:
     return hits, sum(sum(s.cache_misses.values()) for s in stats.values())
 
 
-def compile_probe(threads: int) -> None:
+def compile_probe(threads: int, setup_first: bool = False) -> None:
     """One LeNet step at batch 64 on the numba backend in a fresh process: its time,
-    the steady time of the next steps, and Numba's cache hits and misses."""
+    the steady time of the next steps, and Numba's cache hits and misses. ``setup_first``:
+    Numba's own start-up (:func:`_numba_setup`) is done and timed before that step."""
     started = time.perf_counter()
     from ..backends import configure_process, get_backend
 
     get_backend("numba")
     imported = time.perf_counter() - started
     configure_process(threads, "numba")
+    setup = _numba_setup() if setup_first else None
     step = cnnrun_step("numba", 64)
     first = _seconds(step)
     steady = min(_seconds(step) for _ in range(5))
@@ -111,12 +113,25 @@ def compile_probe(threads: int) -> None:
     _say(
         {
             "import_s": imported,
+            "numba_setup_s": setup,
             "first_step_s": first,
             "steady_step_s": steady,
             "cache_hits": hits,
             "cache_misses": misses,
         }
     )
+
+
+def _numba_setup() -> float:
+    """Seconds of what Numba does once per process before its first function runs, compiled or
+    loaded from the cache: loading its typing and lowering registries (which import SciPy's
+    BLAS, where SciPy is installed, for ``np.dot``)."""
+    from numba.core.registry import cpu_target
+
+    started = time.perf_counter()
+    cpu_target.target_context.refresh()
+    cpu_target.typing_context.refresh()
+    return time.perf_counter() - started
 
 
 # -- the parent's side ---------------------------------------------------------------------------
@@ -193,10 +208,11 @@ def measure(
             worker_.close()
 
 
-def _probe(env: dict, threads: int) -> dict:
+def _probe(env: dict, threads: int, setup_first: bool = False) -> dict:
     start = time.perf_counter()
+    extra = ("--numba-setup-first",) if setup_first else ()
     done = subprocess.run(
-        _command("--compile-probe", "--threads", str(threads)),
+        _command("--compile-probe", "--threads", str(threads), *extra),
         env=env,
         capture_output=True,
         text=True,
@@ -212,15 +228,20 @@ def _probe(env: dict, threads: int) -> dict:
 
 
 def measure_compile(threads: int) -> dict:
-    """The numba compile probe twice, sharing a fresh cache folder: cold, then warm."""
+    """The numba compile probe three times, sharing a fresh cache folder: cold, warm, and warm
+    again with Numba's own start-up timed apart (what of the warm time is not cnnrun's)."""
     with tempfile.TemporaryDirectory(prefix="cnnrun-numba-cache-") as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         cold = _probe(env, threads)
         warm = _probe(env, threads)
+        split = _probe(env, threads, setup_first=True)
     return {
         "cold_compile_s": cold["compile_s"],
         "warm_compile_s": warm["compile_s"],
         "warm_cache_misses": warm["cache_misses"],
+        "warm_numba_setup_s": split["numba_setup_s"],
+        "warm_kernels_s": split["compile_s"],
         "cold": cold,
         "warm": warm,
+        "warm_setup_apart": split,
     }
