@@ -57,7 +57,7 @@ def groups_up(count: int, group: int = GROUP) -> int:
     return -(-count // group) * group
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def span_up(ho, wo, wp, width):
     """The run length ``(ho - 1)*wp + wo`` of a wide-row image, rounded up to whole blocks of
     ``width`` elements."""
@@ -137,14 +137,14 @@ def _copy(dst, src, length):
         dst[k] = src[k]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _copy_plus(dst, src, length, b):
     """``dst[:length] = src[:length] + b`` (see :func:`_copy`)."""
     for k in range(length):
         dst[k] = src[k] + b
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _load_padded(xf, img, top, left, hp, wp):
     """Copy ``img`` (C, Hs, Ws) into the flat (C, hp, wp) image ``xf`` at (top, left); the
     borders and the tail keep their zeros."""

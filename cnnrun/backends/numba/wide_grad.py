@@ -31,11 +31,7 @@ compiles one dW kernel, not two.
 
 **Compile time.** Both block shapes run in one compiled function, :func:`_grad_weight_blocks`:
 its buffers and loading are compiled once, and the micro-kernel is three intrinsics of
-:mod:`.simd` (its loops over helpers, inlined by Numba, took most of the compile time). The
-helpers called once per chunk or image (:func:`_chunk_buffers`, :func:`_load_chunk`,
-:func:`.wide._load_padded`) are functions of their own, compiled once for every kernel that
-calls them, not inlined into each (Numba's inlining copies and types them again at every call:
-LeNet's first step compiled in 4.5-4.8 s in place of 5.5, and ran no slower).
+:mod:`.simd` (its loops over helpers, inlined by Numba, took most of the compile time).
 """
 
 from __future__ import annotations
@@ -122,7 +118,7 @@ def _grad_weight_blocks(part, x, pads, padded, dy, offs, pairs, lo, hi):
                     _taps(acc, out, xf, dyt, offs, t0, f0, count, size, span, fp)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _chunk_buffers(fp, x, padded, dy):
     """A work item's buffers, for fp filters: the chunk's images one after another then
     zeros (xf), one image's dY in wide rows (dyw: junk columns and padded filters 0), the chunk's dY
@@ -137,7 +133,7 @@ def _chunk_buffers(fp, x, padded, dy):
     return xf, dyw, dyt, size, span
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, span, fp):
     """The images of ``chunk`` into xf, padded, their dY into dyt; returns how many."""
     (hp, wp), n, step = padded, x.shape[0], lanes(x)
