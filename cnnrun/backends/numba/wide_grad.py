@@ -23,11 +23,11 @@ long. On an AVX2 machine (AMD EPYC, 2 cores, GEMM peak 139-142 GFLOP/s) 24 accum
 spilled to the stack and the 3x3 layers' forward+backward ran at 39-47 GFLOP/s; with 12 (and
 the forward's four filters, :mod:`.wide`), at 104-112.
 
-:func:`_four_dots` stays for layers whose filters fill at most half a register (AVX-512:
-LeNet's first, 6 filters), which the micro-kernel would pad with as many zero filters or more.
-With AVX2, LeNet's 6 fill three quarters of a register and the micro-kernel is as fast as the
-dot products (0.41-0.46 ms against 0.44-0.90 for that layer's dW at batch 64), and LeNet
-compiles one dW kernel, not two.
+:func:`_four_dots` stays for layers of fewer filters than a register holds, where the
+micro-kernel would leave more than a quarter of its lanes to zero filters (AVX-512: LeNet's
+first, 6 filters of 16 lanes). With AVX2, LeNet's 6 fill three quarters of a register and the
+micro-kernel is as fast as the dot products (0.41-0.46 ms against 0.44-0.90 for that layer's dW
+at batch 64), and LeNet compiles one dW kernel, not two.
 
 **Compile time.** Both block shapes run in one compiled function, :func:`_grad_weight_blocks`:
 its buffers and loading are compiled once, and the micro-kernel is three intrinsics of
@@ -78,7 +78,8 @@ def corr_grad_weight_wide(
     padded = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
     k = c * kernel_size[0] * kernel_size[1]
     register = VECTOR_BYTES // x.itemsize
-    few = f <= register // 2  # the filters would fill at most half a register
+    # fewer filters than a register, more than a quarter of whose lanes would be padding
+    few = f < register and register - f > register // 4
     if few:  # (F', K') partial sums, filters and taps in groups of four
         offs = tap_offsets((f, c, *kernel_size), padded, dilation, FEW, stride)
         part = np.zeros((chunks(x.shape[0]), groups_up(f, FEW), offs.size), x.dtype)
