@@ -18,18 +18,20 @@ import pytest
 from helpers import ConvCase, assert_same_bits_at_any_thread_count, check_numba_conv, conv_cases
 from hypothesis import example, given, settings
 from numba import njit
+from numba.core import errors
 
 from cnnrun.backends import get_backend
 from cnnrun.backends.numba import simd
 
 WIDE_CASES = {
-    # 17 filters: a register and one filter (float32), three groups of eight; 5 images
+    # 17 filters: a register and one filter (float32 on AVX-512; two and one on AVX2), groups
+    # of eight or four filters with one left over; 5 images
     "f17_same": ConvCase(5, 3, 17, 9, 13, 3, padding="same"),
     "f16_dilated": ConvCase(2, 5, 16, 11, 7, (2, 3), dilation=(2, 1)),
     "f40_stride2_same": ConvCase(3, 2, 40, 6, 6, 3, stride=2, padding="same"),
-    "f24_1x1_thin": ConvCase(1, 7, 24, 33, 5, 1),  # 7 taps: a block of 24 mostly padding
-    # 16 channels, 8 filters: dW few-filters in float32, 24-tap blocks in float64; dX of 16
-    # channels by the forward kernel
+    "f24_1x1_thin": ConvCase(1, 7, 24, 33, 5, 1),  # 7 taps: a block of 24 (12) mostly padding
+    # 16 channels, 8 filters: dW few-filters in float32 on AVX-512, register blocks otherwise;
+    # dX of 16 channels by the forward kernel
     "c16_f8_same": ConvCase(4, 16, 8, 8, 8, 3, padding="same"),
     "f20_full_k5": ConvCase(2, 2, 20, 6, 9, 5, padding="full"),
     # strided layers on their stacked phases (phases.py): ResNet's 3x3 stride 2 on even maps
@@ -79,6 +81,55 @@ def _transpose(src, src_at, src_stride, dst, dst_at, dst_stride):
 @njit
 def _lanes(a):
     return simd.lanes(a)
+
+
+@njit
+def _block_steps(a, a_at, a_off, b, b_at, out, stride):
+    """Two steps of a block of 3 rows by 2 registers, stored from out[1] on."""
+    acc = simd.vzeros(b, 3, 2)
+    acc = simd.outer_fma(acc, a, a_at, a_off, b, b_at)
+    acc = simd.outer_fma(acc, a, a_at, a_off + 1, b, b_at + 1)
+    simd.store_block(out, 1, stride, acc)
+
+
+@njit
+def _row_indices(offs, at, plus, like):
+    return simd.row_indices(offs, at, plus, simd.vzeros(like, 3, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_at", [(5, 0, 9), 2], ids=["indices", "consecutive"])
+def test_a_block_of_registers_multiplies_adds_and_stores_what_numpy_does(dtype, a_at):
+    """vzeros, outer_fma (its broadcasts read at a tuple of indices, or at consecutive ones)
+    and store_block: integers, so that every product and sum is exact and the comparison is
+    equality; nothing outside the block's rows is written."""
+    n = simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(3)
+    a = rng.integers(-9, 10, 16).astype(dtype)
+    b = rng.integers(-9, 10, 4 * n).astype(dtype)
+    stride = 2 * n + 3
+    out = np.full(1 + 3 * stride, -1, dtype)
+    _block_steps(a, a_at, 1, b, 3, out, stride)
+    at = np.array(a_at) if isinstance(a_at, tuple) else a_at + np.arange(3)
+    want = a[at + 1, None] * b[3 : 3 + 2 * n] + a[at + 2, None] * b[4 : 4 + 2 * n]
+    rows = out[1:].reshape(3, stride)
+    np.testing.assert_array_equal(rows[:, : 2 * n], want)
+    assert (rows[:, 2 * n :] == -1).all() and out[0] == -1
+
+
+def test_row_indices_and_what_the_block_intrinsics_refuse():
+    offs = np.array([4, 7, 11, 20], np.int64)
+    assert _row_indices(offs, 1, 100, np.zeros(1, np.float32)) == (107, 111, 120)
+    n = simd.VECTOR_BYTES // 4
+    a, b = np.ones(8, np.float32), np.ones(4 * n, np.float32)
+    out = np.zeros(4 * 3 * n, np.float32)
+    for bad in (
+        (a.astype(np.float64), b, out),  # another dtype than the block's
+        (a, np.ones(8 * n, np.float32)[::2], out),  # strided: addressed as if contiguous
+        (a, b, out.reshape(3, -1)),  # not 1-D
+    ):
+        with pytest.raises(errors.TypingError):
+            _block_steps(bad[0], 0, 0, bad[1], 0, bad[2], n)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

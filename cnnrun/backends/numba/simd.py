@@ -1,7 +1,6 @@
-"""Vector registers in Numba: a type for one register of floats and the five operations a
-register-blocked micro-kernel needs (load, store, broadcast, zero, fused multiply-add), a
-transpose of a square tile in registers, and whole blocks of registers (zeros, one step of
-multiply-adds, their stores), from which the conv kernels' micro-kernels are made.
+"""Vector registers in Numba: a type for one register of floats, a transpose of a square tile
+in registers, and whole blocks of registers (zeros, the indices of a step's broadcasts, one
+step of multiply-adds, their stores), from which the conv kernels' micro-kernels are made.
 
 Why: a micro-kernel keeps its accumulators in registers for the whole sum over the kernel taps
 and stores them once. Written as loops over arrays, the accumulators live in memory, and LLVM
@@ -88,74 +87,6 @@ def lanes(typingctx, a):
 
 
 @intrinsic
-def vload(typingctx, a, i):
-    """``a[i : i + lanes]`` of a 1-D contiguous array, as a register (unaligned load)."""
-
-    def codegen(context, builder, signature, args):
-        address = _address(context, builder, signature.args[0], args[0], args[1])
-        return builder.load(address, align=signature.args[0].dtype.bitwidth // 8)
-
-    return Vec(a.dtype)(a, i), codegen
-
-
-@intrinsic
-def vstore(typingctx, a, i, v):
-    """``a[i : i + lanes] = v`` for a 1-D contiguous array."""
-
-    def codegen(context, builder, signature, args):
-        address = _address(context, builder, signature.args[0], args[0], args[1])
-        builder.store(args[2], address, align=signature.args[0].dtype.bitwidth // 8)
-        return context.get_dummy_value()
-
-    return types.void(a, i, v), codegen
-
-
-@intrinsic
-def vsplat(typingctx, x):
-    """A register with ``x`` in every lane."""
-    vec = Vec(x)
-
-    def codegen(context, builder, signature, args):
-        return _splat(context, builder, vec, args[0])
-
-    return vec(x), codegen
-
-
-@intrinsic
-def vzero(typingctx, a):
-    """A register of zeros of ``a``'s dtype."""
-    vec = Vec(a.dtype)
-
-    def codegen(context, builder, signature, args):
-        return ir.Constant(context.get_value_type(vec), None)
-
-    return vec(a), codegen
-
-
-@intrinsic
-def vfma(typingctx, a, b, c):
-    """``a * b + c`` lane by lane, rounded once (``llvm.fma``)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.call(_fma(builder, args[0].type), args)
-
-    return a(a, b, c), codegen
-
-
-@intrinsic
-def vsplat_at(typingctx, a, i):
-    """A register with ``a[i]`` in every lane, for a 1-D contiguous array (no bounds check,
-    and no wraparound of negative indices: the load folds into the multiply-add)."""
-    vec = Vec(a.dtype)
-
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return _splat(context, builder, vec, builder.load(builder.gep(data, [args[1]])))
-
-    return vec(a, i), codegen
-
-
-@intrinsic
 def vtranspose(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
     """A square tile of one register by as many rows, transposed: row r of ``dst`` (at
     ``dst_at + r*dst_stride``) gets column r of ``src`` (rows at ``src_at + r*src_stride``);
@@ -195,10 +126,35 @@ def vtranspose(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
 # -- blocks of registers: what a register-blocked micro-kernel is made of -----------------------
 #
 # A block is a G-tuple of B-tuples of registers, G rows (filters, or taps) by B registers of
-# lanes (outputs, or filters). The three intrinsics below make the whole of a micro-kernel's
-# step in LLVM IR: written as loops over small inlined helpers, its G*B multiply-adds cost Numba
+# lanes (outputs, or filters). The four intrinsics below make the whole of a micro-kernel in
+# LLVM IR: written as loops over small inlined helpers, its G*B multiply-adds cost Numba
 # an inlining (a copy of the helper's IR, typed again) per call, which took a quarter of the
 # compile time of the conv kernels.
+
+
+def _is_block(t) -> bool:
+    """Whether ``t`` is a block: a tuple of tuples of registers, all of one type."""
+    return (
+        isinstance(t, types.UniTuple)
+        and isinstance(t.dtype, types.UniTuple)
+        and isinstance(t.dtype.dtype, Vec)
+    )
+
+
+def _is_flat(t, dtype=None, mutable: bool = False) -> bool:
+    """Whether ``t`` is a 1-D C-contiguous array (of ``dtype``; writable where ``mutable``):
+    the only arrays the block intrinsics address, element by element, without strides."""
+    return (
+        isinstance(t, types.Array)
+        and t.ndim == 1
+        and t.layout == "C"
+        and (dtype is None or t.dtype == dtype)
+        and (t.mutable or not mutable)
+    )
+
+
+def _is_index(t) -> bool:
+    return isinstance(t, types.Integer)
 
 
 def _intp(context, builder, value, of_type):
@@ -213,8 +169,10 @@ def _const(context, value):
 def vzeros(typingctx, like, rows, cols):
     """A block of ``rows`` by ``cols`` zero registers of ``like``'s dtype (compile-time
     constants)."""
-    if not isinstance(rows, types.IntegerLiteral) or not isinstance(cols, types.IntegerLiteral):
-        return None
+    counts = (rows, cols)
+    float_array = isinstance(like, types.Array) and isinstance(like.dtype, types.Float)
+    if not all(isinstance(c, types.IntegerLiteral) for c in counts) or not float_array:
+        return None  # Numba then says no implementation matches these argument types
     row = types.UniTuple(Vec(like.dtype), cols.literal_value)
     block = types.UniTuple(row, rows.literal_value)
 
@@ -274,6 +232,13 @@ def outer_fma(typingctx, acc, a, a_at, a_off, b, b_at):
     every lane, ``i_g = a_at[g] + a_off`` where ``a_at`` is a tuple of indices, ``a_at + g +
     a_off`` where it is one. The B registers of b are loaded once and each feeds G
     multiply-adds; each broadcast feeds B. 1-D contiguous arrays of the block's dtype."""
+    if not _is_block(acc) or not all(_is_flat(x, acc.dtype.dtype.dtype) for x in (a, b)):
+        return None
+    tuple_at = isinstance(a_at, types.UniTuple) and a_at.count == acc.count
+    if not (tuple_at and _is_index(a_at.dtype) or _is_index(a_at)):
+        return None
+    if not (_is_index(a_off) and _is_index(b_at)):
+        return None
 
     def codegen(context, builder, signature, args):
         block_t, a_t, at_t, off_t, b_t, b_at_t = signature.args
@@ -303,7 +268,11 @@ def outer_fma(typingctx, acc, a, a_at, a_off, b, b_at):
 @intrinsic
 def store_block(typingctx, out, at, stride, block):
     """``out[at + g*stride + r*lanes :][:lanes] = block[g][r]`` for every row g and register
-    r, a 1-D contiguous array."""
+    r, a 1-D contiguous, writable array of the block's dtype."""
+    if not _is_block(block) or not _is_flat(out, block.dtype.dtype.dtype, mutable=True):
+        return None
+    if not (_is_index(at) and _is_index(stride)):
+        return None
 
     def codegen(context, builder, signature, args):
         out_t, at_t, stride_t, block_t = signature.args

@@ -30,7 +30,7 @@ micro-kernel is as fast as the dot products (0.41-0.46 ms against 0.44-0.90 for 
 at batch 64), and LeNet compiles one dW kernel, not two.
 
 **Compile time.** Both block shapes run in one compiled function, :func:`_grad_weight_blocks`:
-its buffers and loading are compiled once, and the micro-kernel is three intrinsics of
+its buffers and loading are compiled once, and the micro-kernel is four intrinsics of
 :mod:`.simd` (its loops over helpers, inlined by Numba, took most of the compile time).
 """
 
