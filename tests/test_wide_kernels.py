@@ -326,6 +326,28 @@ def test_micro_kernels_keep_their_accumulators_in_registers(tmp_path, avx512, re
         assert int(stack) == 0, line
 
 
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_a_non_finite_pixel_reaches_only_the_dw_of_its_own_channel(stride):
+    """dW[:, c] sums channel c's pixels alone. The wide rows also multiply the pixels that
+    their junk columns and rounding reach (the next row, channel or image) by a dY of zero:
+    a NaN or inf there made 0 * NaN = NaN in the dW of another channel (48 entries of channel
+    2 here, from a NaN in channel 0 of the next image)."""
+    nb, ref = get_backend("numba"), get_backend("numpy")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 9, 9)).astype(np.float32)
+    x[1, 0] = np.nan
+    x[3, 1, 4, 4] = np.inf
+    ho = (9 - 3) // stride[0] + 1
+    dy = rng.standard_normal((5, 16, ho, ho)).astype(np.float32)
+    got = nb.conv2d_grad_weight(x, None, dy, (3, 3), stride, (1, 1))
+    want = ref.conv2d_grad_weight(x, None, dy, (3, 3), stride, (1, 1))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    assert np.isfinite(got[:, 2]).all()
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
 def test_dw_reads_no_memory_it_did_not_write():
     """dW's x runs read past each image into junk columns (times a dY of zero): that memory
     must be zeros, not whatever the allocator hands back. Freed blocks full of NaN are what

@@ -108,16 +108,31 @@ def conv2d_grad_weight(
 ) -> np.ndarray:
     """dW = valid correlation of x_pad with dilate(dy, stride), summed over the batch:
     ``dW[f, c, p, q] = sum_{n,i,j} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * dy[n, f, i, j]``.
-    ctx: the forward's stacked phases at strides other than 1 (stacked again if None)."""
+    ctx: the forward's stacked phases at strides other than 1 (stacked again if None).
+
+    The wide rows (:mod:`.wide_grad`) also multiply the pixels that their junk columns reach,
+    in the next row, channel or image, by a dY of zero: with a NaN or an infinity there,
+    0 * NaN would be NaN in another channel's dW. So a dW that is not all finite is made again
+    by the plain loops, which read each window alone (one pass over dW's few elements to
+    check; the loops compile on first use)."""
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
     x, pads = _unpadded(x_pad)
+    if (dh, dw) != (1, 1) and (sh, sw) != (1, 1):
+        return _grad_weight_loops(x, pads, dy, kernel_size, stride, dilation)
     if (sh, sw) == (1, 1):
-        return corr_grad_weight_wide(x, pads, dy, (kh, kw), (dh, dw))
-    if (dh, dw) != (1, 1):
-        dy = np.ascontiguousarray(dy, dtype=x.dtype)
-        return _conv_grad_weight_strided(padded(x, pads), dy, kh, kw, sh, sw, dh, dw)
-    stacked = phase_stack(x, pads, stride, (kh, kw)) if ctx is None else ctx
-    return corr_grad_weight_wide(stacked, (0, 0, 0, 0), dy, (kh, kw), (1, 1), stride)
+        dW = corr_grad_weight_wide(x, pads, dy, (kh, kw), (dh, dw))
+    else:
+        stacked = phase_stack(x, pads, stride, (kh, kw)) if ctx is None else ctx
+        dW = corr_grad_weight_wide(stacked, (0, 0, 0, 0), dy, (kh, kw), (1, 1), stride)
+    if np.isfinite(dW).all():
+        return dW
+    return _grad_weight_loops(x, pads, dy, kernel_size, stride, dilation)
+
+
+def _grad_weight_loops(x, pads, dy, kernel_size, stride, dilation):
+    """dW by the plain loops, from x and its pads."""
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    return _conv_grad_weight_strided(padded(x, pads), dy, *kernel_size, *stride, *dilation)
 
 
 def conv2d_grad_bias(dy: np.ndarray) -> np.ndarray:
