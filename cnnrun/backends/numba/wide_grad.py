@@ -53,7 +53,10 @@ from .simd import (
 from .wide import (
     _copy,
     _load_padded,
+    buffer_size,
+    frame,
     groups_up,
+    image_size,
     phase_count,
     span_up,
     tap_offsets,
@@ -75,7 +78,7 @@ def corr_grad_weight_wide(
     x = np.ascontiguousarray(x)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
     f, c = dy.shape[1], x.shape[1] // phase_count(stride, kernel_size)
-    padded = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
+    padded = frame(x.shape[2:], pads, dy.shape[2:])
     k = c * kernel_size[0] * kernel_size[1]
     register = VECTOR_BYTES // x.itemsize
     # fewer filters than a register, more than a quarter of whose lanes would be padding
@@ -103,7 +106,7 @@ def _grad_weight_blocks(part, x, pads, padded, dy, offs, pairs, lo, hi):
     tap by tap, filters last; blocks of one register of filters by :data:`TAPS` taps, or of
     two registers by :data:`PAIR_TAPS` where ``pairs`` (:func:`_taps`)."""
     fp, step = part.shape[1] // offs.shape[0], lanes(x)
-    xf, dyw, dyt, size, span = _chunk_buffers(fp, x, padded, dy)
+    xf, dyw, dyt, size, span = _chunk_buffers(fp, x, pads, padded, dy)
     for chunk in range(lo, hi):
         count = _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, span, fp)
         out = part[chunk]
@@ -120,15 +123,16 @@ def _grad_weight_blocks(part, x, pads, padded, dy, offs, pairs, lo, hi):
 
 
 @njit(cache=True, inline="always")
-def _chunk_buffers(fp, x, padded, dy):
+def _chunk_buffers(fp, x, pads, padded, dy):
     """A work item's buffers, for fp filters: the chunk's images one after another then
     zeros (xf), one image's dY in wide rows (dyw: junk columns and padded filters 0), the chunk's dY
     transposed (dyt: (image, o, F')), the size of an image in xf, and the run length (image i
     starts at ``i*size`` in xf, at ``i*span*F'`` in dyt)."""
     (hp, wp) = padded
-    size = x.shape[1] * hp * wp
+    size = image_size(x.shape[1], x.shape[2], pads, hp, wp)
     span = span_up(dy.shape[2], dy.shape[3], wp, lanes(x))  # so that whole tiles transpose
-    xf = np.zeros(CHUNK * size + span, x.dtype)  # borders stay 0: images fill the interiors
+    # borders stay 0: images fill the interiors
+    xf = np.zeros(buffer_size(CHUNK, x.shape[1], x.shape[2], pads, padded, span), x.dtype)
     dyw = np.zeros(fp * span, x.dtype)
     dyt = np.empty(CHUNK * span * fp, x.dtype)
     return xf, dyw, dyt, size, span
@@ -138,7 +142,8 @@ def _chunk_buffers(fp, x, padded, dy):
 def _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, span, fp):
     """The images of ``chunk`` into xf, padded, their dY into dyt; returns how many."""
     (hp, wp), n, step = padded, x.shape[0], lanes(x)
-    f, ho, wo, size = dy.shape[1], dy.shape[2], dy.shape[3], x.shape[1] * hp * wp
+    f, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    size = image_size(x.shape[1], x.shape[2], pads, hp, wp)
     first, last = chunk * CHUNK, min(n, (chunk + 1) * CHUNK)
     for b in range(first, last):
         _load_padded(xf[(b - first) * size :], x[b], pads[0], pads[2], hp, wp)
@@ -225,9 +230,9 @@ def _grad_weight_few(part, x, pads, padded, dy, offs, lo, hi):
     images of each chunk in [lo, hi)."""
     (n, c), (hp, wp) = x.shape[:2], padded
     f, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
-    fg, size = part.shape[1], c * hp * wp
+    fg = part.shape[1]
     span = span_up(ho, wo, wp, lanes(x))  # in whole registers
-    xf = np.zeros(size + span, x.dtype)  # one padded image (borders 0), then zeros
+    xf = np.zeros(buffer_size(1, c, x.shape[2], pads, padded, span), x.dtype)  # an image, 0s
     dyw = np.zeros(fg * span, x.dtype)  # dY in wide rows, one after another; junk, padding 0
     for chunk in range(lo, hi):
         for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
