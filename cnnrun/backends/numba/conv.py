@@ -164,7 +164,7 @@ def conv2d_grad_input(
     swapped (C, F, kh, kw), by the same wide-row kernel as the forward pass; a window is that
     correlation with dY padded by what the window's rows and columns reach. On 'same' 3x3
     layers that skips the ring of padding the layer crops off, and the wide rows' junk:
-    useful outputs 64 of 144 computed on 8x8 maps with the ring, 64 of 96 without. Other
+    useful outputs 64 of 112 computed on 8x8 maps with the ring, 64 of 80 without (float32). Other
     strides: one correlation over dY's phases (:mod:`.phases`), or where the kernel is also
     dilated plain loops that add ``w[f, c, p, q] * dy[n, f, i, j]`` into ``dx_pad[n, c, i*sh +
     p*dh, j*sw + q*dw]``, the window cut from that.

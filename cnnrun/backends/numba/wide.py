@@ -19,12 +19,12 @@ the layer's x and its pads come in, never a padded copy of the batch.
 
 **The frame.** The zeros a tap reads left of a row are the zeros right of the row before it,
 and those above a channel plane the zeros below the plane before it. So the buffer's rows are
-``R = W + max(left, right)`` wide, not ``W + left + right``, and its planes ``P = H + max(top,
-bottom)`` rows tall (:func:`frame`); the formulas above hold with (P, R) for (Hp, Wp): a run
-that passes a row's end reads the next row's left zeros, where the padded image had its own
-right ones. Fewer junk columns are computed: a 'same' 3x3 layer on 8x8 maps makes runs of 71
-outputs where it made 78; the full convolution that is dX of LeNet's conv2 (dY 10x10 padded by
-4) 196 where it made 248.
+``R = W + max(left, right)`` wide (at least Wo), not ``W + left + right``, and its planes
+``P = H + max(top, bottom)`` rows tall (:func:`frame`); the formulas above hold with (P, R)
+for (Hp, Wp): a run that passes a row's end reads the next row's left zeros, where the padded
+image had its own right ones. Fewer junk columns are computed: a 'same' 3x3 layer on 8x8 maps
+makes runs of 71 outputs where it made 78; the full convolution that is dX of LeNet's conv2
+(dY 10x10 padded by 4) 196 where it made 248.
 
 **The micro-kernel.** One call of :func:`_block` computes a block of :data:`GROUP` filters by
 :data:`BLOCK` (3) vector registers of outputs, whose accumulators (:mod:`.simd`) stay in
@@ -35,8 +35,9 @@ accumulators, three registers of x and a broadcast weight never spill. Per tap i
 registers of x and broadcasts a weight per filter: each x loaded feeds a multiply-add per
 filter, each weight three. With AVX-512 it ran at 131-147 GFLOP/s on one core of a machine
 whose float32 GEMM peaks at about 183 a core (3x3 layers of 16 to 64 channels on 32x32 and
-16x16 maps; 103-113 on 8x8, where a quarter of each block is rounding), where the loops that
-kept their sums in rows of memory, four filters by four taps a pass, ran at 77-96 (50 on 8x8).
+16x16 maps; 103-113 on 8x8, where, before frames, a quarter of each block was rounding), where
+the loops that kept their sums in rows of memory, four filters by four taps a pass, ran at
+77-96 (50 on 8x8).
 On an AVX2 machine (2 cores, GEMM peak 139-142 GFLOP/s) eight filters spilled and ran at
 37-43 GFLOP/s; four run at 99-140. The weights of a group are packed tap by tap, (K*GROUP,),
 so the broadcasts of a tap read one cache line.
@@ -85,6 +86,11 @@ def frame(src_hw, pads, out_hw) -> tuple[int, int]:
     a plane's bottom padding the next plane's top padding."""
     (h, w), (top, bottom, left, right) = src_hw, pads
     return h + max(top, bottom), max(w + max(left, right), out_hw[1])
+
+
+# image_size, buffer_size, span_up and _load_padded are compiled into wide_grad's kernels too,
+# and Numba's cache keys each kernel on its own file alone: a change to them here must come
+# with a change to wide_grad.py (a comment will do), or its cached kernels keep the old ones
 
 
 @njit(cache=True, inline="always")

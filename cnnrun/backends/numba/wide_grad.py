@@ -14,11 +14,18 @@ that they never spill. A block is
 * two registers of filters by :data:`PAIR_TAPS` taps (12; AVX2: 6) where the filters fill
   pairs of registers, so each broadcast feeds two multiply-adds and the tap addresses fit in
   the general registers;
-* one register by :data:`TAPS` taps (24; AVX2: 12) otherwise.
+* one register by :data:`SINGLE_TAPS` taps (12) otherwise. With 24 (AVX-512's 24
+  accumulators), the 24 tap addresses did not fit in the 16 general registers: each step
+  reloaded 17 of them from the stack, 40 loads to 24 multiply-adds, where 12 taps make 15 to
+  12. On 2 AVX-512 cores at batch 64, dW of ResNet-20's 16-channel 3x3 layer on 32x32 maps:
+  1.34-1.37 -> 1.26 ms; of LeNet's conv2 at batch 256 (its taps now padded to 156, not 168):
+  0.92 -> 0.83-0.89 ms.
+
+The taps are padded to whole blocks with taps at offset 0, whose sums are dropped.
 
 On one core, float32, 3x3 layers of 16 to 64 channels at 32x32, batch 4, AVX-512: 117-148
 GFLOP/s for 32 and 64 filters, 118-133 for 16, 102-105 on 8x8 maps; four-by-four dot products
-(:func:`_four_dots`) ran at 90-100, and 50 on 8x8 maps, where each tap's run is 78 outputs
+(:func:`_four_dots`) ran at 90-100, and 50 on 8x8 maps, where each tap's run was 78 outputs
 long. On an AVX2 machine (AMD EPYC, 2 cores, GEMM peak 139-142 GFLOP/s) 24 accumulators
 spilled to the stack and the 3x3 layers' forward+backward ran at 39-47 GFLOP/s; with 12 (and
 the forward's four filters, :mod:`.wide`), at 104-112.
@@ -64,6 +71,9 @@ from .wide import (
 
 TAPS = 24 if REGISTERS >= 32 else 12  # taps per block of the dW micro-kernel (see the notes)
 PAIR_TAPS = TAPS // 2  # taps per block of two registers of filters
+# taps per block of one register of filters: at most 12, so that their addresses fit in the
+# 16 general registers (24 reloaded 17 of them from the stack at every step)
+SINGLE_TAPS = min(TAPS, 12)
 FEW = 4  # filters, and taps, per pass of the few-filters dot products
 
 
@@ -88,10 +98,11 @@ def corr_grad_weight_wide(
         part = np.zeros((chunks(x.shape[0]), groups_up(f, FEW), offs.size), x.dtype)
         parallel(_grad_weight_few, part.shape[0], part, x, pads, padded, dy, offs)
     else:  # (K', F') partial sums: taps in whole blocks, filters in whole registers
-        offs = tap_offsets((f, c, *kernel_size), padded, dilation, TAPS, stride)
         fp = groups_up(f, register)
-        part = np.zeros((chunks(x.shape[0]), offs.size * fp), x.dtype)  # (K', F') flat
         pairs = fp % (2 * register) == 0
+        taps = PAIR_TAPS if pairs else SINGLE_TAPS
+        offs = tap_offsets((f, c, *kernel_size), padded, dilation, taps, stride)
+        part = np.zeros((chunks(x.shape[0]), offs.size * fp), x.dtype)  # (K', F') flat
         parallel(_grad_weight_blocks, part.shape[0], part, x, pads, padded, dy, offs, pairs)
     dW = part[0].copy()  # the chunks' sums added in chunk order: the same at any thread count
     for chunk in range(1, part.shape[0]):
@@ -117,8 +128,8 @@ def _grad_weight_blocks(part, x, pads, padded, dy, offs, pairs, lo, hi):
                     _taps(acc, out, xf, dyt, offs, t0, f0, count, size, span, fp)
         else:
             for f0 in range(0, fp, step):
-                for t0 in range(0, offs.shape[0], TAPS):
-                    acc = vzeros(x, TAPS, 1)
+                for t0 in range(0, offs.shape[0], SINGLE_TAPS):
+                    acc = vzeros(x, SINGLE_TAPS, 1)
                     _taps(acc, out, xf, dyt, offs, t0, f0, count, size, span, fp)
 
 
