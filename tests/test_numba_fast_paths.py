@@ -2,7 +2,8 @@
 stand in for: the 2x2 pools every 2 to the general loops and the reference loops, on data with
 ties, signed zeros, NaN and infinities, in float32 and float64, on planes that the windows tile
 and planes with a row or column left over; the compiled tanh and sigmoid backward passes to
-NumPy's, in every layout and dtype they are handed."""
+NumPy's, in every layout and dtype they are handed; batch norm's sums, taken plane by plane in
+float32, to the float64 sums of the same numbers."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from helpers import assert_same_bits_at_any_thread_count
 
 from cnnrun.backends import elementwise, reference
 from cnnrun.backends.numba import act, pool
+from cnnrun.backends.numba import norm as numba_norm
 from cnnrun.backends.numba.common import out_hw, parallel
 
 SHAPES = [(3, 5, 8, 6), (2, 3, 7, 9), (5, 1, 2, 2), (1, 2, 5, 1)]  # the last: no window
@@ -253,3 +255,25 @@ def test_phase_stacking_by_two_is_the_general_loops_bit_for_bit(pads, dtype):
     parallel(phases._unstack_by_two, 3, fast_dx, fast, *window[:2])
     assert fast_dx.tobytes() == dx.tobytes()
     assert dx.tobytes() == x.tobytes()  # unstacking the stacked x gives x back
+
+
+@pytest.mark.parametrize("mean, std", [(0.0, 1.0), (-50.0, 3.0)])
+def test_numba_batch_norm_sums_stay_at_float32_rounding_over_a_large_batch(mean, std):
+    """Batch norm sums each image's plane in float32 and the planes in float64: the statistics
+    and the parameter gradients of 256 x 28 x 28 values a channel stay within a few float32
+    roundings of the float64 sums of the same numbers (one float32 sum over the whole channel
+    loses about 1e-6 of its terms)."""
+    rng = np.random.default_rng(3)
+    x = (mean + std * rng.standard_normal((256, 3, 28, 28))).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    g, b = np.ones(3, np.float32), np.zeros(3, np.float32)
+    _, xhat, mu, var, inv_std = numba_norm.batchnorm2d_forward(x, g, b, 1e-5)
+    _, dgamma, dbeta = numba_norm.batchnorm2d_backward(dy, xhat, g, inv_std, True)
+    x64, dy64, axes = x.astype(np.float64), dy.astype(np.float64), (0, 2, 3)
+    mu64, var64 = x64.mean(axis=axes), x64.var(axis=axes)
+    xhat64 = (x64 - mu64[None, :, None, None]) / np.sqrt(var64 + 1e-5)[None, :, None, None]
+    assert np.abs(mu - mu64).max() <= 1e-6 * std
+    assert np.abs(var / var64 - 1).max() <= 1e-6
+    terms = np.abs(dy64 * xhat64).sum(axis=axes)
+    assert np.abs(dgamma - (dy64 * xhat64).sum(axis=axes)).max() <= 1e-7 * terms.max()
+    assert np.abs(dbeta - dy64.sum(axis=axes)).max() <= 1e-7 * np.abs(dy64).sum(axis=axes).max()
