@@ -110,11 +110,12 @@ def conv2d_grad_weight(
     ``dW[f, c, p, q] = sum_{n,i,j} x_pad[n, c, i*sh + p*dh, j*sw + q*dw] * dy[n, f, i, j]``.
     ctx: the forward's stacked phases at strides other than 1 (stacked again if None).
 
-    The wide rows (:mod:`.wide_grad`) also multiply the pixels that their junk columns reach,
-    in the next row, channel or image, by a dY of zero: with a NaN or an infinity there,
-    0 * NaN would be NaN in another channel's dW. So a dW that is not all finite is made again
-    by the plain loops, which read each window alone (one pass over dW's few elements to
-    check; the loops compile on first use)."""
+    The few-filters dot products of :mod:`.wide_grad` run over whole wide rows, and so also
+    multiply the pixels that their junk columns reach, in the next row, channel or image, by a
+    dY of zero: with a NaN or an infinity there, 0 * NaN would be NaN in another channel's dW
+    (the micro-kernel sums over the valid outputs alone, each of which reads its own window).
+    So a dW that is not all finite is made again by the plain loops, which read each window
+    alone (one pass over dW's few elements to check; the loops compile on first use)."""
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
     x, pads = _unpadded(x_pad)
     if (dh, dw) != (1, 1) and (sh, sw) != (1, 1):
