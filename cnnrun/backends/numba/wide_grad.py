@@ -6,10 +6,10 @@ kernel computes): dot products of each tap's run of x with dY in wide rows.
 (``dyt[o, f]``, transposed in registers): each step loads dY for one or two registers of
 filters (16 float32 each with AVX-512, 8 with AVX2) and broadcasts an element of x per tap
 into them (:func:`.simd.outer_fma`). The accumulators hold whole sums (no sum across the
-lanes), stay in registers over every output of the chunk's images, and are stored once: 24 of
-them where the machine has 32 vector registers (AVX-512, where each broadcast folds into its
-multiply-add), 12 where it has 16 (AVX2, where a broadcast takes a register of its own), so
-that they never spill. A block is
+lanes), stay in registers over every output of the chunk's images, and are stored once: at
+most :data:`TAPS`, 24 where the machine has 32 vector registers (AVX-512, where each broadcast
+folds into its multiply-add), 12 where it has 16 (AVX2, where a broadcast takes a register of
+its own), so that they never spill. A block is
 
 * two registers of filters by :data:`PAIR_TAPS` taps (12; AVX2: 6) where the filters fill
   pairs of registers, so each broadcast feeds two multiply-adds and the tap addresses fit in
@@ -28,7 +28,8 @@ run of 144: 0.90-0.95 -> 0.71-0.78 ms; at batch 64 of a 64-channel 3x3 layer on 
 of 80: 1.58-1.62 -> 1.33-1.46 ms).
 
 On one core, float32, 3x3 layers of 16 to 64 channels at 32x32, batch 4, AVX-512: 117-148
-GFLOP/s for 32 and 64 filters, 118-133 for 16, 102-105 on 8x8 maps; four-by-four dot products
+GFLOP/s for 32 and 64 filters, 118-133 for 16 (with 24 taps), 102-105 on 8x8 maps (before
+the row-by-row sums); four-by-four dot products
 (:func:`_four_dots`) ran at 90-100, and 50 on 8x8 maps, where each tap's run was 78 outputs
 long. On an AVX2 machine (AMD EPYC, 2 cores, GEMM peak 139-142 GFLOP/s) 24 accumulators
 spilled to the stack and the 3x3 layers' forward+backward ran at 39-47 GFLOP/s; with 12 (and
@@ -73,7 +74,7 @@ from .wide import (
     tap_offsets,
 )
 
-TAPS = 24 if REGISTERS >= 32 else 12  # taps per block of the dW micro-kernel (see the notes)
+TAPS = 24 if REGISTERS >= 32 else 12  # accumulators per block of the dW micro-kernel (notes)
 PAIR_TAPS = TAPS // 2  # taps per block of two registers of filters
 # taps per block of one register of filters: at most 12, so that their addresses fit in the
 # 16 general registers (24 reloaded 17 of them from the stack at every step)
@@ -118,8 +119,8 @@ def corr_grad_weight_wide(
 @njit(nogil=True, cache=True)
 def _grad_weight_blocks(part, x, pads, padded, dy, offs, pairs, lo, hi):
     """``part[chunk]`` (K', F') flat: the sum of dW over the images of each chunk in [lo, hi),
-    tap by tap, filters last; blocks of one register of filters by :data:`TAPS` taps, or of
-    two registers by :data:`PAIR_TAPS` where ``pairs`` (:func:`_taps`)."""
+    tap by tap, filters last; blocks of one register of filters by :data:`SINGLE_TAPS` taps,
+    or of two registers by :data:`PAIR_TAPS` where ``pairs`` (:func:`_taps`)."""
     fp, step = part.shape[1] // offs.shape[0], lanes(x)
     grid = (dy.shape[2], dy.shape[3], padded[1])  # (Ho, Wo, R): the outputs in the wide rows
     xf, dyw, dyt, size, span = _chunk_buffers(fp, x, pads, padded, dy)
@@ -177,15 +178,15 @@ def _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, span, fp):
 def _taps(acc, out, xf, dyt, offs, t0, f0, count, size, span, fp, grid):
     """``out[(t0 + j)*fp + f0 + r*lanes :][:lanes] = sum_i sum_o xf[i*size + offs[t0 + j] + o]
     * dyt[i*span*fp + o*fp + f0 + r*lanes :][:lanes]``, over the ``count`` images i and the
-    outputs ``o = row*R + col`` of ``grid`` (Ho, Wo, R), for the taps j and registers r of the
-    zero block ``acc`` (a tap's filters in a row of ``out``, fp of them). The junk columns and
-    the rounding, whose dY is 0, are skipped."""
-    ho, wo, row = grid
+    outputs ``o = row*R + col`` (row < Ho, col < Wo) of ``grid`` (Ho, Wo, R), for the taps j and
+    registers r of the zero block ``acc`` (a tap's filters in a row of ``out``, fp of them).
+    The junk columns and the rounding, whose dY is 0, are skipped."""
+    ho, wo, width = grid
     for i in range(count):
         at = row_indices(offs, t0, i * size, acc)  # where each tap reads x for output 0
         d_i = i * span * fp + f0
-        for r in range(ho):
-            for o in range(r * row, r * row + wo):
+        for out_row in range(ho):
+            for o in range(out_row * width, out_row * width + wo):
                 acc = outer_fma(acc, xf, at, o, dyt, d_i + o * fp)
     store_block(out, t0 * fp + f0, fp, acc)
 
