@@ -111,9 +111,9 @@ def buffer_size(images, c, h, pads, padded, span):
 
 def tap_offsets(w_shape, padded_hw, dilation, group: int = 1, stride=(1, 1)) -> np.ndarray:
     """(K,) offsets of the taps (c, p, q), in weight order, into a flat image of channel planes
-    of ``padded_hw`` (P, R) (:func:`frame`); K is
-    ``C*kh*kw`` rounded up to whole ``group``\\ s, the extra taps at offset 0. Read-only, and
-    made once per geometry (building it took 60 us, a ResNet-20 step asks 80 times).
+    of ``padded_hw`` (P, R) (:func:`frame`); K is ``C*kh*kw`` rounded up to whole ``group``\\ s,
+    the extra taps at offset 0. Read-only, and made once per geometry (building it took 60 us,
+    a ResNet-20 step asks 80 times).
 
     With a ``stride`` other than 1 the image is phase-stacked (:func:`phase_count`; see
     :mod:`.conv`): tap (c, p, q) reads channel ``phase * C + c`` of (phases * C, Hq, Wq), its
