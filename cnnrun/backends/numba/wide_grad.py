@@ -125,7 +125,7 @@ def _grad_weight_blocks(part, x, pads, padded, dy, offs, pairs, lo, hi):
     grid = (dy.shape[2], dy.shape[3], padded[1])  # (Ho, Wo, R): the outputs in the wide rows
     xf, dyw, dyt, size, span = _chunk_buffers(fp, x, pads, padded, dy)
     for chunk in range(lo, hi):
-        count = _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, span, fp)
+        count = _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, size, span, fp)
         out = part[chunk]
         if pairs:
             for f0 in range(0, fp, 2 * step):
@@ -156,22 +156,29 @@ def _chunk_buffers(fp, x, pads, padded, dy):
 
 
 @njit(cache=True, inline="always")
-def _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, span, fp):
-    """The images of ``chunk`` into xf, padded, their dY into dyt; returns how many."""
+def _load_chunk(chunk, x, pads, padded, dy, xf, dyw, dyt, size, span, fp):
+    """The images of ``chunk`` into xf (``size`` elements apart), padded, their dY into dyt;
+    returns how many."""
     (hp, wp), n, step = padded, x.shape[0], lanes(x)
-    f, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
-    size = image_size(x.shape[1], x.shape[2], pads, hp, wp)
     first, last = chunk * CHUNK, min(n, (chunk + 1) * CHUNK)
     for b in range(first, last):
         _load_padded(xf[(b - first) * size :], x[b], pads[0], pads[2], hp, wp)
-        for o_f in range(f):
-            for i in range(ho):
-                _copy(dyw[o_f * span + i * wp :], dy[b, o_f, i], wo)
+        _load_dy_wide(dyw, dy[b], span, wp)
         for o0 in range(0, span, step):
             for f0 in range(0, fp, step):
                 d_at = (b - first) * span * fp + o0 * fp + f0
                 vtranspose(dyw, f0 * span + o0, span, dyt, d_at, fp)
     return last - first
+
+
+@njit(cache=True, inline="always")
+def _load_dy_wide(dyw, dy_b, span, row):
+    """One image's dY (F, Ho, Wo) into ``dyw``: each filter's wide rows (``row`` apart) in a run
+    of ``span``, one after another; the junk columns keep their zeros."""
+    f, ho, wo = dy_b.shape
+    for o_f in range(f):
+        for i in range(ho):
+            _copy(dyw[o_f * span + i * row :], dy_b[o_f, i], wo)
 
 
 @njit(cache=True, inline="always")
@@ -249,17 +256,14 @@ def _grad_weight_few(part, x, pads, padded, dy, offs, lo, hi):
     """``part[chunk]`` (F', K'), filters and taps in whole groups: the sum of dW over the
     images of each chunk in [lo, hi)."""
     (n, c), (hp, wp) = x.shape[:2], padded
-    f, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
-    fg = part.shape[1]
+    ho, wo, fg = dy.shape[2], dy.shape[3], part.shape[1]
     span = span_up(ho, wo, wp, lanes(x))  # in whole registers
     xf = np.zeros(buffer_size(1, c, x.shape[2], pads, padded, span), x.dtype)  # an image, 0s
     dyw = np.zeros(fg * span, x.dtype)  # dY in wide rows, one after another; junk, padding 0
     for chunk in range(lo, hi):
         for b in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
             _load_padded(xf, x[b], pads[0], pads[2], hp, wp)
-            for o_f in range(f):
-                for i in range(ho):
-                    _copy(dyw[o_f * span + i * wp :], dy[b, o_f, i], wo)
+            _load_dy_wide(dyw, dy[b], span, wp)
             for f0 in range(0, fg, FEW):
                 at = f0 * span
                 d0, d1 = dyw[at : at + span], dyw[at + span : at + 2 * span]
