@@ -192,18 +192,28 @@ SMALL_TILES = {"TILE": 1, "BLOCK_WORK": 1, "KEEP_COLS": 0, "WHOLE_DX": 0}
 
 
 @contextlib.contextmanager
-def small_tiles(pool: int | None = None):
+def small_tiles(pool: int | None = None, tiles: bool = True, small: bool = False):
+    """``tiles``: the settings of SMALL_TILES; ``small``: every product that has more columns
+    than 4096 // (its rows * its reduction) made in blocks of that many (gemm.product_into),
+    as OpenBLAS's small-product kernel makes the full-size layers' ones."""
     before = {name: getattr(numpy_conv, name) for name in SMALL_TILES}
-    workers = gemm.workers()
+    limits = {name: getattr(gemm, name) for name in ("SMALL_STEP", "SMALL_MIN")}
+    workers, work = gemm.workers(), gemm.small_products()
     try:
-        for name, value in SMALL_TILES.items():
+        for name, value in SMALL_TILES.items() if tiles else ():
             setattr(numpy_conv, name, value)
         gemm.set_workers(pool)
+        if small:
+            gemm.SMALL_STEP = gemm.SMALL_MIN = 1
+            gemm.set_small_products(1 << 12)
         yield
     finally:
         for name, value in before.items():
             setattr(numpy_conv, name, value)
+        for name, value in limits.items():
+            setattr(gemm, name, value)
         gemm.set_workers(workers)
+        gemm.set_small_products(work)
 
 
 @pytest.mark.parametrize("name", CASE_IDS)
@@ -216,6 +226,20 @@ def test_numpy_conv_tiles_match_loops_named_cases(name):
 @given(conv_cases())
 def test_numpy_conv_tiles_match_loops_random_shapes(case):
     with small_tiles(pool=3):  # tiles taken by 3 threads in turn
+        check_conv_backends(case)
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+@pytest.mark.parametrize("tiles", [False, True])
+def test_numpy_conv_small_products_match_loops_named_cases(name, tiles):
+    with small_tiles(pool=2, tiles=tiles, small=True):
+        check_conv_backends(CONV_CASES[name])
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_cases())
+def test_numpy_conv_small_products_match_loops_random_shapes(case):
+    with small_tiles(pool=2, tiles=False, small=True):
         check_conv_backends(case)
 
 

@@ -151,3 +151,77 @@ def test_gemm_before_configure_process_is_plain_matmul(pool_size, rng):
     with pytest.raises(ValueError):
         pool_size(2)
         gemm.matmul(a, b[:-1])  # shapes that do not match: a @ b's own error
+
+
+@pytest.fixture
+def small_products():
+    """Set gemm's small-product blocks within a test; the setting before is restored after."""
+    before = gemm.small_products()
+    yield gemm.set_small_products
+    gemm.set_small_products(before)
+
+
+def test_small_product_blocks_come_from_the_shapes_within_the_work(small_products):
+    small_products(None)
+    assert gemm.block_columns(16, 144, 8192) is None  # off: one call
+    small_products(gemm.SMALL_WORK)
+    width = gemm.block_columns(16, 144, 8192)  # ResNet-20's first stage: 16 filters, 144 taps
+    assert width % gemm.SMALL_STEP == 0 and 16 * 144 * width <= gemm.SMALL_WORK
+    assert 16 * 144 * (width + gemm.SMALL_STEP) > gemm.SMALL_WORK  # the widest that fits
+    assert gemm.block_columns(16, 144, width) is None  # one block: one call
+    assert gemm.block_columns(64, 576, 8192) is None  # blocks too narrow to pay
+    assert gemm.block_columns(0, 144, 8192) is None
+
+
+@pytest.mark.parametrize("n", [4096, 4096 + 77])  # whole blocks; and a narrower one after them
+def test_product_into_makes_each_block_as_its_own_call_would(small_products, rng, n):
+    """The stacked call gives each block's columns the bits of a BLAS call on that block
+    alone, into strided views as the conv kernels hand it (a tile of a larger array)."""
+    small_products(gemm.SMALL_WORK)
+    a = rng.standard_normal((16, 150)).astype(np.float32)  # LeNet conv2: 16 filters, 150 taps
+    big = rng.standard_normal((150, n + 40)).astype(np.float32)
+    b = big[:, 20 : 20 + n]
+    out_big = np.full((16, n + 8), np.nan, np.float32)
+    width = gemm.block_columns(*a.shape, n)
+    assert width is not None and width < n
+    gemm.product_into(a, b, out_big[:, 4 : 4 + n])
+    assert np.isnan(out_big[:, :4]).all() and np.isnan(out_big[:, 4 + n :]).all()
+    for j in range(0, n, width):
+        end = min(n, j + width)
+        np.testing.assert_array_equal(out_big[:, 4 + j : 4 + end], a @ b[:, j:end])
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.all(
+        np.abs(out_big[:, 4 : 4 + n] - exact) <= 2 * 150 * np.finfo(np.float32).eps * scale
+    )
+
+
+def test_gemm_with_small_products_gives_the_same_bits_for_any_pool_size(
+    pool_size, small_products, rng
+):
+    small_products(gemm.SMALL_WORK)
+    a, b = _operands("columns", rng)
+    assert len(gemm.plan(a.shape, b.shape)[1]) > 3 and gemm.block_columns(*a.shape, 3200)
+    results = []
+    for n in (1, 2, 3):
+        pool_size(n)
+        results.append(gemm.matmul(a, b))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+    small_products(None)
+    assert np.allclose(results[0], gemm.matmul(a, b), rtol=0, atol=1e-3)
+
+
+def _openblas(core: str) -> dict:
+    return {"user_api": "blas", "internal_api": "openblas", "architecture": core}
+
+
+def test_small_products_only_where_numpy_has_openblas_avx512_kernel():
+    assert gemm.blas_small_kernel([_openblas("SkylakeX")], "scipy-openblas")
+    assert gemm.blas_small_kernel([_openblas("Cooperlake")], "openblas")
+    assert not gemm.blas_small_kernel([_openblas("Haswell")], "scipy-openblas")  # AVX2
+    # SciPy's own OpenBLAS on another kernel beside NumPy's: not sure which one NumPy calls
+    assert not gemm.blas_small_kernel([_openblas("SkylakeX"), _openblas("Zen")], "openblas")
+    mkl = {"user_api": "blas", "internal_api": "mkl"}
+    assert not gemm.blas_small_kernel([mkl], "mkl")
+    assert not gemm.blas_small_kernel([_openblas("SkylakeX")], "accelerate")

@@ -65,8 +65,15 @@ def test_configure_process_reports_what_it_set():
         # on a fresh clone the first numba run carries the compile notice
         note = settings.compile_note
         assert note == "" or note.startswith("compiling the numba kernels once")
-        expected = ProcessSettings(1, 1, 1, 1, settings.freed_memory_kept, compile_note=note)
+        small = gemm.SMALL_WORK if gemm.blas_small_kernel() else None
+        assert settings.small_products == small == gemm.small_products()
+        expected = ProcessSettings(
+            1, 1, 1, 1, settings.freed_memory_kept, compile_note=note, small_products=small
+        )
         assert settings == expected
+        assert (f"BLAS calls of <= {gemm.SMALL_WORK:,} multiply-adds" in str(settings)) == bool(
+            small
+        )
         assert numba.get_num_threads() == 1
         assert str(settings).startswith("threads 1 (gemm blocks 1, BLAS 1, numba 1)")
         whole = configure_process(None, "numpy")

@@ -24,6 +24,12 @@ copied and multiplied by one thread while it is in that core's cache (see
 
 Before ``configure_process`` is called (a library user in a notebook) :func:`matmul` is plain
 ``a @ b`` under the environment's BLAS settings: the promise holds for runs, which call it.
+
+:func:`product_into` makes a short, wide product (a conv's few filters by its taps, times a
+tile of thousands of pixels) as one stacked call over blocks of columns where OpenBLAS's
+AVX-512 kernel has a faster path for small products (see :data:`SMALL_WORK`), and as one call
+elsewhere; ``configure_process`` turns it on where NumPy's BLAS has that kernel. The blocks
+come from the shapes alone, like the plan's.
 """
 
 from __future__ import annotations
@@ -48,7 +54,25 @@ CALL_WORK = 1 << 17
 MAX_BLOCKS = 16
 MIN_WIDTH = 64
 
+# OpenBLAS's kernels for AVX-512 (the SkylakeX kernel, which its Cooperlake and SapphireRapids
+# cores also use) multiply a product of at most about 10**6 multiply-adds by a path of their
+# own, which does not pack the operands. For the short, wide products of the conv kernels
+# (16 filters by 144 taps, a tile of thousands of pixels) that path ran 1.5-2 times as fast as
+# the packed one on the whole product, so :func:`product_into` cuts such a product into blocks
+# of columns of at most SMALL_WORK multiply-adds (measured on one core of an AMD EPYC with
+# AVX-512, OpenBLAS 0.3.31, GFLOP/s whole -> in blocks: (16, 144) @ (144, 2048) 43-51 -> 90-96,
+# (32, 288) @ (288, 1024) 59-77 -> 94-96, (6, 25) @ (25, 8960) 38 -> 84; at exactly 10**6 the
+# blocks were slower again, and OpenBLAS's AVX2 kernels, Haswell and Zen, gained nothing).
+# The blocks are one stacked np.matmul, which loops over them without the GIL: one Python call
+# per block made two threads wait on each other's hand-overs and ran slower than one product.
+# dW's products (the reduction over the pixels) gained nothing from it, in blocks or whole.
+SMALL_KERNEL_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+SMALL_WORK = 800_000
+SMALL_STEP = 16  # a block's columns are a multiple of this ...
+SMALL_MIN = 32  # ... and at least this many (narrower blocks cost more calls than they save)
+
 _workers: int | None = None  # None: configure_process has not been called
+_small_work: int | None = None  # None: products are one BLAS call (see set_small_products)
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -103,15 +127,79 @@ def plan(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[int, list[
     return axis, [length * i // blocks // step * step for i in range(blocks)] + [length]
 
 
+def blas_small_kernel(pools: list[dict] | None = None, blas: str | None = None) -> bool:
+    """Whether NumPy's BLAS (``blas``: the name NumPy was built with) is OpenBLAS, and every
+    OpenBLAS loaded runs a kernel of :data:`SMALL_KERNEL_CORES` (``pools``: threadpoolctl's
+    view of the loaded libraries, where ``OPENBLAS_CORETYPE`` shows as the kernel it picks)."""
+    if pools is None:
+        from threadpoolctl import threadpool_info
+
+        pools = threadpool_info()
+    if blas is None:
+        blas = str(np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {}).get("name"))
+    cores = [
+        str(pool.get("architecture", "")).lower()
+        for pool in pools
+        if pool.get("internal_api") == "openblas"
+    ]
+    return "openblas" in blas.lower() and bool(cores) and set(cores) <= set(SMALL_KERNEL_CORES)
+
+
+def set_small_products(work: int | None) -> None:
+    """Cut short, wide products into blocks of columns of at most ``work`` multiply-adds from
+    now on (:func:`product_into`), or, for None, not. Called by
+    :func:`cnnrun.backends.configure_process` only: :data:`SMALL_WORK` where
+    :func:`blas_small_kernel`, else None."""
+    global _small_work
+    _small_work = work
+
+
+def small_products() -> int | None:
+    """The most multiply-adds of a block of :func:`product_into`; None: one call a product."""
+    return _small_work
+
+
+def block_columns(m: int, k: int, n: int) -> int | None:
+    """Columns of b per BLAS call for an (m, k) @ (k, n) product in :func:`product_into`: the
+    most, a multiple of :data:`SMALL_STEP`, that keep a call within the small-product work;
+    None for one call (no such kernel, too few columns for it, or few enough for one)."""
+    if _small_work is None or m * k == 0:
+        return None
+    width = _small_work // (m * k) // SMALL_STEP * SMALL_STEP
+    return width if SMALL_MIN <= width < n else None
+
+
+def product_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = a @ b`` for 2-D operands: one BLAS call, or where the BLAS has a faster
+    kernel for small products (see the module's notes), one BLAS call per block of
+    :func:`block_columns` columns, all made by one stacked np.matmul (and a narrower last
+    block by one more). The blocks come from the shapes alone, and each column of the result
+    is one call's, so the bits do not depend on which thread runs it."""
+    (m, k), n = a.shape, b.shape[1]
+    width = block_columns(m, k, n)
+    if width is None or k != b.shape[0]:  # mismatched shapes: np.matmul's own error
+        np.matmul(a, b, out=out)
+        return
+    whole = n - n % width  # the whole blocks: one stacked product, (n // width, k, width) views
+    stack = (whole // width, width)
+    np.matmul(
+        a[None],
+        b[:, :whole].reshape(k, *stack).transpose(1, 0, 2),
+        out=out[:, :whole].reshape(m, *stack).transpose(1, 0, 2),
+    )
+    if whole < n:
+        np.matmul(a, b[:, whole:], out=out[:, whole:])
+
+
 def _block(a: np.ndarray, b: np.ndarray, out: np.ndarray, axis: int, lo: int, hi: int) -> None:
     """Block ``[lo, hi)`` of the plan: one BLAS call writing into its slice of ``out`` (a block
-    of a stack: one call per matrix)."""
+    of a stack: one call per matrix; a short, wide one: :func:`product_into`'s calls)."""
     if out.ndim == 3:  # the stack
         np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
     elif axis == 0:  # rows of a
-        np.matmul(a[lo:hi], b, out=out[lo:hi])
+        product_into(a[lo:hi], b, out[lo:hi])
     else:  # columns of b
-        np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+        product_into(a, b[:, lo:hi], out[:, lo:hi])
 
 
 class _Tasks:
@@ -166,8 +254,12 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if _workers is None:
         return a @ b
     axis, edges = plan(a.shape, b.shape)
-    if len(edges) < 3:
-        return a @ b
+    if len(edges) < 3:  # one block: one call, or a short, wide product's blocks of columns
+        if not edges or a.ndim != 2 or block_columns(*a.shape, b.shape[1]) is None:
+            return a @ b
+        out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+        product_into(a, b, out)
+        return out
     out = np.empty((*a.shape[:-1], b.shape[-1]), np.result_type(a, b))
     run_tasks(lambda i: _block(a, b, out, axis, edges[i], edges[i + 1]), len(edges) - 1)
     return out

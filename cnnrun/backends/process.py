@@ -13,6 +13,10 @@ process (a notebook, a test session, a sweep's worker):
   that OpenBLAS's idle workers spin on after each product (measured on 2 cores: a LeNet step on
   the numba backend ran 10 times slower with BLAS and Numba both at 2 threads); the gemm pool's
   idle threads wait without spinning.
+* short, wide products: where NumPy's BLAS is OpenBLAS with its AVX-512 kernel, which has a
+  faster path for products of at most about 10**6 multiply-adds, the conv kernels' products of
+  few filters are made in blocks of columns within it (:func:`cnnrun.backends.gemm.product_into`,
+  planned from the shapes alone); elsewhere one call each.
 * memory: glibc hands freed blocks above 128 KiB back to the system, so every step faulted its
   large arrays back in, page by page (about 15% of a LeNet step at batch 256 on the numba
   backend). Freed memory is kept for reuse instead: blocks up to 32 MiB come from the heap, and
@@ -42,13 +46,19 @@ class ProcessSettings:
     freed_memory_kept: bool
     source: str = "backend.threads"  # where the thread count came from
     compile_note: str = ""  # the numba backend with no compiled kernels cached yet
+    # the most multiply-adds of a BLAS call of a short, wide product (gemm.product_into); None:
+    # one call a product
+    small_products: int | None = None
 
     def __str__(self) -> str:
         memory = "freed memory kept" if self.freed_memory_kept else "default allocator"
+        small = ""
+        if self.small_products:
+            small = f", short products in BLAS calls of <= {self.small_products:,} multiply-adds"
         note = f"; {self.compile_note}" if self.compile_note else ""
         return (
             f"threads {self.threads} (gemm blocks {self.gemm_workers}, BLAS {self.blas_threads}, "
-            f"numba {self.numba_threads}) from {self.source}, {memory}{note}"
+            f"numba {self.numba_threads}) from {self.source}, {memory}{small}{note}"
         )
 
 
@@ -176,8 +186,10 @@ def configure_process(threads: int | None = None, backend: str = "numpy") -> Pro
     threadpool_limits(limits=n)  # OpenMP and every other pool
     threadpool_limits(limits=1, user_api="blas")
     gemm.set_workers(n)
+    small = gemm.SMALL_WORK if gemm.blas_small_kernel() else None
+    gemm.set_small_products(small)
     note = compile_note(backend)
-    return ProcessSettings(n, n, 1, numba_threads, keep_freed_memory(), source, note)
+    return ProcessSettings(n, n, 1, numba_threads, keep_freed_memory(), source, note, small)
 
 
 def keep_freed_memory() -> bool:
