@@ -14,6 +14,7 @@ from helpers import rel_err
 from omegaconf import OmegaConf
 
 from cnnrun import nn
+from cnnrun.backends import gemm
 from cnnrun.bench import cases, convs, libraries, nets, peak, report, table, twin
 from cnnrun.models import build_model
 from cnnrun.run.config import config_dir
@@ -229,8 +230,9 @@ def test_the_table_shows_load_libraries_and_the_run(monkeypatch):
     monkeypatch.setattr(libraries, "cpu_flags", lambda: {"avx2", "avx512f"})
     result = fake_result()
     pool = {"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell"}
+    said = {"thread_pools": [pool | {"num_threads": 1, "library": "libopenblas.so"}]}
     result["libraries"] = report.library_report(
-        {"numpy": {"thread_pools": [pool | {"num_threads": 1, "library": "libopenblas.so"}]}}
+        {"numpy": said | {"small_products": 800_000}, "numba": said | {"small_products": None}}
     )
     result["load"] = {"start": [0.5, 0.25, 0.125], "end": [1.5, 1.0, 0.75]}
     run = {"overrides": [], "rounds": 3, "images_per_s": 900.0, "step_images_per_s": 1200.0}
@@ -240,6 +242,10 @@ def test_the_table_shows_load_libraries_and_the_run(monkeypatch):
     assert "Haswell (OPENBLAS_CORETYPE=Haswell)" in text and "SkylakeX" in text
     assert "openblas 0.3.31 Haswell, 1 threads (libopenblas.so)" in text
     assert "0.750" in text and "1,200" in text
+    assert (
+        "numpy worker  short, wide products (few filters by taps): in blocks of <= 800,000" in text
+    )
+    assert "numba worker  short, wide products (few filters by taps): one BLAS call each" in text
     assert "OPENBLAS_CORETYPE=Haswell" in text and "NUMBA_CPU_NAME=" in text
 
 
@@ -349,6 +355,9 @@ def test_bench_quick_writes_json(tmp_path):
         assert result["layers"][impl]["lenet_conv2"]["forward_percent_of_peak"] > 0
         assert result["gemm_peak"]["gflops"][impl]["blas"] > 0
         assert result["libraries"]["thread_pools"][impl]
+    for backend in ("numpy", "numba"):  # as configure_process set it in each worker
+        small = gemm.SMALL_WORK if gemm.blas_small_kernel() else None
+        assert result["libraries"]["small_products"][backend] == small
     if "torch" in impls:
         assert result["step"]["torch"]["lenet"]["64"]["ratio_to_torch"] == pytest.approx(1.0)
         assert result["libraries"]["torch"]["cpu_capability"]

@@ -79,13 +79,17 @@ def report(best: dict[str, dict[str, float]], threads: int) -> dict:
 
 def library_report(info: dict[str, dict]) -> dict:
     """What the workers compute with, from their ``ready`` messages: each one's thread pools
-    (numpy's BLAS among them), PyTorch's libraries, the environment variables that change
-    them, and :func:`~cnnrun.bench.libraries.kernel_note`."""
+    (numpy's BLAS among them), how cnnrun's workers make short, wide products (the most
+    multiply-adds of a BLAS call, or None: one call each), PyTorch's libraries, the
+    environment variables that change them, and :func:`~cnnrun.bench.libraries.kernel_note`."""
     pools = {impl: said.get("thread_pools", []) for impl, said in info.items()}
     env = libraries.environment()
     first = next(iter(pools.values()), [])
     return {
         "thread_pools": pools,
+        "small_products": {
+            i: s["small_products"] for i, s in info.items() if "small_products" in s
+        },
         "torch": info.get("torch", {}).get("torch"),
         "environment": env,
         "kernel_note": libraries.kernel_note(first, libraries.cpu_flags(), env),

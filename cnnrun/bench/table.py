@@ -136,6 +136,11 @@ def _library_lines(result: dict) -> list[str]:
     lines = ["Libraries (thread pools as each worker set them up):"]
     for impl, pools in found["thread_pools"].items():
         lines.append(f"  {impl + ' worker':14}" + "; ".join(_pool_text(p) for p in pools))
+    for impl, work in found.get("small_products", {}).items():
+        how = "one BLAS call each"
+        if work:
+            how = f"in blocks of <= {work:,} multiply-adds for OpenBLAS's small-product path"
+        lines.append(f"  {impl + ' worker':14}short, wide products (few filters by taps): {how}")
     if found.get("torch"):
         lines.append(f"  {_torch_text(found['torch'])}")
     env = ", ".join(f"{k}={v}" for k, v in found["environment"].items())

@@ -3,7 +3,8 @@ parent's side of talking to them.
 
 A worker sets its process up once (threads, BLAS, allocator), builds every case, warms each one
 up and sizes its timing block, says ``{"ready": ..., "versions": ..., "thread_pools": ...}``
-(and, PyTorch's, ``"torch"``: what it convolves with), then answers each
+(cnnrun's, ``"small_products"``: see :func:`cnnrun.backends.gemm.product_into`; PyTorch's,
+``"torch"``: what it convolves with), then answers each
 ``<case>`` line on stdin with one block: ``{"case": ..., "seconds": <per call>}``. An empty
 line or EOF ends it. Messages are JSON lines on stdout.
 """
@@ -55,8 +56,9 @@ def setup(impl: str, threads: int) -> tuple[dict[str, cases.Case], dict]:
     from ..backends import configure_process, get_backend
 
     get_backend(impl)
-    configure_process(threads, impl)
-    return cases.cnnrun_cases(impl, threads), {"thread_pools": libraries.thread_pools()}
+    settings = configure_process(threads, impl)
+    found = {"thread_pools": libraries.thread_pools(), "small_products": settings.small_products}
+    return cases.cnnrun_cases(impl, threads), found
 
 
 def block_calls(fn: cases.Case, block_s: float) -> int:
