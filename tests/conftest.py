@@ -7,6 +7,19 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def products_as_before():
+    """gemm's process-wide settings (the pool's threads, the small-product blocks) as they were
+    before each test: a test that configures the process, or a run inside it, leaves the next
+    test's products as a fresh process has them, whatever the order the tests run in."""
+    from cnnrun.backends import gemm
+
+    workers, small = gemm.workers(), gemm.small_products()
+    yield
+    gemm.set_workers(workers)
+    gemm.set_small_products(small)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A fixed-seed generator: every test draws the same numbers on every run."""

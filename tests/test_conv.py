@@ -192,28 +192,32 @@ SMALL_TILES = {"TILE": 1, "BLOCK_WORK": 1, "KEEP_COLS": 0, "WHOLE_DX": 0}
 
 
 @contextlib.contextmanager
-def small_tiles(pool: int | None = None, tiles: bool = True, small: bool = False):
-    """``tiles``: the settings of SMALL_TILES; ``small``: every product that has more columns
-    than 4096 // (its rows * its reduction) made in blocks of that many (gemm.product_into),
-    as OpenBLAS's small-product kernel makes the full-size layers' ones."""
+def small_tiles(pool: int | None = None, tiles: bool = True, small: int | None = None):
+    """``tiles``: the settings of SMALL_TILES; ``small``: every product of more than ``small``
+    columns made in blocks of that many (gemm.product_into), as OpenBLAS's small-product
+    kernel makes the full-size layers' ones (the widths it picks are gemm's own tests').
+    Yields a list that counts the products made in blocks."""
     before = {name: getattr(numpy_conv, name) for name in SMALL_TILES}
-    limits = {name: getattr(gemm, name) for name in ("SMALL_STEP", "SMALL_MIN")}
-    workers, work = gemm.workers(), gemm.small_products()
+    rule, workers = gemm.block_columns, gemm.workers()
+    blocked = []
+
+    def forced(m, k, n):
+        if small is None or small >= n:
+            return None
+        blocked.append(n)
+        return small
+
     try:
         for name, value in SMALL_TILES.items() if tiles else ():
             setattr(numpy_conv, name, value)
         gemm.set_workers(pool)
-        if small:
-            gemm.SMALL_STEP = gemm.SMALL_MIN = 1
-            gemm.set_small_products(1 << 12)
-        yield
+        gemm.block_columns = forced
+        yield blocked
     finally:
         for name, value in before.items():
             setattr(numpy_conv, name, value)
-        for name, value in limits.items():
-            setattr(gemm, name, value)
+        gemm.block_columns = rule
         gemm.set_workers(workers)
-        gemm.set_small_products(work)
 
 
 @pytest.mark.parametrize("name", CASE_IDS)
@@ -229,26 +233,36 @@ def test_numpy_conv_tiles_match_loops_random_shapes(case):
         check_conv_backends(case)
 
 
+# the products' blocks of columns, forced on small shapes (whose products are narrow): this
+# many columns a block, the last one narrower where they do not divide the product's
+SMALL_COLUMNS = 3
+
+
 @pytest.mark.parametrize("name", CASE_IDS)
 @pytest.mark.parametrize("tiles", [False, True])
-def test_numpy_conv_small_products_match_loops_named_cases(name, tiles):
-    with small_tiles(pool=2, tiles=tiles, small=True):
+@pytest.mark.parametrize("columns", [1, SMALL_COLUMNS])
+def test_numpy_conv_small_products_match_loops_named_cases(name, tiles, columns):
+    with small_tiles(pool=2, tiles=tiles, small=columns) as blocked:
         check_conv_backends(CONV_CASES[name])
+    # one column a block: every product of two or more is cut, the case tests something
+    assert blocked or columns > 1, "no product was made in blocks: the case tests nothing"
 
 
 @settings(max_examples=40, deadline=None)
-@given(conv_cases())
-def test_numpy_conv_small_products_match_loops_random_shapes(case):
-    with small_tiles(pool=2, tiles=False, small=True):
+@given(conv_cases(), st.booleans(), st.integers(1, 8))
+def test_numpy_conv_small_products_match_loops_random_shapes(case, tiles, columns):
+    with small_tiles(pool=2, tiles=tiles, small=columns):
         check_conv_backends(case)
 
 
 @pytest.mark.parametrize("name", ["stride2_uneven", "11x28_k2x3_full"])
-def test_numpy_conv_tiles_give_the_same_bits_for_any_pool_size(name):
+@pytest.mark.parametrize("small", [None, SMALL_COLUMNS])
+def test_numpy_conv_tiles_give_the_same_bits_for_any_pool_size(name, small):
     results = []
     for pool in (1, 2, 3):
-        with small_tiles(pool):
+        with small_tiles(pool, small=small) as blocked:
             results.append(run_conv(CONV_CASES[name], "numpy", np.float32))
+        assert bool(blocked) == bool(small)
     for got in results[1:]:
         for key, value in got.items():
             np.testing.assert_array_equal(value, results[0][key], err_msg=key)

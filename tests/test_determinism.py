@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,7 +174,7 @@ def test_small_product_blocks_come_from_the_shapes_within_the_work(small_product
     assert gemm.block_columns(0, 144, 8192) is None
 
 
-@pytest.mark.parametrize("n", [4096, 4096 + 77])  # whole blocks; and a narrower one after them
+@pytest.mark.parametrize("n", [13 * 320, 4096 + 77])  # whole blocks; and a narrower one after them
 def test_product_into_makes_each_block_as_its_own_call_would(small_products, rng, n):
     """The stacked call gives each block's columns the bits of a BLAS call on that block
     alone, into strided views as the conv kernels hand it (a tile of a larger array)."""
@@ -183,7 +184,7 @@ def test_product_into_makes_each_block_as_its_own_call_would(small_products, rng
     b = big[:, 20 : 20 + n]
     out_big = np.full((16, n + 8), np.nan, np.float32)
     width = gemm.block_columns(*a.shape, n)
-    assert width is not None and width < n
+    assert width == 320 and width < n
     gemm.product_into(a, b, out_big[:, 4 : 4 + n])
     assert np.isnan(out_big[:, :4]).all() and np.isnan(out_big[:, 4 + n :]).all()
     for j in range(0, n, width):
@@ -212,16 +213,38 @@ def test_gemm_with_small_products_gives_the_same_bits_for_any_pool_size(
     assert np.allclose(results[0], gemm.matmul(a, b), rtol=0, atol=1e-3)
 
 
-def _openblas(core: str) -> dict:
-    return {"user_api": "blas", "internal_api": "openblas", "architecture": core}
+def _blas(internal: str, core: str = "") -> dict:
+    name = f"lib{internal}.so"
+    return {"user_api": "blas", "internal_api": internal, "architecture": core, "filepath": name}
+
+
+def _in(folder: Path, pool: dict) -> dict:
+    return pool | {"filepath": str(folder / pool["filepath"])}
 
 
 def test_small_products_only_where_numpy_has_openblas_avx512_kernel():
-    assert gemm.blas_small_kernel([_openblas("SkylakeX")], "scipy-openblas")
-    assert gemm.blas_small_kernel([_openblas("Cooperlake")], "openblas")
-    assert not gemm.blas_small_kernel([_openblas("Haswell")], "scipy-openblas")  # AVX2
-    # SciPy's own OpenBLAS on another kernel beside NumPy's: not sure which one NumPy calls
-    assert not gemm.blas_small_kernel([_openblas("SkylakeX"), _openblas("Zen")], "openblas")
-    mkl = {"user_api": "blas", "internal_api": "mkl"}
-    assert not gemm.blas_small_kernel([mkl], "mkl")
-    assert not gemm.blas_small_kernel([_openblas("SkylakeX")], "accelerate")
+    wheel = Path(np.__file__).resolve().parent.parent / "numpy.libs"  # a wheel's own BLAS
+    system = Path("/usr/lib")
+    assert gemm.blas_small_kernel([_in(wheel, _blas("openblas", "SkylakeX"))])
+    assert gemm.blas_small_kernel([_in(system, _blas("openblas", "Cooperlake"))])
+    assert not gemm.blas_small_kernel([_in(wheel, _blas("openblas", "Haswell"))])  # AVX2
+    # NumPy's own library decides, whatever SciPy brought beside it
+    numpy_own, scipy_own = _blas("openblas", "SkylakeX"), _blas("openblas", "Zen")
+    assert gemm.blas_small_kernel([_in(wheel, numpy_own), _in(system, scipy_own)])
+    assert not gemm.blas_small_kernel([_in(wheel, scipy_own), _in(system, numpy_own)])
+    # a system BLAS: every one loaded must have the kernel
+    assert not gemm.blas_small_kernel([_in(system, numpy_own), _in(system, scipy_own)])
+    assert not gemm.blas_small_kernel([_in(system, _blas("mkl"))])
+    openmp = {"user_api": "openmp", "internal_api": "openmp", "filepath": "/usr/lib/libgomp.so"}
+    assert not gemm.blas_small_kernel([openmp])  # no BLAS found
+
+
+def test_product_into_leaves_bad_shapes_to_numpy(small_products, rng):
+    small_products(gemm.SMALL_WORK)
+    a, b = np.ones((16, 144), np.float32), np.ones((144, 4096), np.float32)
+    assert gemm.block_columns(16, 144, 4096)
+    for out in (np.empty((32, 2048), np.float32), np.empty((16, 4000), np.float32)):
+        with pytest.raises(ValueError, match="mismatch"):
+            gemm.product_into(a, b, out)
+    with pytest.raises(ValueError, match="mismatch"):
+        gemm.product_into(a, b[:-1], np.empty((16, 4096), np.float32))

@@ -10,7 +10,8 @@ with the cores its launcher gave it.
 So after :func:`cnnrun.backends.configure_process` BLAS has one thread, and :func:`matmul` cuts
 a large product into a fixed plan of blocks along one axis of its *output* (the stack of a
 stacked product, or the rows of ``a``, or the columns of ``b``, whichever is longer), each block
-one single-threaded BLAS call writing straight into its slice of the result
+single-threaded BLAS writing straight into its slice of the result (one call, or
+:func:`product_into`'s, below)
 (``np.matmul(..., out=view)``: BLAS takes a strided row or column block of a C-contiguous
 array as it is), and the caller and a pool of ``threads - 1`` threads take the blocks in turn
 (NumPy releases the GIL in matmul). The plan is made from the shapes alone and no block splits
@@ -39,6 +40,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -56,11 +58,11 @@ MIN_WIDTH = 64
 
 # OpenBLAS's kernels for AVX-512 (the SkylakeX kernel, which its Cooperlake and SapphireRapids
 # cores also use) multiply a product of at most about 10**6 multiply-adds by a path of their
-# own, which does not pack the operands. For the short, wide products of the conv kernels
-# (16 filters by 144 taps, a tile of thousands of pixels) that path ran 1.5-2 times as fast as
-# the packed one on the whole product, so :func:`product_into` cuts such a product into blocks
-# of columns of at most SMALL_WORK multiply-adds (measured on one core of an AMD EPYC with
-# AVX-512, OpenBLAS 0.3.31, GFLOP/s whole -> in blocks: (16, 144) @ (144, 2048) 43-51 -> 90-96,
+# own. For the short, wide products of the conv kernels (16 filters by 144 taps, a tile of
+# thousands of pixels) that path ran 1.5-2 times as fast as the general one on the whole
+# product, so :func:`product_into` cuts such a product into blocks of columns of at most
+# SMALL_WORK multiply-adds (measured on one core of an AMD EPYC with AVX-512, OpenBLAS
+# 0.3.31, GFLOP/s whole -> in blocks: (16, 144) @ (144, 2048) 43-51 -> 90-96,
 # (32, 288) @ (288, 1024) 59-77 -> 94-96, (6, 25) @ (25, 8960) 38 -> 84; at exactly 10**6 the
 # blocks were slower again, and OpenBLAS's AVX2 kernels, Haswell and Zen, gained nothing).
 # The blocks are one stacked np.matmul, which loops over them without the GIL: one Python call
@@ -127,22 +129,37 @@ def plan(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[int, list[
     return axis, [length * i // blocks // step * step for i in range(blocks)] + [length]
 
 
-def blas_small_kernel(pools: list[dict] | None = None, blas: str | None = None) -> bool:
-    """Whether NumPy's BLAS (``blas``: the name NumPy was built with) is OpenBLAS, and every
-    OpenBLAS loaded runs a kernel of :data:`SMALL_KERNEL_CORES` (``pools``: threadpoolctl's
-    view of the loaded libraries, where ``OPENBLAS_CORETYPE`` shows as the kernel it picks)."""
+def numpy_blas(pools: list[dict]) -> list[dict]:
+    """Of threadpoolctl's ``pools``, the BLAS libraries NumPy's wheel bundles (in its
+    ``numpy.libs`` or ``.dylibs`` folder): the one it calls, whatever else was loaded (SciPy's
+    own OpenBLAS, say). Where there is none (NumPy linked to a BLAS of the system), every BLAS
+    loaded."""
+    here = Path(np.__file__).resolve().parent
+    folders = (here, here.parent / "numpy.libs")
+    blas = [p for p in pools if p.get("user_api") == "blas"]
+    own = [
+        p
+        for p in blas
+        if p.get("filepath")
+        and any(Path(p["filepath"]).resolve().is_relative_to(f) for f in folders)
+    ]
+    return own or blas
+
+
+def blas_small_kernel(pools: list[dict] | None = None) -> bool:
+    """Whether NumPy's BLAS (:func:`numpy_blas` of ``pools``, threadpoolctl's view of the
+    loaded libraries by default) is OpenBLAS running a kernel of :data:`SMALL_KERNEL_CORES`
+    (``OPENBLAS_CORETYPE`` shows there as the kernel it picked)."""
     if pools is None:
         from threadpoolctl import threadpool_info
 
         pools = threadpool_info()
-    if blas is None:
-        blas = str(np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {}).get("name"))
-    cores = [
-        str(pool.get("architecture", "")).lower()
-        for pool in pools
-        if pool.get("internal_api") == "openblas"
-    ]
-    return "openblas" in blas.lower() and bool(cores) and set(cores) <= set(SMALL_KERNEL_CORES)
+    blas = numpy_blas(pools)
+    return bool(blas) and all(
+        p.get("internal_api") == "openblas"
+        and str(p.get("architecture", "")).lower() in SMALL_KERNEL_CORES
+        for p in blas
+    )
 
 
 def set_small_products(work: int | None) -> None:
@@ -173,11 +190,15 @@ def product_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out[...] = a @ b`` for 2-D operands: one BLAS call, or where the BLAS has a faster
     kernel for small products (see the module's notes), one BLAS call per block of
     :func:`block_columns` columns, all made by one stacked np.matmul (and a narrower last
-    block by one more). The blocks come from the shapes alone, and each column of the result
+    block by one more; dtypes or strides BLAS does not take go through NumPy's own loop, as
+    they would whole). The blocks come from the shapes alone, and each column of the result
     is one call's, so the bits do not depend on which thread runs it."""
+    if not a.ndim == b.ndim == out.ndim == 2:  # np.matmul's own error, or its own product
+        np.matmul(a, b, out=out)
+        return
     (m, k), n = a.shape, b.shape[1]
     width = block_columns(m, k, n)
-    if width is None or k != b.shape[0]:  # mismatched shapes: np.matmul's own error
+    if width is None or b.shape[0] != k or out.shape != (m, n):  # mismatched: matmul's error
         np.matmul(a, b, out=out)
         return
     whole = n - n % width  # the whole blocks: one stacked product, (n // width, k, width) views
