@@ -36,14 +36,14 @@ correlation; PyTorch's (oneDNN, AVX-512) takes about 85 ms, and OpenBLAS's Haswe
 NumPy's build picks on this machine, gives 60-110 GFLOPS a core on these shapes: the step's
 conv products, about 15.6 GFLOP, take 70-130 ms at those rates on 2 cores.
 
-**Small products.** The forward's and dX's products of few filters are short and wide, (16,
-144) @ (144, thousands of pixels): where OpenBLAS's AVX-512 kernel has its faster path for
-small products, each is made in blocks of columns within it (:func:`cnnrun.backends.gemm.
-product_into`). Measured on 2 cores of an AMD EPYC with AVX-512, batch 64, the same process
-switching it on and off, median speed-up of forward+backward: LeNet's conv1 1.24, 16 to 32
-channels at 32x32 1.09 and at 16x16 1.15, 32 to 64 at 16x16 1.03; 64 to 64 channels make
-products too long for it and stay one call. Steps: LeNet 1.03 (batch 64) and 1.08 (256),
-vgg_small 1.10, ResNet-20 1.06.
+**Small products.** The forward's and dX's products of few filters are short and wide,
+(16, 144) @ (144, thousands of pixels): where OpenBLAS's AVX-512 kernel has its faster path
+for small products, each is made in blocks of columns within it
+(:func:`cnnrun.backends.gemm.product_into`). Measured on 2 cores of an AMD EPYC with
+AVX-512, batch 64, the same process switching it on and off, median speed-up of
+forward+backward: LeNet's conv1 1.24, 16 to 32 channels at 32x32 1.09 and at 16x16 1.15, 32
+to 64 at 16x16 1.03; 64 to 64 channels make products too long for it and stay one call.
+Steps: LeNet 1.03 (batch 64) and 1.08 (256), vgg_small 1.10, ResNet-20 1.06.
 
 Every product is single-threaded BLAS on a plan of blocks or tiles made from the shapes alone,
 so the bits do not depend on the thread count; each tile writes its own slice of the result.
