@@ -276,10 +276,10 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a @ b
     axis, edges = plan(a.shape, b.shape)
     if len(edges) < 3:  # one block: one call, or a short, wide product's blocks of columns
-        if not edges or a.ndim != 2 or block_columns(*a.shape, b.shape[1]) is None:
+        if not edges or a.ndim != 2:  # vectors, stacks, mismatched shapes: a @ b's own
             return a @ b
         out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-        product_into(a, b, out)
+        product_into(a, b, out)  # decides between one call and blocks itself
         return out
     out = np.empty((*a.shape[:-1], b.shape[-1]), np.result_type(a, b))
     run_tasks(lambda i: _block(a, b, out, axis, edges[i], edges[i + 1]), len(edges) - 1)
