@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from cnnrun import nn
 from cnnrun.backends import gemm
+from cnnrun.backends.numba import precompile
 from cnnrun.bench import cases, convs, libraries, nets, peak, report, table, twin
 from cnnrun.models import build_model
 from cnnrun.run.config import config_dir
@@ -366,6 +367,9 @@ def test_bench_quick_writes_json(tmp_path):
         assert run["ratio"] == pytest.approx(run["images_per_s"] / run["step_images_per_s"])
     compile_ = result["numba_compile"]
     assert compile_["cold_compile_s"] > 0 and compile_["warm_cache_misses"] == 0
+    # the empty cache had dW's kernels compiled by a second process, the full one did not
+    assert compile_["cold_precompile_child"] is precompile.enabled()
+    assert compile_["warm"]["precompile_child"] is False
     # Numba's start-up timed apart, then the step from the cache: both parts of the warm time
     split = compile_["warm_setup_apart"]
     assert split["numba_setup_s"] > 0 and split["cache_misses"] == 0 and split["cache_hits"] > 0

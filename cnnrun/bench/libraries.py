@@ -18,7 +18,8 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-# the variables that choose a library's threads or kernels, or where Numba caches
+# the variables that choose a library's threads or kernels, or where Numba caches (and whether
+# a second process shares its first compile: cnnrun.backends.numba.precompile)
 ENV_VARIABLES = (
     "OPENBLAS_CORETYPE",
     "OPENBLAS_NUM_THREADS",
@@ -29,6 +30,7 @@ ENV_VARIABLES = (
     "NUMBA_CPU_NAME",
     "NUMBA_CPU_FEATURES",
     "NUMBA_CACHE_DIR",
+    "CNNRUN_PRECOMPILE",
     "DNNL_MAX_CPU_ISA",
     "ONEDNN_MAX_CPU_ISA",
     "ATEN_CPU_CAPABILITY",

@@ -82,9 +82,11 @@ def _compile_lines(result: dict) -> list[str]:
     compile_ = result.get("numba_compile")
     if not compile_:
         return []
+    child = " (dW's kernels compiled meanwhile by a second process)"
     lines = [
         f"Numba first LeNet step, compile time: {compile_['cold_compile_s']:.1f} s "
-        f"with an empty cache, {compile_['warm_compile_s']:.2f} s with the cache "
+        f"with an empty cache{child if compile_.get('cold_precompile_child') else ''}, "
+        f"{compile_['warm_compile_s']:.2f} s with the cache "
         f"({compile_['warm_cache_misses']} cache misses)"
     ]
     if compile_.get("warm_numba_setup_s") is not None:

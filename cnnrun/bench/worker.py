@@ -112,8 +112,11 @@ def compile_probe(threads: int, setup_first: bool = False) -> None:
     first = _seconds(step)
     steady = min(_seconds(step) for _ in range(5))
     hits, misses = _cache_counts()
+    from ..backends.numba import precompile
+
     _say(
         {
+            "precompile_child": precompile.started("float32"),
             "import_s": imported,
             "numba_setup_s": setup,
             "first_step_s": first,
@@ -241,6 +244,7 @@ def measure_compile(threads: int) -> dict:
         "cold_compile_s": cold["compile_s"],
         "warm_compile_s": warm["compile_s"],
         "warm_cache_misses": warm["cache_misses"],
+        "cold_precompile_child": cold["precompile_child"],
         "warm_numba_setup_s": split["numba_setup_s"],
         "warm_kernels_s": split["compile_s"],
         "cold": cold,

@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..contract import Window, crop_window, padded
+from . import precompile
 from .common import _FAST, CHUNK, Pair, out_hw, parallel
 from .phases import grad_input_phased, phase_stack
 from .wide import corr_wide
@@ -84,6 +85,7 @@ def conv2d_forward(
     (:func:`.phases.phase_stack`), which dW reads again (None otherwise: dW reads x_pad
     itself). The bias is added as the kernel writes y, except in a dilated strided layer."""
     x, pads = _unpadded(x_pad)
+    precompile.start(x.dtype)  # a cold cache: dW's kernels compile meanwhile elsewhere
     w = np.ascontiguousarray(w, dtype=x.dtype)
     (sh, sw), (dh, dw) = stride, dilation
     ho, wo = out_hw(x_pad.shape[2:], w.shape[2:], stride, dilation)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import precompile
 from .common import _FAST, CHUNK, chunks, parallel
 from .simd import (
     REGISTERS,
@@ -101,6 +102,7 @@ def corr_grad_weight_wide(
     if few:  # (F', K') partial sums, filters and taps in groups of four
         offs = tap_offsets((f, c, *kernel_size), padded, dilation, FEW, stride)
         part = np.zeros((chunks(x.shape[0]), groups_up(f, FEW), offs.size), x.dtype)
+        precompile.ready("few", x.dtype)
         parallel(_grad_weight_few, part.shape[0], part, x, pads, padded, dy, offs)
     else:  # (K', F') partial sums: taps in whole blocks, filters in whole registers
         fp = groups_up(f, register)
@@ -108,12 +110,20 @@ def corr_grad_weight_wide(
         taps = PAIR_TAPS if pairs else SINGLE_TAPS
         offs = tap_offsets((f, c, *kernel_size), padded, dilation, taps, stride)
         part = np.zeros((chunks(x.shape[0]), offs.size * fp), x.dtype)  # (K', F') flat
+        precompile.ready("blocks", x.dtype)
         parallel(_grad_weight_blocks, part.shape[0], part, x, pads, padded, dy, offs, pairs)
     dW = part[0].copy()  # the chunks' sums added in chunk order: the same at any thread count
     for chunk in range(1, part.shape[0]):
         dW += part[chunk]
     dW = dW[:f, :k] if few else dW.reshape(-1, fp)[:k, :f].T
     return np.ascontiguousarray(dW).reshape(f, c, *kernel_size)
+
+
+@njit(cache=True)
+def cache_probe(a):
+    """Nothing: whether loading it misses Numba's cache says whether this file's kernels will
+    (:func:`.precompile.start`)."""
+    return a.size
 
 
 @njit(nogil=True, cache=True)

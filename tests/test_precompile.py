@@ -1,0 +1,129 @@
+"""The first compile shared with a second process (cnnrun.backends.numba.precompile): with an
+empty cache the dW kernels come from the child's compile, with the same bits; a warm cache
+starts no child; a child that fails or hangs leaves the process to compile them itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from cnnrun.backends.numba import precompile
+
+# a conv forward (which looks at the cache), then dW by both kernels on fixed data
+_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, json
+    import numpy as np
+    from cnnrun.backends import get_backend
+    from cnnrun.backends.numba import precompile, wide_grad
+
+    numba = get_backend("numba")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 3, 11, 7)).astype(np.float32)
+    numba.conv2d_forward(numba.pad2d(x, (1, 1, 1, 1)), np.ones((16, 3, 3, 3), np.float32),
+                         (1, 1), (1, 1))
+    digests = []
+    for filters in (16, 6):  # the micro-kernel's blocks; the few-filters dot products
+        dy = rng.standard_normal((9, filters, 9, 5)).astype(np.float32)
+        dW = numba.conv2d_grad_weight(x, None, dy, (3, 3), (1, 1), (1, 1))
+        digests.append(hashlib.sha256(dW.tobytes()).hexdigest())
+    stats = {
+        name: [sum(getattr(wide_grad, name).stats.cache_hits.values()),
+               sum(getattr(wide_grad, name).stats.cache_misses.values())]
+        for name in ("_grad_weight_blocks", "_grad_weight_few")
+    }
+    print(json.dumps({"child": precompile.started("float32"), "stats": stats,
+                      "digests": digests}))
+    """
+)
+
+
+def _run(cache, **env) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT],
+        env={**os.environ, "NUMBA_CACHE_DIR": str(cache), **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not precompile.enabled(), reason="one core: no second process to share")
+def test_an_empty_cache_gets_dw_kernels_from_the_child_with_the_same_bits(tmp_path):
+    cold = _run(tmp_path / "shared")
+    assert cold["child"] is True
+    # both kernels loaded from the cache the child wrote: none compiled here
+    assert cold["stats"] == {"_grad_weight_blocks": [1, 0], "_grad_weight_few": [1, 0]}
+    alone = _run(tmp_path / "alone", CNNRUN_PRECOMPILE="0")
+    assert alone["child"] is False
+    assert alone["stats"] == {"_grad_weight_blocks": [0, 1], "_grad_weight_few": [0, 1]}
+    assert cold["digests"] == alone["digests"]  # one compiler, one source: the same bits
+    warm = _run(tmp_path / "shared")
+    assert warm["child"] is False  # the probe found the cache: no second process
+    assert warm["stats"] == cold["stats"] and warm["digests"] == cold["digests"]
+
+
+def _child(monkeypatch, code: str, wait_s: float = 60.0) -> precompile._Child:
+    monkeypatch.setattr(precompile, "WAIT_S", wait_s)
+    child = precompile._Child("float32", [sys.executable, "-c", code])
+    monkeypatch.setitem(precompile._children, "float32", child)
+    return child
+
+
+def test_a_child_that_fails_leaves_the_kernels_to_this_process(monkeypatch):
+    child = _child(monkeypatch, "import sys; print('nonsense'); sys.exit(3)")
+    start = time.perf_counter()
+    precompile.ready("blocks", "float32")
+    precompile.ready("few", "float32")
+    assert time.perf_counter() - start < 30  # its end is the word: no wait for WAIT_S
+    assert child.proc.wait() == 3
+
+
+def test_a_hung_child_is_waited_for_no_longer_than_wait_s_then_stopped(monkeypatch):
+    child = _child(monkeypatch, "import time; print('blocks', flush=True); time.sleep(60)", 0.5)
+    start = time.perf_counter()
+    precompile.ready("blocks", "float32")  # said: at once
+    assert child.done["blocks"].is_set() and not child.done["few"].is_set()
+    precompile.ready("few", "float32")  # never said: WAIT_S
+    assert 0.4 < time.perf_counter() - start < 30
+    assert child.proc.poll() is None
+    child.stop()  # as at exit
+    assert child.proc.poll() is not None
+
+
+def test_the_child_is_off_with_the_variable_or_on_one_core(monkeypatch):
+    monkeypatch.setenv("CNNRUN_PRECOMPILE", "0")
+    assert not precompile.enabled()
+    monkeypatch.delenv("CNNRUN_PRECOMPILE")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert not precompile.enabled()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert precompile.enabled()
+
+
+def test_dw_of_another_dtype_or_without_a_child_does_not_wait(monkeypatch):
+    child = _child(monkeypatch, "import time; time.sleep(60)", 30.0)
+    start = time.perf_counter()
+    precompile.ready("blocks", "float64")  # the child compiles float32's kernels
+    assert time.perf_counter() - start < 5
+    child.stop()
+
+
+def test_a_forked_process_shares_none_of_the_parents_child(monkeypatch):
+    child = _child(monkeypatch, "import time; time.sleep(60)")
+    monkeypatch.setattr(precompile, "_probed", {"float32"})
+    pid = os.fork()
+    if pid == 0:  # its dW must not wait on a child whose words only the parent reads
+        os._exit(0 if not precompile._children and not precompile._probed else 1)
+    _, status = os.waitpid(pid, 0)
+    child.stop()
+    assert os.waitstatus_to_exitcode(status) == 0
