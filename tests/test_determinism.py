@@ -213,9 +213,15 @@ def test_gemm_with_small_products_gives_the_same_bits_for_any_pool_size(
     assert np.allclose(results[0], gemm.matmul(a, b), rtol=0, atol=1e-3)
 
 
-def _blas(internal: str, core: str = "") -> dict:
+def _blas(internal: str, core: str = "", version: str = "0.3.31") -> dict:
     name = f"lib{internal}.so"
-    return {"user_api": "blas", "internal_api": internal, "architecture": core, "filepath": name}
+    return {
+        "user_api": "blas",
+        "internal_api": internal,
+        "architecture": core,
+        "filepath": name,
+        "version": version,
+    }
 
 
 def _in(folder: Path, pool: dict) -> dict:
@@ -237,6 +243,10 @@ def test_small_products_only_where_numpy_has_openblas_avx512_kernel():
     assert not gemm.blas_small_kernel([_in(system, _blas("mkl"))])
     openmp = {"user_api": "openmp", "internal_api": "openmp", "filepath": "/usr/lib/libgomp.so"}
     assert not gemm.blas_small_kernel([openmp])  # no BLAS found
+    # the small-problem kernels came with OpenBLAS 0.3.18
+    for version, small in (("0.3.17", False), ("0.3.18", True), ("0.3.21.dev", True), ("", False)):
+        assert gemm.blas_small_kernel([_in(wheel, _blas("openblas", "SkylakeX", version))]) is small
+    assert not gemm.blas_small_kernel([_in(wheel, _blas("openblas", "SkylakeX", None))])
 
 
 def test_product_into_leaves_bad_shapes_to_numpy(small_products, rng):

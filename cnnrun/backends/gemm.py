@@ -69,6 +69,7 @@ MIN_WIDTH = 64
 # per block made two threads wait on each other's hand-overs and ran slower than one product.
 # dW's products (the reduction over the pixels) gained nothing from it, in blocks or whole.
 SMALL_KERNEL_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+SMALL_SINCE = (0, 3, 18)  # the OpenBLAS that added those kernels (its changelog, x86_64)
 SMALL_WORK = 800_000
 SMALL_STEP = 16  # a block's columns are a multiple of this ...
 SMALL_MIN = 32  # ... and at least this many (narrower blocks cost more calls than they save)
@@ -148,8 +149,9 @@ def numpy_blas(pools: list[dict]) -> list[dict]:
 
 def blas_small_kernel(pools: list[dict] | None = None) -> bool:
     """Whether NumPy's BLAS (:func:`numpy_blas` of ``pools``, threadpoolctl's view of the
-    loaded libraries by default) is OpenBLAS running a kernel of :data:`SMALL_KERNEL_CORES`
-    (``OPENBLAS_CORETYPE`` shows there as the kernel it picked)."""
+    loaded libraries by default) is OpenBLAS :data:`SMALL_SINCE` or later running a kernel of
+    :data:`SMALL_KERNEL_CORES` (``OPENBLAS_CORETYPE`` shows there as the kernel it picked); an
+    OpenBLAS whose version is not known is taken for one before."""
     if pools is None:
         from threadpoolctl import threadpool_info
 
@@ -158,8 +160,20 @@ def blas_small_kernel(pools: list[dict] | None = None) -> bool:
     return bool(blas) and all(
         p.get("internal_api") == "openblas"
         and str(p.get("architecture", "")).lower() in SMALL_KERNEL_CORES
+        and _version(p.get("version")) >= SMALL_SINCE
         for p in blas
     )
+
+
+def _version(text) -> tuple[int, ...]:
+    """``"0.3.31"`` (or ``"0.3.21.dev"``) as (0, 3, 31); () where it has no leading number."""
+    parts = []
+    for part in str(text or "").split("."):
+        digits = part[: len(part) - len(part.lstrip("0123456789"))]
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
 
 
 def set_small_products(work: int | None) -> None:
