@@ -270,6 +270,10 @@ def test_the_kernel_note():
     skylake = [{"internal_api": "openblas", "architecture": "SkylakeX"}]
     assert "AVX-512" not in libraries.kernel_note(skylake, {"avx512f"}, {})
     assert libraries.kernel_note([{"internal_api": "mkl"}], {"avx512f"}, {}) == ""
+    # SciPy's OpenBLAS listed first: the note is on the one NumPy calls
+    scipy_own = {"internal_api": "openblas", "architecture": "Zen", "numpy": False}
+    numpy_own = {"internal_api": "openblas", "architecture": "SkylakeX", "numpy": True}
+    assert "kernel: SkylakeX" in libraries.kernel_note([scipy_own, numpy_own], {"avx512f"}, {})
 
 
 def test_this_process_s_blas_is_reported():
@@ -277,6 +281,7 @@ def test_this_process_s_blas_is_reported():
     blas = [p for p in pools if p["user_api"] == "blas"]
     assert blas and all(p["num_threads"] >= 1 and p["library"] for p in blas)
     assert "/" not in blas[0]["library"]  # the file's name, not where it is
+    assert [p for p in blas if p["numpy"]]  # the one NumPy calls is marked
 
 
 def test_onednn_s_log_is_read():

@@ -54,14 +54,21 @@ def environment(env: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 def thread_pools() -> list[dict]:
     """The thread pools of this process's libraries (``threadpoolctl.threadpool_info()``):
-    API, library, version, kernel architecture, threads now, and the library's file name."""
+    API, library, version, kernel architecture, threads now, the library's file name (not
+    where it is), and ``numpy``: whether it is a BLAS NumPy calls (:func:`gemm.numpy_blas`:
+    SciPy may have loaded an OpenBLAS of its own beside it)."""
     from threadpoolctl import threadpool_info
 
+    from ..backends import gemm
+
+    infos = threadpool_info()
+    numpy_own = {id(info) for info in gemm.numpy_blas(infos)}
     pools = []
-    for info in threadpool_info():
+    for info in infos:
         pool = {key: info.get(key) for key in POOL_KEYS if key in info}
         pool["num_threads"] = info.get("num_threads")
         pool["library"] = Path(info.get("filepath", "")).name
+        pool["numpy"] = id(info) in numpy_own
         pools.append(pool)
     return pools
 
@@ -146,8 +153,10 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
 
 def kernel_note(pools: list[dict], flags: set[str], env: Mapping[str, str]) -> str:
     """A line on numpy's OpenBLAS kernel: which one, and ``OPENBLAS_CORETYPE``, which picks
-    it; where the CPU has AVX-512 and the kernel is an AVX2 one, that SkylakeX would use it."""
-    blas = next((p for p in pools if p.get("internal_api") == "openblas"), None)
+    it; where the CPU has AVX-512 and the kernel is an AVX2 one, that SkylakeX would use it.
+    NumPy's own OpenBLAS (``numpy`` in :func:`thread_pools`) first, then any other."""
+    openblas = [p for p in pools if p.get("internal_api") == "openblas"]
+    blas = next((p for p in openblas if p.get("numpy")), openblas[0] if openblas else None)
     if blas is None:
         return ""
     kernel = blas.get("architecture") or "unknown"
