@@ -4,19 +4,23 @@ its backward pass reaches them.
 
 Numba compiles on one thread, under a lock: on a machine of two cores a cold cache leaves one
 idle for the whole first step. The first LeNet step with an empty cache spent about 6 s
-compiling, a third of it in the two dW kernels of :mod:`.wide_grad` (the micro-kernel's blocks,
-and the few-filters dot products that LeNet's first layer takes), which the first forward pass
-does not need. So at the first conv forward of a dtype, where a probe kernel of
-:mod:`.wide_grad` misses the cache (:func:`start`), a child (``python -m
-cnnrun.backends.numba.precompile float32``) runs both on a small zero problem, the same
-wrappers making the same argument types as a real call, and says each kernel's name once it
-is in the cache. Before its first call of one, dW waits for that word (:func:`ready`); then
-Numba's dispatcher, which looks in the cache before it compiles, loads it.
+compiling, half of it in the two dW kernels of :mod:`.wide_grad` (the micro-kernel's blocks,
+and the few-filters dot products that LeNet's first layer takes), which the forward pass does
+not need. So at the first conv forward of a dtype, where a probe kernel of :mod:`.wide_grad`
+misses the cache (:func:`start`), a child process runs both on a small zero problem, the same
+wrapper making the same argument types as a real call, and says as it begins each and once it
+is in the cache. Before its first call of one, dW waits for the child if it has begun that
+kernel, and compiles it itself if it has not (:func:`ready`); after the wait Numba's
+dispatcher, which looks in the cache before it compiles, loads it. The child needs about
+0.8 s to start (Python, NumPy, Numba and its registries), so it is done with the blocks as the
+backward pass reaches them, and the few-filters kernel follows. LeNet's first step, the two
+ways taken in turn on 2 cores of an AMD EPYC with AVX-512: 6.4-6.7 s alone, 4.5-4.9 s with the
+child.
 
-Nothing depends on the child: where it fails, is slow past :data:`WAIT_S`, or the machine has
-one core, this process compiles the kernel itself, as it would have. The code is the same
-either way (one compiler, one source, the same flags), so are the bits. A warm cache costs the
-probe's load, under a millisecond. ``CNNRUN_PRECOMPILE=0`` turns the child off.
+Nothing depends on the child: where it fails, is slow past :data:`WAIT_S`, or the process has
+one core or one thread, this process compiles the kernel itself, as it would have. The code
+is the same either way (one compiler, one source, the same flags), so are the bits. A warm
+cache costs the probe's load from it, 3-4 ms. ``CNNRUN_PRECOMPILE=0`` turns the child off.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from pathlib import Path
 
 import numpy as np
 
@@ -36,26 +40,39 @@ log = logging.getLogger(__name__)
 
 JOBS = ("blocks", "few")  # in the order the child compiles them: every 3x3 layer takes blocks
 WAIT_S = 120.0  # the longest dW waits for the child before it compiles the kernel itself
-# the child imports this cnnrun, wherever this process found it (a checkout on sys.path, an
-# install): its folder goes first on the child's path unless that path has it already
-_ROOT = str(Path(__file__).resolve().parents[3])
+# the child imports this very cnnrun, from the folder this process found it in (as found, not
+# resolved: Numba's cache is keyed on that path), ahead of the child's working directory, and
+# checks that it did (:func:`main`)
+_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+)
+# SIGINT and SIGTERM are blocked before anything is imported: the threads that libraries start
+# (OpenBLAS's, at NumPy's import) inherit the mask, and none of them takes the signal either
 _CHILD = (
-    "import sys; root = sys.argv[1]; root in sys.path or sys.path.insert(0, root); "
+    "import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}); "
+    "import sys; root = sys.argv[1]; "
+    "sys.path[:] = [root] + [p for p in sys.path if p not in ('', root)]; "
     "from cnnrun.backends.numba.precompile import main; main(sys.argv[2:])"
 )
+_STOP = {signal.SIGINT, signal.SIGTERM}  # what the child acts on between jobs only
 _probed: set[str] = set()  # dtypes whose first conv forward has looked at the cache
 _children: dict[str, _Child] = {}  # by dtype: the child compiling its dW kernels
 
 
 class _Child:
-    """The second process (``command``), compiling the dW kernels of ``dtype`` and saying the
-    name of each once it is cached; a thread reads those words."""
+    """The second process (``command``), compiling the dW kernels of ``dtype``: it says
+    ``start <job>`` as it begins one and ``done <job>`` once it is in the cache, and a thread
+    of this process reads those words."""
 
     def __init__(self, dtype: str, command: list[str] | None = None):
+        self.begun = {job: threading.Event() for job in JOBS}
         self.done = {job: threading.Event() for job in JOBS}
+        self.said: list[str] = []
         self.errors = tempfile.TemporaryFile()  # a file: warnings cannot fill a pipe and stall it
+        from . import wide_grad
+
         self.proc = subprocess.Popen(
-            command or [sys.executable, "-c", _CHILD, _ROOT, dtype],
+            command or [sys.executable, "-c", _CHILD, _ROOT, dtype, wide_grad.__file__],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self.errors,
@@ -66,55 +83,69 @@ class _Child:
 
     def _read(self) -> None:
         for line in self.proc.stdout:
-            if line.strip() in self.done:
-                self.done[line.strip()].set()
+            self.said.append(line.strip())
+            word, _, job = line.strip().partition(" ")
+            events = {"start": self.begun, "done": self.done}.get(word, {})
+            if job in events:
+                events[job].set()
         if self.proc.wait() != 0:  # the caller compiles what is missing, as without a child
             self.errors.seek(0)
             error = self.errors.read().decode(errors="replace").strip()[-500:]
             log.debug("the precompile child failed (%s): %s", self.proc.returncode, error)
         self.errors.close()
-        for event in self.done.values():
+        for event in (*self.begun.values(), *self.done.values()):
             event.set()
 
     def wait(self, job: str) -> None:
-        if job in self.done and not self.done[job].wait(WAIT_S):
+        """Until ``job`` is cached, if the child has begun it; not at all if it has not (it is
+        still starting, or on another job): then the caller compiles it sooner itself."""
+        if job not in self.done or not self.begun[job].is_set():
+            return
+        if not self.done[job].wait(WAIT_S):
             log.debug("the precompile child took over %s s for %s", WAIT_S, job)
 
     def stop(self) -> None:
-        """At exit: a child still compiling is not left running (Numba's cache writes each
-        file under a temporary name first, so a stopped write leaves no partial entry)."""
+        """At exit: the child is asked to stop, and does so after the job it is on (a kill
+        between Numba's writes of a cache entry's index and data could leave an index that
+        names another version's data)."""
         if self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait()
 
 
 def enabled() -> bool:
-    """Whether a cold cache gets a child: two cores or more, and no ``CNNRUN_PRECOMPILE=0``."""
+    """Whether a cold cache gets a child: two cores or more for this process, a thread count
+    (``backend.threads``) of two or more if one is set, and no ``CNNRUN_PRECOMPILE=0``."""
+    from .. import process
+
     if os.environ.get("CNNRUN_PRECOMPILE", "").strip() == "0":
         return False
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (cores or 1) >= 2
+    threads = process.kernel_threads()
+    return (cores or 1) >= 2 and (threads is None or threads >= 2)
 
 
 def start(dtype) -> None:
     """At a conv forward: the first of ``dtype`` in this process loads or compiles the probe
-    kernel of :mod:`.wide_grad`, and where that missed Numba's cache (its file is new, or
-    changed, or the cache is empty), starts the child for the dW kernels of ``dtype``."""
+    kernel of :mod:`.wide_grad` for it, and where that missed Numba's cache (the file is new,
+    or changed, or the cache is empty), starts the child for the dW kernels of ``dtype``."""
     name = np.dtype(dtype).name
     if name in _probed:
         return
     _probed.add(name)
     if not enabled():
         return
+    from numba import typeof
+
     from .wide_grad import cache_probe
 
-    cache_probe(np.zeros(1, name))
-    if sum(cache_probe.stats.cache_misses.values()):
+    probe = np.zeros(1, name)
+    cache_probe(probe)
+    if cache_probe.stats.cache_misses.get((typeof(probe),), 0):
         _children[name] = _Child(name)
 
 
 def ready(job: str, dtype) -> None:
-    """Before dW's first call of the kernel ``job``: wait for the child to have it cached."""
+    """Before dW's first call of the kernel ``job``: the child's compile of it, if begun."""
     child = _children.get(np.dtype(dtype).name)
     if child is not None:
         child.wait(job)
@@ -148,10 +179,17 @@ def compile_job(job: str, dtype) -> None:
 
 
 def main(argv: list[str]) -> None:
+    """The child: ``dtype`` and the parent's ``wide_grad.py``, which must be the one imported
+    here (else nothing is compiled, for nothing would be found). A SIGINT or SIGTERM, blocked
+    (:data:`_CHILD`), ends it between jobs."""
+    from . import wide_grad
+
+    dtype, expected = argv
+    if os.path.abspath(wide_grad.__file__) != os.path.abspath(expected):
+        sys.exit(f"imported {wide_grad.__file__}, not the parent's {expected}")
     for job in JOBS:
-        compile_job(job, argv[0])
-        print(job, flush=True)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+        if signal.sigpending() & _STOP:
+            sys.exit(1)
+        print("start", job, flush=True)
+        compile_job(job, dtype)
+        print("done", job, flush=True)

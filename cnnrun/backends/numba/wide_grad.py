@@ -121,8 +121,9 @@ def corr_grad_weight_wide(
 
 @njit(cache=True)
 def cache_probe(a):
-    """Nothing: whether loading it misses Numba's cache says whether this file's kernels will
-    (:func:`.precompile.start`)."""
+    """Nothing: where loading it misses Numba's cache, this file's kernels are not cached
+    either (new, changed, or an empty cache: :func:`.precompile.start`); where it hits, they
+    most likely are."""
     return a.size
 
 
