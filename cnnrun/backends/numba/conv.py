@@ -33,7 +33,7 @@ from . import precompile
 from .common import _FAST, CHUNK, Pair, out_hw, parallel
 from .phases import grad_input_phased, phase_stack
 from .wide import corr_wide
-from .wide_grad import corr_grad_weight_wide
+from .wide_grad import corr_grad_weight_wide, few_filters
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,12 @@ def conv2d_forward(
     (:func:`.phases.phase_stack`), which dW reads again (None otherwise: dW reads x_pad
     itself). The bias is added as the kernel writes y, except in a dilated strided layer."""
     x, pads = _unpadded(x_pad)
-    precompile.start(x.dtype)  # a cold cache: dW's kernels compile meanwhile elsewhere
-    w = np.ascontiguousarray(w, dtype=x.dtype)
     (sh, sw), (dh, dw) = stride, dilation
+    # a cold cache: dW's kernels compile meanwhile in a second process, the few-filters one
+    # where a layer will take it
+    wide = (sh, sw) == (1, 1) or (dh, dw) == (1, 1)
+    precompile.start(x.dtype, few=wide and few_filters(w.shape[0], x.dtype))
+    w = np.ascontiguousarray(w, dtype=x.dtype)
     ho, wo = out_hw(x_pad.shape[2:], w.shape[2:], stride, dilation)
     if (sh, sw) == (1, 1):
         return corr_wide(x, w, (dh, dw), pads, (ho, wo), bias), None

@@ -7,11 +7,12 @@ idle for the whole first step. The first LeNet step with an empty cache spent ab
 compiling, half of it in the two dW kernels of :mod:`.wide_grad` (the micro-kernel's blocks,
 and the few-filters dot products that LeNet's first layer takes), which the forward pass does
 not need. So at the first conv forward of a dtype, where a probe kernel of :mod:`.wide_grad`
-misses the cache (:func:`start`), a child process runs both on a small zero problem, the same
-wrapper making the same argument types as a real call, and says as it begins each and once it
-is in the cache. Before its first call of one, dW waits for the child if it has begun that
-kernel, and compiles it itself if it has not (:func:`ready`); after the wait Numba's
-dispatcher, which looks in the cache before it compiles, loads it. The child needs about
+misses the cache (:func:`start`), a child process compiles them by a call on a small zero
+problem, the same wrapper making the same argument types as a real call: the blocks, then the
+few-filters kernel if a layer's forward asks for it before the first dW. It says as it begins
+each and once it is in the cache. Before its first call of one, dW waits for the child if it
+has begun that kernel, and compiles it itself if it has not (:func:`ready`); after the wait
+Numba's dispatcher, which looks in the cache before it compiles, loads it. The child needs about
 0.8 s to start (Python, NumPy, Numba and its registries), so it is done with the blocks as the
 backward pass reaches them, and the few-filters kernel follows. LeNet's first step, the two
 ways taken in turn on 2 cores of an AMD EPYC with AVX-512: 6.4-6.7 s alone, 4.5-4.9 s with the
@@ -28,6 +29,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -38,8 +40,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-JOBS = ("blocks", "few")  # in the order the child compiles them: every 3x3 layer takes blocks
+JOBS = ("blocks", "few")  # blocks first, always (every 3x3 layer takes it); few where asked
 WAIT_S = 120.0  # the longest dW waits for the child before it compiles the kernel itself
+ASK_S = 60.0  # the longest the child waits for this process's next word before it ends
 # the child imports this very cnnrun, from the folder this process found it in (as found, not
 # resolved: Numba's cache is keyed on that path), ahead of the child's working directory, and
 # checks that it did (:func:`main`)
@@ -56,13 +59,15 @@ _CHILD = (
 )
 _STOP = {signal.SIGINT, signal.SIGTERM}  # what the child acts on between jobs only
 _probed: set[str] = set()  # dtypes whose first conv forward has looked at the cache
+_asked_few: set[str] = set()  # dtypes whose child was asked for the few-filters kernel
 _children: dict[str, _Child] = {}  # by dtype: the child compiling its dW kernels
 
 
 class _Child:
-    """The second process (``command``), compiling the dW kernels of ``dtype``: it says
-    ``start <job>`` as it begins one and ``done <job>`` once it is in the cache, and a thread
-    of this process reads those words."""
+    """The second process (``command``), compiling the dW kernels of ``dtype``: the blocks,
+    then those that this process asks for on its stdin (:meth:`ask`) until it closes it
+    (:meth:`asked_all`). It says ``start <job>`` as it begins one and ``done <job>`` once it
+    is in the cache, and a thread of this process reads those words."""
 
     def __init__(self, dtype: str, command: list[str] | None = None):
         self.begun = {job: threading.Event() for job in JOBS}
@@ -73,7 +78,7 @@ class _Child:
 
         self.proc = subprocess.Popen(
             command or [sys.executable, "-c", _CHILD, _ROOT, dtype, wide_grad.__file__],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.errors,
             text=True,
@@ -95,6 +100,21 @@ class _Child:
         self.errors.close()
         for event in (*self.begun.values(), *self.done.values()):
             event.set()
+
+    def ask(self, job: str) -> None:
+        """Have ``job`` compiled too, after the blocks (a lost child changes nothing)."""
+        try:
+            self.proc.stdin.write(job + "\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):  # it ended, or this process asked all already
+            pass
+
+    def asked_all(self) -> None:
+        """No more jobs: the first dW is here, every layer's forward has been."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
 
     def wait(self, job: str) -> None:
         """Until ``job`` is cached, if the child has begun it; not at all if it has not (it is
@@ -124,30 +144,42 @@ def enabled() -> bool:
     return (cores or 1) >= 2 and (threads is None or threads >= 2)
 
 
-def start(dtype) -> None:
-    """At a conv forward: the first of ``dtype`` in this process loads or compiles the probe
-    kernel of :mod:`.wide_grad` for it, and where that missed Numba's cache (the file is new,
-    or changed, or the cache is empty), starts the child for the dW kernels of ``dtype``."""
+def start(dtype, few: bool = False) -> None:
+    """At a conv forward (``few``: whose dW takes the few-filters kernel): the first of
+    ``dtype`` in this process loads or compiles the probe kernel of :mod:`.wide_grad` for it,
+    and where that missed Numba's cache (the file is new, or changed, or the cache is empty),
+    starts the child for the dW kernels of ``dtype``; a forward with ``few`` asks it for that
+    kernel too."""
     name = np.dtype(dtype).name
-    if name in _probed:
-        return
-    _probed.add(name)
+    if name not in _probed:
+        _probed.add(name)
+        if _cache_missed(name):
+            _children[name] = _Child(name)
+    child = _children.get(name)
+    if few and child is not None and name not in _asked_few:
+        _asked_few.add(name)
+        child.ask("few")
+
+
+def _cache_missed(dtype: str) -> bool:
+    """Whether the probe kernel missed the cache for ``dtype`` (False where there is to be no
+    child: :func:`enabled`)."""
     if not enabled():
-        return
+        return False
     from numba import typeof
 
     from .wide_grad import cache_probe
 
-    probe = np.zeros(1, name)
+    probe = np.zeros(1, dtype)
     cache_probe(probe)
-    if cache_probe.stats.cache_misses.get((typeof(probe),), 0):
-        _children[name] = _Child(name)
+    return bool(cache_probe.stats.cache_misses.get((typeof(probe),), 0))
 
 
 def ready(job: str, dtype) -> None:
     """Before dW's first call of the kernel ``job``: the child's compile of it, if begun."""
     child = _children.get(np.dtype(dtype).name)
     if child is not None:
+        child.asked_all()
         child.wait(job)
 
 
@@ -157,8 +189,15 @@ def started(dtype) -> bool:
 
 
 def _after_fork_in_child() -> None:
-    """A forked process shares none of its parent's child (nor the thread that reads it)."""
+    """A forked process shares none of its parent's child (nor the thread that reads it), and
+    lets go of the pipe to its stdin, whose end is the child's word that all is asked."""
+    for child in _children.values():
+        try:
+            child.proc.stdin.close()
+        except OSError:
+            pass
     _probed.clear()
+    _asked_few.clear()
     _children.clear()
 
 
@@ -180,16 +219,33 @@ def compile_job(job: str, dtype) -> None:
 
 def main(argv: list[str]) -> None:
     """The child: ``dtype`` and the parent's ``wide_grad.py``, which must be the one imported
-    here (else nothing is compiled, for nothing would be found). A SIGINT or SIGTERM, blocked
-    (:data:`_CHILD`), ends it between jobs."""
+    here (else nothing is compiled, for nothing would be found). The blocks, then each job the
+    parent asks for, one a line, until it closes stdin or says nothing for :data:`ASK_S`. A
+    SIGINT or SIGTERM, blocked during a job (:data:`_CHILD`), ends it after the job."""
     from . import wide_grad
 
     dtype, expected = argv
     if os.path.abspath(wide_grad.__file__) != os.path.abspath(expected):
         sys.exit(f"imported {wide_grad.__file__}, not the parent's {expected}")
-    for job in JOBS:
-        if signal.sigpending() & _STOP:
-            sys.exit(1)
-        print("start", job, flush=True)
-        compile_job(job, dtype)
-        print("done", job, flush=True)
+    done: set[str] = set()
+    for job in _jobs():
+        if job in JOBS and job not in done:
+            print("start", job, flush=True)
+            compile_job(job, dtype)
+            print("done", job, flush=True)
+            done.add(job)
+
+
+def _jobs():
+    """The child's jobs: the blocks, then the parent's words, one a line. SIGINT and SIGTERM
+    are let through while it waits for a word, between jobs: one that came during a job ends
+    the child there."""
+    yield JOBS[0]
+    while True:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
+        ready = select.select([sys.stdin], [], [], ASK_S)[0]
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
+        line = sys.stdin.readline() if ready else ""
+        if not line:  # closed (every job asked), or nothing said for ASK_S
+            return
+        yield line.strip()

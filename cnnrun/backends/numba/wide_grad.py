@@ -97,8 +97,7 @@ def corr_grad_weight_wide(
     padded = frame(x.shape[2:], pads, dy.shape[2:])
     k = c * kernel_size[0] * kernel_size[1]
     register = VECTOR_BYTES // x.itemsize
-    # fewer filters than a register, more than a quarter of whose lanes would be padding
-    few = f < register and register - f > register // 4
+    few = few_filters(f, x.dtype)
     if few:  # (F', K') partial sums, filters and taps in groups of four
         offs = tap_offsets((f, c, *kernel_size), padded, dilation, FEW, stride)
         part = np.zeros((chunks(x.shape[0]), groups_up(f, FEW), offs.size), x.dtype)
@@ -117,6 +116,13 @@ def corr_grad_weight_wide(
         dW += part[chunk]
     dW = dW[:f, :k] if few else dW.reshape(-1, fp)[:k, :f].T
     return np.ascontiguousarray(dW).reshape(f, c, *kernel_size)
+
+
+def few_filters(filters: int, dtype) -> bool:
+    """Whether dW of a layer of ``filters`` takes the few-filters dot products: fewer filters
+    than a register holds, more than a quarter of whose lanes would be padding."""
+    register = VECTOR_BYTES // np.dtype(dtype).itemsize
+    return filters < register and register - filters > register // 4
 
 
 @njit(cache=True)
