@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from cnnrun.backends.numba import precompile
@@ -42,7 +43,7 @@ _SCRIPT = textwrap.dedent(
                sum(getattr(wide_grad, name).stats.cache_misses.values())]
         for name in ("_grad_weight_blocks", "_grad_weight_few")[: len(layers)]
     }
-    child = precompile._children.get("float32")
+    child = precompile._children.get(np.dtype("float32"))
     said = [] if child is None else (child.proc.wait(60), child.done["few"].wait(60), child.said)[2]
     print(json.dumps({"child": precompile.started("float32"), "stats": stats,
                       "digests": digests, "said": said}))
@@ -90,7 +91,7 @@ def test_a_model_without_few_filters_gets_the_blocks_alone(tmp_path):
 def _child(monkeypatch, code: str, wait_s: float = 60.0) -> precompile._Child:
     monkeypatch.setattr(precompile, "WAIT_S", wait_s)
     child = precompile._Child("float32", [sys.executable, "-c", code])
-    monkeypatch.setitem(precompile._children, "float32", child)
+    monkeypatch.setitem(precompile._children, np.dtype("float32"), child)
     return child
 
 
@@ -173,7 +174,7 @@ def test_the_child_stops_at_the_end_of_a_job_not_inside_it(monkeypatch, tmp_path
 
 def test_a_forked_process_shares_none_of_the_parents_child(monkeypatch):
     child = _child(monkeypatch, "import time; time.sleep(60)")
-    monkeypatch.setattr(precompile, "_probed", {"float32"})
+    monkeypatch.setattr(precompile, "_probed", {np.dtype("float32")})
     pid = os.fork()
     if pid == 0:  # its dW must not wait on a child whose words only the parent reads
         os._exit(0 if not precompile._children and not precompile._probed else 1)

@@ -33,7 +33,7 @@ from . import precompile
 from .common import _FAST, CHUNK, Pair, out_hw, parallel
 from .phases import grad_input_phased, phase_stack
 from .wide import corr_wide
-from .wide_grad import corr_grad_weight_wide, few_filters
+from .wide_grad import corr_grad_weight_wide
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def conv2d_forward(
     # a cold cache: dW's kernels compile meanwhile in a second process, the few-filters one
     # where a layer will take it
     wide = (sh, sw) == (1, 1) or (dh, dw) == (1, 1)
-    precompile.start(x.dtype, few=wide and few_filters(w.shape[0], x.dtype))
+    precompile.start(x.dtype, w.shape[0] if wide else None)
     w = np.ascontiguousarray(w, dtype=x.dtype)
     ho, wo = out_hw(x_pad.shape[2:], w.shape[2:], stride, dilation)
     if (sh, sw) == (1, 1):

@@ -58,9 +58,11 @@ _CHILD = (
     "from cnnrun.backends.numba.precompile import main; main(sys.argv[2:])"
 )
 _STOP = {signal.SIGINT, signal.SIGTERM}  # what the child acts on between jobs only
-_probed: set[str] = set()  # dtypes whose first conv forward has looked at the cache
-_asked_few: set[str] = set()  # dtypes whose child was asked for the few-filters kernel
-_children: dict[str, _Child] = {}  # by dtype: the child compiling its dW kernels
+_probed: set[np.dtype] = set()  # dtypes whose first conv forward has looked at the cache
+_asked_few: set[np.dtype] = set()  # dtypes whose child was asked for the few-filters kernel
+_children: dict[
+    np.dtype, _Child
+] = {}  # by dtype (np.dtype: its .name costs 2 us a call): the child compiling its dW kernels
 
 
 class _Child:
@@ -144,24 +146,29 @@ def enabled() -> bool:
     return (cores or 1) >= 2 and (threads is None or threads >= 2)
 
 
-def start(dtype, few: bool = False) -> None:
-    """At a conv forward (``few``: whose dW takes the few-filters kernel): the first of
-    ``dtype`` in this process loads or compiles the probe kernel of :mod:`.wide_grad` for it,
-    and where that missed Numba's cache (the file is new, or changed, or the cache is empty),
-    starts the child for the dW kernels of ``dtype``; a forward with ``few`` asks it for that
-    kernel too."""
-    name = np.dtype(dtype).name
-    if name not in _probed:
-        _probed.add(name)
-        if _cache_missed(name):
-            _children[name] = _Child(name)
-    child = _children.get(name)
-    if few and child is not None and name not in _asked_few:
-        _asked_few.add(name)
+def start(dtype, filters: int | None = None) -> None:
+    """At a conv forward (``filters``: the layer's, where its dW takes the wide-row kernels):
+    the first of ``dtype`` in this process loads or compiles the probe kernel of
+    :mod:`.wide_grad` for it, and where that missed Numba's cache (the file is new, or changed,
+    or the cache is empty), starts the child for the dW kernels of ``dtype``; a forward whose
+    dW takes the few-filters kernel asks it for that kernel too. Every other call, once per
+    conv forward, is two set lookups."""
+    key = np.dtype(dtype)
+    if key not in _probed:
+        _probed.add(key)
+        if _cache_missed(key):
+            _children[key] = _Child(key.name)
+    child = _children.get(key)
+    if child is None or filters is None or key in _asked_few:
+        return
+    from .wide_grad import few_filters
+
+    if few_filters(filters, key):
+        _asked_few.add(key)
         child.ask("few")
 
 
-def _cache_missed(dtype: str) -> bool:
+def _cache_missed(dtype: np.dtype) -> bool:
     """Whether the probe kernel missed the cache for ``dtype`` (False where there is to be no
     child: :func:`enabled`)."""
     if not enabled():
@@ -177,7 +184,7 @@ def _cache_missed(dtype: str) -> bool:
 
 def ready(job: str, dtype) -> None:
     """Before dW's first call of the kernel ``job``: the child's compile of it, if begun."""
-    child = _children.get(np.dtype(dtype).name)
+    child = _children.get(np.dtype(dtype))
     if child is not None:
         child.asked_all()
         child.wait(job)
@@ -185,7 +192,7 @@ def ready(job: str, dtype) -> None:
 
 def started(dtype) -> bool:
     """Whether this process started a child for ``dtype``."""
-    return np.dtype(dtype).name in _children
+    return np.dtype(dtype) in _children
 
 
 def _after_fork_in_child() -> None:
