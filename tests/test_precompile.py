@@ -132,14 +132,14 @@ def test_the_child_is_off_with_the_variable_one_core_or_one_thread(monkeypatch):
     from cnnrun.backends import process
 
     monkeypatch.setattr(process, "kernel_threads", lambda: None)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(process, "machine_cores", lambda: 2)
     assert precompile.enabled()
     monkeypatch.setenv("CNNRUN_PRECOMPILE", "0")
     assert not precompile.enabled()
     monkeypatch.delenv("CNNRUN_PRECOMPILE")
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(process, "machine_cores", lambda: 1)
     assert not precompile.enabled()
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(process, "machine_cores", lambda: 2)
     monkeypatch.setattr(process, "kernel_threads", lambda: 1)  # backend.threads=1
     assert not precompile.enabled()
     monkeypatch.setattr(process, "kernel_threads", lambda: 2)

@@ -135,15 +135,16 @@ class _Child:
 
 
 def enabled() -> bool:
-    """Whether a cold cache gets a child: two cores or more for this process, a thread count
-    (``backend.threads``) of two or more if one is set, and no ``CNNRUN_PRECOMPILE=0``."""
+    """Whether a cold cache gets a child: two cores or more for this process
+    (:func:`~cnnrun.backends.process.machine_cores`: its affinity, cgroup quota and SLURM
+    allocation), a thread count (``backend.threads``) of two or more if one is set, and no
+    ``CNNRUN_PRECOMPILE=0``."""
     from .. import process
 
     if os.environ.get("CNNRUN_PRECOMPILE", "").strip() == "0":
         return False
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = process.kernel_threads()
-    return (cores or 1) >= 2 and (threads is None or threads >= 2)
+    return process.machine_cores() >= 2 and (threads is None or threads >= 2)
 
 
 def start(dtype, filters: int | None = None) -> None:
