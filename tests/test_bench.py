@@ -2,6 +2,7 @@
 PyTorch twin it times computes what the cnnrun model computes (float64: loss, gradients and
 running statistics within 1e-10). No timings are asserted: speed is the benchmark's."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -226,6 +227,19 @@ def test_bench_report_ratios_peaks_and_table():
     table.format_table(alone)
 
 
+@pytest.mark.parametrize("imported", [True, False])
+def test_the_compile_line_says_whether_numba_imported_scipy(imported):
+    compile_ = {"cold_compile_s": 4.5, "warm_compile_s": 0.25, "warm_cache_misses": 0}
+    compile_ |= {"warm_numba_setup_s": 0.2, "warm_kernels_s": 0.05}
+    text = "\n".join(table._compile_lines({"numba_compile": compile_}))
+    compile_["warm_scipy_blas_imported"] = imported
+    said = "\n".join(table._compile_lines({"numba_compile": compile_}))
+    assert "Numba's own start-up 0.20 s" in said and "cnnrun's kernels 0.05 s" in said
+    assert ("SciPy's BLAS for np.dot, imported where" in said) is imported
+    assert ("SciPy is not installed here" in said) is not imported
+    assert "SciPy" not in text and "its registries)" in text  # an older JSON, without the field
+
+
 def test_the_table_shows_load_libraries_and_the_run(monkeypatch):
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setattr(libraries, "cpu_flags", lambda: {"avx2", "avx512f"})
@@ -381,6 +395,9 @@ def test_bench_quick_writes_json(tmp_path):
     assert compile_["warm_numba_setup_s"] == split["numba_setup_s"]
     assert compile_["warm_kernels_s"] == split["compile_s"]
     assert compile_["warm"]["numba_setup_s"] is None  # the headline step paid the start-up
+    # Numba imports SciPy's BLAS at its start exactly where SciPy is installed
+    scipy_installed = importlib.util.find_spec("scipy") is not None
+    assert compile_["warm_scipy_blas_imported"] is scipy_installed
     assert len(result["load"]["start"]) == 3 and len(result["load"]["end"]) == 3
     assert "OPENBLAS_CORETYPE" in result["libraries"]["environment"]
     texts = ("images/s", "ratio to PyTorch", "GEMM peak", "run / steps", "Machine load")

@@ -57,9 +57,9 @@ def test_digits_shapes_dtypes_and_metadata(digits):
 
 
 def test_digits_split_is_stratified_and_complete(digits):
-    from sklearn.datasets import load_digits
+    from cnnrun.data.digits import read_file
 
-    totals = np.bincount(load_digits().target, minlength=10)
+    totals = np.bincount(read_file()[1], minlength=10)
     val_counts = np.bincount(digits.y_val, minlength=10)
     test_counts = np.bincount(digits.y_test, minlength=10)
     train_counts = np.bincount(digits.y_train, minlength=10)
@@ -645,12 +645,12 @@ def test_resize_bad_size():
 
 
 def test_digits_are_scikit_learns_without_importing_it():
-    """Read from scikit-learn's own file, so that a run's start-up does not import it (and
-    SciPy with it: about a second)."""
+    """cnnrun's own copy is scikit-learn's set, image for image; loading it imports neither
+    scikit-learn nor SciPy (whose presence makes Numba import SciPy's BLAS at its start)."""
     import subprocess
     import sys
 
-    from sklearn import datasets
+    datasets = pytest.importorskip("sklearn.datasets")
 
     from cnnrun.data.digits import load_digits
 
@@ -663,3 +663,33 @@ def test_digits_are_scikit_learns_without_importing_it():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def _digits_like(path, images, labels):
+    np.savez_compressed(path, images=images, labels=labels)
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["missing", "not a zip", "truncated", "no labels", "float images", "7x8 images", "level 17"],
+)
+def test_a_damaged_digits_file_is_named_never_loaded(tmp_path, damage):
+    from cnnrun.data.digits import FILE, read_file
+
+    images, labels = read_file()
+    path = tmp_path / "digits.npz"
+    if damage == "not a zip":
+        path.write_bytes(b"images,labels\n")
+    elif damage == "truncated":
+        path.write_bytes(FILE.read_bytes()[:1000])
+    elif damage == "no labels":
+        np.savez_compressed(path, images=images)
+    elif damage == "float images":
+        _digits_like(path, images.astype(np.float32), labels)
+    elif damage == "7x8 images":
+        _digits_like(path, images[:, :7], labels)
+    elif damage == "level 17":
+        _digits_like(path, np.where(images == 16, 17, images).astype(np.uint8), labels)
+    with pytest.raises(DataError, match=f"digits file {path}.*reinstall cnnrun"):
+        read_file(path)

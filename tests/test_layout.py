@@ -4,6 +4,7 @@ the only code that does, and no module or function outgrows a screen or two."""
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import subprocess
 import sys
@@ -125,3 +126,24 @@ def test_every_package_is_in_the_wheel():
         ".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")
     }
     assert found - listed == set(), found - listed
+
+
+def test_every_data_file_is_in_the_wheel():
+    """A file the package reads (the digits' copy, the configs) that pyproject's package-data
+    does not name installs without it; the editable install of the tests would not notice."""
+    tomllib = pytest.importorskip("tomllib")
+
+    setuptools = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]
+    patterns = setuptools["package-data"]
+    skipped = {".py", ".nbi", ".nbc", ".pyc"}
+    unlisted = []
+    for path in PACKAGE.rglob("*"):
+        if not path.is_file() or path.suffix in skipped or "__pycache__" in path.parts:
+            continue
+        package = ".".join(path.parent.relative_to(PACKAGE.parent).parts)
+        globs = patterns.get("*", []) + patterns.get(package, [])
+        if not any(fnmatch.fnmatch(path.name, glob) for glob in globs):
+            unlisted.append(str(path.relative_to(PACKAGE.parent)))
+    assert unlisted == [], unlisted

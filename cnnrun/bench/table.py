@@ -90,10 +90,14 @@ def _compile_lines(result: dict) -> list[str]:
         f"({compile_['warm_cache_misses']} cache misses)"
     ]
     if compile_.get("warm_numba_setup_s") is not None:
+        scipy = {  # absent from the JSON of a bench before cnnrun dropped scikit-learn
+            True: "; with SciPy's BLAS for np.dot, imported where SciPy is installed, as here",
+            False: "; SciPy is not installed here, so it imports no BLAS for np.dot",
+        }.get(compile_.get("warm_scipy_blas_imported"), "")
         lines.append(
             f"  with the cache, apart: Numba's own start-up {compile_['warm_numba_setup_s']:.2f} s "
-            "(its registries, and SciPy's BLAS for np.dot: once per process, for any Numba "
-            f"program), then cnnrun's kernels {compile_['warm_kernels_s']:.2f} s"
+            f"(once per process, for any Numba program: its registries{scipy}), "
+            f"then cnnrun's kernels {compile_['warm_kernels_s']:.2f} s"
         )
     return lines
 

@@ -117,6 +117,8 @@ def compile_probe(threads: int, setup_first: bool = False) -> None:
     _say(
         {
             "precompile_child": precompile.started("float32"),
+            # Numba imports it at its start where SciPy is installed (0.2 s); cnnrun never needs it
+            "scipy_blas_imported": "scipy.linalg.cython_blas" in sys.modules,
             "import_s": imported,
             "numba_setup_s": setup,
             "first_step_s": first,
@@ -245,6 +247,7 @@ def measure_compile(threads: int) -> dict:
         "warm_compile_s": warm["compile_s"],
         "warm_cache_misses": warm["cache_misses"],
         "cold_precompile_child": cold["precompile_child"],
+        "warm_scipy_blas_imported": warm["scipy_blas_imported"],
         "warm_numba_setup_s": split["numba_setup_s"],
         "warm_kernels_s": split["compile_s"],
         "cold": cold,

@@ -5,7 +5,7 @@ split (see :mod:`.load` for how they are drawn).
 The data sets, one module each (its docstring says its format and where its files are looked
 for), registered by name in :mod:`.registry` and found by importing every module here:
 
-- ``digits`` (default, :mod:`.digits`): scikit-learn's 8x8 handwritten digits, offline;
+- ``digits`` (default, :mod:`.digits`): the 8x8 handwritten digits, carried in cnnrun;
 - ``mnist`` / ``fashion_mnist`` (:mod:`.mnist`): the four IDX files under ``root``;
 - ``cifar10`` (:mod:`.cifar10`): the python batches under ``root``;
 - ``synthetic`` (:mod:`.synthetic`): generated images of simple shapes, no files.
